@@ -1,0 +1,1 @@
+"""Dramatiq actors, their middleware and the broker that carries their messages."""

@@ -1,0 +1,161 @@
+"""Builds the Dramatiq broker, its middleware and one actor per workflow, from settings.
+
+RabbitMQ gets durable queues (Dramatiq's default), persistent messages, publisher confirms,
+dead-letter queues (``<queue>.XQ``) and ``x-max-priority``. Without a broker URL the in-process
+stub broker serves ``interlock dev``. Either way, delayed messages (retry backoff) are parked in
+the database and published when due instead of being held unacknowledged by a consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Retries, ShutdownNotifications, TimeLimit
+from dramatiq.results import Results
+
+from interlock.settings import Settings
+from models.base import utcnow
+from models.scheduled import schedule_message
+
+from .context import TaskContext
+from .errors import PermanentError, TransientError
+from .maintenance import Maintenance
+from .registry import WorkflowSpec
+from .results import DatabaseResultBackend
+from .runtime import Runtime
+from .tracking import TaskTracking, current_run, task_id_of
+
+__all__ = ["build_broker", "InterlockRabbitmqBroker", "InterlockStubBroker"]
+
+logger = logging.getLogger(__name__)
+
+
+class _ParksDelays:
+    """Mixin: ``enqueue(message, delay=...)`` stores the message in the database until due."""
+
+    runtime: Runtime | None = None
+
+    def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
+        if delay is None or self.runtime is None:
+            return super().enqueue(message, delay=None)  # type: ignore[misc]
+        self.emit_before("enqueue", message, delay)  # type: ignore[attr-defined]
+        data = message.asdict()
+        with self.runtime.sessions.begin() as session:
+            schedule_message(
+                session,
+                queue=message.queue_name,
+                message=data,
+                due_at=utcnow() + timedelta(milliseconds=delay),
+                task_id=task_id_of(message),
+            )
+        self.emit_after("enqueue", message, delay)  # type: ignore[attr-defined]
+        return message
+
+
+class InterlockRabbitmqBroker(_ParksDelays, RabbitmqBroker):
+    pass
+
+
+class InterlockStubBroker(_ParksDelays, StubBroker):
+    pass
+
+
+def build_broker(
+    settings: Settings, runtime: Runtime, catalogue: Mapping[str, WorkflowSpec]
+) -> dramatiq.Broker:
+    """The broker for this process, with every workflow declared as an actor on its queue."""
+    # Dramatiq runs ``after_*`` hooks in reverse order: TaskTracking comes first so that its
+    # after_process_message sees the verdict of Retries (message.failed or a retry enqueued).
+    middleware = [
+        TaskTracking(runtime),
+        Maintenance(runtime),
+        TimeLimit(time_limit=settings.time_limit * 1000),
+        ShutdownNotifications(),
+        Retries(
+            max_retries=settings.max_retries,
+            min_backoff=int(settings.min_backoff * 1000),
+            max_backoff=int(settings.max_backoff * 1000),
+        ),
+        Results(backend=DatabaseResultBackend(runtime.sessions), result_ttl=int(settings.result_ttl * 1000)),
+    ]
+    broker: InterlockRabbitmqBroker | InterlockStubBroker
+    if settings.uses_rabbitmq:
+        broker = InterlockRabbitmqBroker(
+            url=settings.broker_url,
+            confirm_delivery=True,
+            max_priority=settings.queue_max_priority,
+            middleware=middleware,
+        )
+    elif settings.broker_url:
+        raise ValueError("INTERLOCK_BROKER_URL must be an amqp:// or amqps:// URL, or empty")
+    else:
+        broker = InterlockStubBroker(middleware=middleware)
+    broker.runtime = runtime
+    for spec in catalogue.values():
+        declare_workflow(broker, spec, runtime)
+    return broker
+
+
+def declare_workflow(
+    broker: dramatiq.Broker, spec: WorkflowSpec, runtime: Runtime
+) -> dramatiq.Actor[Any, Any]:
+    settings = runtime.settings
+    time_limit = spec.time_limit or settings.time_limit
+    soft_limit = spec.soft_time_limit or min(settings.soft_time_limit, time_limit)
+
+    def run(task_id: str) -> dict[str, Any]:
+        task_run = current_run()
+        if task_run is None or task_run.task_id != task_id:
+            raise PermanentError(f"task {task_id} was not claimed by this worker")
+        ctx = TaskContext(
+            task_id=task_id,
+            input=task_run.input,
+            attempt=task_run.attempt,
+            runtime=runtime,
+            soft_deadline=task_run.started + soft_limit,
+        )
+        try:
+            return spec.fn(ctx)
+        except TransientError as exc:
+            if exc.retry_after is None:
+                raise
+            # Dramatiq's Retry carries the delay the server asked for (Retry-After).
+            delay = int(exc.retry_after * 1000)
+            raise dramatiq.Retry(str(exc), delay=max(delay, 1)) from exc
+
+    run.__name__ = spec.name
+    return dramatiq.Actor(
+        run,
+        broker=broker,
+        actor_name=spec.actor_name,
+        queue_name=spec.queue,
+        priority=0,
+        options={
+            "max_retries": settings.max_retries if spec.max_retries is None else spec.max_retries,
+            "time_limit": int(time_limit * 1000),
+            "throws": (PermanentError,),
+            "store_results": True,
+        },
+    )
+
+
+def wait_for_broker(broker: dramatiq.Broker, *, timeout: float = 30.0) -> None:
+    """Block until the broker answers (RabbitMQ may still be starting)."""
+    if not isinstance(broker, RabbitmqBroker):
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            broker.connection  # noqa: B018 - opens this thread's connection
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise ConnectionError("RabbitMQ is not reachable") from exc
+            time.sleep(0.5)

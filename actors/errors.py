@@ -1,0 +1,40 @@
+"""One exception tree for everything an actor can raise on purpose."""
+
+from __future__ import annotations
+
+__all__ = [
+    "InterlockError",
+    "PermanentError",
+    "InvalidInput",
+    "TransientError",
+    "SoftTimeLimitExceeded",
+    "TaskCancelled",
+]
+
+
+class InterlockError(Exception):
+    """Base of Interlock's own errors."""
+
+
+class PermanentError(InterlockError):
+    """Retrying cannot help (bad input, HTTP 400/401/404): the task fails at once."""
+
+
+class InvalidInput(PermanentError):
+    """The task's input is unusable."""
+
+
+class TransientError(InterlockError):
+    """A retry may succeed (network, timeout, HTTP 429 or 5xx); ``retry_after`` is in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SoftTimeLimitExceeded(InterlockError):
+    """The soft time limit passed: finish early with what you have, the hard limit is near."""
+
+
+class TaskCancelled(PermanentError):
+    """Somebody cancelled the task; it stops at its next step boundary."""

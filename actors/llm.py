@@ -1,0 +1,138 @@
+"""The one place LLM calls go through: the ``openai`` client, or the offline stand-in.
+
+Errors are translated at this boundary into :mod:`actors.errors`, so retry policy is decided by
+what happened (429, 5xx, timeout, 4xx) and not by which SDK raised it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import openai
+
+from .errors import PermanentError, TransientError
+
+__all__ = ["Completion", "LLMClient", "OpenAIChat", "OfflineModel", "build_llm", "OFFLINE_MODEL_NAME"]
+
+logger = logging.getLogger(__name__)
+
+OFFLINE_MODEL_NAME = "interlock-offline-standin"
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+class LLMClient(Protocol):
+    model: str
+
+    def complete(self, messages: list[dict[str, str]], *, timeout: float | None = None) -> Completion: ...
+
+    def close(self) -> None: ...
+
+
+class OpenAIChat:
+    """Chat completions on any OpenAI-compatible endpoint; retries are the task's, not the SDK's."""
+
+    def __init__(self, *, api_key: str, base_url: str | None, model: str, timeout: float) -> None:
+        self.model = model
+        self.timeout = timeout
+        self._client = openai.OpenAI(
+            api_key=api_key or "unused", base_url=base_url or None, timeout=timeout, max_retries=0
+        )
+
+    def complete(self, messages: list[dict[str, str]], *, timeout: float | None = None) -> Completion:
+        try:
+            response = self._client.chat.completions.create(
+                model=self.model,
+                messages=messages,  # type: ignore[arg-type]
+                timeout=timeout or self.timeout,
+            )
+        except openai.RateLimitError as exc:
+            raise TransientError(
+                f"LLM rate limited (429): {_message(exc)}", retry_after=_retry_after(exc)
+            ) from exc
+        except openai.APITimeoutError as exc:
+            raise TransientError("LLM call timed out") from exc
+        except openai.APIConnectionError as exc:
+            raise TransientError(f"LLM endpoint unreachable: {exc.__class__.__name__}") from exc
+        except openai.APIStatusError as exc:
+            if exc.status_code >= 500 or exc.status_code in (408, 409):
+                raise TransientError(
+                    f"LLM server error ({exc.status_code}): {_message(exc)}", retry_after=_retry_after(exc)
+                ) from exc
+            raise PermanentError(f"LLM request refused ({exc.status_code}): {_message(exc)}") from exc
+        choice = response.choices[0]
+        usage = response.usage
+        return Completion(
+            text=choice.message.content or "",
+            model=response.model or self.model,
+            usage={
+                "prompt_tokens": usage.prompt_tokens if usage else 0,
+                "completion_tokens": usage.completion_tokens if usage else 0,
+                "total_tokens": usage.total_tokens if usage else 0,
+            },
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class OfflineModel:
+    """A deterministic stand-in for development without an API key. It says what it is."""
+
+    model = OFFLINE_MODEL_NAME
+
+    def complete(self, messages: list[dict[str, str]], *, timeout: float | None = None) -> Completion:
+        prompt = messages[-1]["content"] if messages else ""
+        digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
+        text = (
+            f"[offline stand-in model, not a real LLM; set OPENAI_API_KEY or OPENAI_BASE_URL] "
+            f"answer {digest} to: {prompt[:200]}"
+        )
+        prompt_tokens = sum(len(m.get("content", "")) for m in messages) // 4 + 1
+        completion_tokens = len(text) // 4 + 1
+        return Completion(
+            text=text,
+            model=self.model,
+            usage={
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        )
+
+    def close(self) -> None:
+        return None
+
+
+def build_llm(*, api_key: str, base_url: str, model: str, timeout: float) -> LLMClient:
+    if not api_key and not base_url:
+        logger.warning("No OPENAI_API_KEY or OPENAI_BASE_URL: using the offline stand-in model")
+        return OfflineModel()
+    return OpenAIChat(api_key=api_key, base_url=base_url or None, model=model, timeout=timeout)
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("retry-after") if exc.response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    body: Any = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:300]
+    return exc.message[:300]

@@ -1,0 +1,113 @@
+"""A background thread in every worker process: heartbeats, due messages, lapsed leases.
+
+Each pass is a few short transactions. Rows are taken with ``FOR UPDATE SKIP LOCKED``, so any
+number of worker processes on any number of hosts share the work without doing it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import dramatiq
+from dramatiq import Message
+from dramatiq.middleware import Middleware
+
+from models.scheduled import due_messages
+from models.tasks import TaskEvent, TaskState, lapsed_tasks, renew_leases, utcnow
+
+from .runtime import Runtime
+
+__all__ = ["Maintenance", "publish_due_messages", "reclaim_lapsed_tasks", "task_message"]
+
+logger = logging.getLogger(__name__)
+
+
+def task_message(*, queue: str, actor: str, task_id: str, priority: int = 0) -> Message[Any]:
+    """The one message shape Interlock sends: the task id and its broker priority."""
+    return Message(
+        queue_name=queue,
+        actor_name=actor,
+        args=(task_id,),
+        kwargs={},
+        options={"broker_priority": priority} if priority else {},
+    )
+
+
+def publish_due_messages(runtime: Runtime, broker: dramatiq.Broker, *, limit: int = 500) -> int:
+    """Publish parked messages whose time has come; delete them in the same transaction."""
+    with runtime.sessions.begin() as session:
+        rows = due_messages(session, limit=limit)
+        for row in rows:
+            data = dict(row.message)
+            options = dict(data.get("options") or {})
+            options.pop("eta", None)
+            data["options"] = options
+            broker.enqueue(Message(**data))
+            session.delete(row)
+    return len(rows)
+
+
+def reclaim_lapsed_tasks(runtime: Runtime, broker: dramatiq.Broker, *, limit: int = 100) -> int:
+    """Re-publish tasks whose worker stopped renewing its lease (crashed, killed, partitioned)."""
+    with runtime.sessions.begin() as session:
+        tasks = lapsed_tasks(session, limit=limit)
+        for task in tasks:
+            logger.warning("task %s lost its worker %s; re-publishing it", task.id, task.lease_owner)
+            task.state = TaskState.RETRY
+            task.lease_owner = None
+            task.lease_expires_at = None
+            task.updated_at = utcnow()
+            session.add(
+                TaskEvent(
+                    task_id=task.id,
+                    kind="state",
+                    state=TaskState.RETRY,
+                    progress=task.progress,
+                    step=task.current_step,
+                    data={"reason": "worker lost; lease lapsed"},
+                )
+            )
+            broker.enqueue(
+                task_message(queue=task.queue, actor=task.actor, task_id=task.id, priority=task.priority)
+            )
+    return len(tasks)
+
+
+class Maintenance(Middleware):
+    """Runs the maintenance loop for the lifetime of a worker."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._loop, args=(broker,), name="interlock-maintenance", daemon=True
+        )
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self, broker: dramatiq.Broker) -> None:
+        settings = self.runtime.settings
+        heartbeat_every = max(0.2, settings.lease_seconds / 3)
+        next_heartbeat = 0.0
+        while not self._stop.wait(settings.maintenance_interval):
+            try:
+                now = time.monotonic()
+                if now >= next_heartbeat:
+                    with self.runtime.sessions.begin() as session:
+                        renew_leases(session, owner=self.runtime.owner, lease_seconds=settings.lease_seconds)
+                    next_heartbeat = now + heartbeat_every
+                publish_due_messages(self.runtime, broker)
+                reclaim_lapsed_tasks(self.runtime, broker)
+            except Exception:  # a framework boundary: log, keep the loop alive for the next pass
+                logger.exception("maintenance pass failed; retrying in %.1fs", settings.maintenance_interval)

@@ -1,0 +1,191 @@
+"""The ``interlock`` command. Thin: it reads settings once and starts the right component."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .settings import Settings, SettingsError, setting_rows
+
+__all__ = ["main"]
+
+SETTINGS_NOTE = (
+    "Reads INTERLOCK_* settings from the environment (see `interlock config`), "
+    "e.g. INTERLOCK_DATABASE_URL and INTERLOCK_BROKER_URL."
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interlock", description="Durable asynchronous AI-agent work.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="API + worker + scheduler in one process", description=SETTINGS_NOTE)
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument(
+        "--threads", type=int, default=None, help="worker threads (default INTERLOCK_WORKER_THREADS)"
+    )
+
+    api = sub.add_parser("api", help="serve the HTTP API with gunicorn", description=SETTINGS_NOTE)
+    api.add_argument("--bind", default="127.0.0.1:8000")
+    api.add_argument("--workers", type=int, default=None, help="default INTERLOCK_API_WORKERS")
+
+    worker = sub.add_parser("worker", help="run worker processes", description=SETTINGS_NOTE)
+    worker.add_argument("--queues", nargs="*", default=None, help="queues to serve (default: all)")
+    worker.add_argument("--processes", type=int, default=None, help="default INTERLOCK_WORKER_PROCESSES")
+    worker.add_argument("--threads", type=int, default=None, help="default INTERLOCK_WORKER_THREADS")
+
+    migrate = sub.add_parser("migrate", help="upgrade the database schema to head", description=SETTINGS_NOTE)
+    migrate.add_argument("--check", action="store_true", help="exit 1 if the database is behind the code")
+
+    config = sub.add_parser(
+        "config", help="print every setting with its current value", description=SETTINGS_NOTE
+    )
+    config.add_argument(
+        "--markdown", action="store_true", help="print the README's table of settings and defaults"
+    )
+
+    client_note = "Talks to the API at --url (default INTERLOCK_API_URL)."
+    submit = sub.add_parser("submit", help="submit a query", description=client_note)
+    submit.add_argument("query")
+    submit.add_argument("--workflow", default=None)
+    submit.add_argument("--context", default=None, help="JSON object")
+    submit.add_argument("--priority", default=None)
+    submit.add_argument("--follow", action="store_true", help="show progress until the task ends")
+    submit.add_argument("--url", default=None)
+
+    status = sub.add_parser("status", help="show a task's status", description=client_note)
+    status.add_argument("task_id")
+    status.add_argument("--url", default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"interlock: configuration error: {exc}", file=sys.stderr)
+        return 2
+    handler = globals()[f"_cmd_{args.command}"]
+    return int(handler(settings, args) or 0)
+
+
+def _cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    if args.markdown:
+        from .settings import markdown_table
+
+        print(markdown_table())
+        return 0
+    width = max(len(name) for name, _, _ in setting_rows())
+    for name, value, help_text in setting_rows(settings):
+        print(f"{name:<{width}}  {value or '(empty)'}")
+        print(f"{'':<{width}}  {help_text}")
+    return 0
+
+
+def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from .migrations import check, upgrade
+
+    if args.check:
+        ok, detail = check(settings)
+        print(detail)
+        return 0 if ok else 1
+    upgrade(settings)
+    print("database schema is at head")
+    return 0
+
+
+def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from .dev import run_dev
+
+    return run_dev(settings, host=args.host, port=args.port, threads=args.threads or settings.worker_threads)
+
+
+def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    workers = args.workers or settings.api_workers
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        args.bind,
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(settings.api_threads),
+        "--access-logfile",
+        "-",
+        "web.wsgi:get_app()",
+    ]
+    os.execvp(command[0], command)  # noqa: S606 - replace this process with gunicorn
+    return 0  # pragma: no cover
+
+
+def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from .logs import configure_logging
+    from .worker import Supervisor
+
+    configure_logging(settings.log_level, settings.log_format)
+    supervisor = Supervisor(
+        settings,
+        queues=args.queues,
+        processes=args.processes or settings.worker_processes,
+        threads=args.threads or settings.worker_threads,
+    )
+    return supervisor.run()
+
+
+def _cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
+    from .client import Client
+
+    client = Client(args.url or settings.api_url)
+    body: dict[str, Any] = {"query": args.query}
+    if args.workflow:
+        body["workflow"] = args.workflow
+    if args.context:
+        body["context"] = json.loads(args.context)
+    if args.priority:
+        body["priority"] = int(args.priority) if args.priority.isdigit() else args.priority
+    answer = client.submit(body)
+    if not args.follow:
+        print(json.dumps(answer, indent=2))
+        return 0
+    print(f"task {answer['task_id']} queued")
+    return _follow(client, answer["task_id"])
+
+
+def _follow(client: Any, task_id: str) -> int:
+    last = None
+    while True:
+        status = client.status(task_id)
+        shown = (status["state"], status["progress"], status.get("current_step"))
+        if shown != last:
+            bar = "#" * (status["progress"] // 5)
+            print(
+                f"\r[{bar:<20}] {status['progress']:3d}% {status['state']:<10} "
+                f"{status.get('current_step') or ''}"
+            )
+            last = shown
+        if status["state"] in {"SUCCESS", "FAILURE", "CANCELLED"}:
+            print(json.dumps(status.get("result") or {"error": status.get("error")}, indent=2))
+            return 0 if status["state"] == "SUCCESS" else 1
+        time.sleep(0.3)
+
+
+def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from .client import Client
+
+    print(json.dumps(Client(args.url or settings.api_url).status(args.task_id), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

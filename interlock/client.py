@@ -1,0 +1,37 @@
+"""A small HTTP client for the CLI's client commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+__all__ = ["Client", "ApiError"]
+
+
+class ApiError(RuntimeError):
+    pass
+
+
+class Client:
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        self.timeout = timeout
+        if api_key:
+            self.session.headers["Authorization"] = f"Bearer {api_key}"
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise ApiError(f"cannot reach the Interlock API at {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise ApiError(f"{method} {path} answered {response.status_code}: {response.text[:500]}")
+        return response.json()
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/agent/execute", json=body)
+
+    def status(self, task_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/agent/status/{task_id}")

@@ -1,0 +1,55 @@
+"""Logging set-up for the entry points: text or JSON lines, each stamped with its task id."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+__all__ = ["configure_logging", "task_id_var"]
+
+#: The task the current thread is working on; set by the worker middleware.
+task_id_var: ContextVar[str | None] = ContextVar("interlock_task_id", default=None)
+
+
+class _TaskIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.task_id = task_id_var.get() or "-"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        body = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "process": record.process,
+            "thread": record.threadName,
+        }
+        task_id = getattr(record, "task_id", "-")
+        if task_id != "-":
+            body["task_id"] = task_id
+        if record.exc_info:
+            body["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(body, default=str)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Configure the root logger once, at an entry point."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_TaskIdFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s [%(process)d %(task_id)s] %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("pika", "urllib3", "httpx", "httpcore", "openai._base_client"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

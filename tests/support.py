@@ -1,0 +1,63 @@
+"""Helpers shared by the test suites: waiting with a deadline, reading tasks and events."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.tasks import Task, TaskEvent
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def get_task(sessions: sessionmaker[Session], task_id: str) -> Task | None:
+    with sessions() as session:
+        return session.get(Task, task_id)
+
+
+def wait_for_state(
+    sessions: sessionmaker[Session], task_id: str, states: set[str] | str, *, timeout: float = 30.0
+) -> Task:
+    wanted = {states} if isinstance(states, str) else states
+
+    def done() -> Task | None:
+        task = get_task(sessions, task_id)
+        return task if task is not None and task.state in wanted else None
+
+    return wait_until(done, timeout=timeout, what=f"task {task_id} to reach {sorted(wanted)}")
+
+
+def events(sessions: sessionmaker[Session], task_id: str) -> list[TaskEvent]:
+    with sessions() as session:
+        return list(
+            session.scalars(select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id))
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def json_of(response: Any) -> Any:
+    return response.json

@@ -1,0 +1,103 @@
+"""Submission, status and result of tasks: the reference article's paths, durable underneath."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dramatiq
+import falcon
+from falcon.media.validators.jsonschema import validate
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from actors.registry import WorkflowSpec
+from actors.submit import resolve_priority, submit
+from models.tasks import Task, TaskState, get_task, task_status
+
+from .schemas import EXECUTE_REQUEST
+
+__all__ = ["ExecuteResource", "StatusResource", "ResultResource", "load_task"]
+
+
+def load_task(sessions: sessionmaker[Session], task_id: str) -> tuple[Task, list[Task]]:
+    with sessions() as session:
+        task = get_task(session, task_id) if len(task_id) <= 36 else None
+        if task is None:
+            raise falcon.HTTPNotFound(title="Unknown task", description=f"No task has the id {task_id!r}.")
+        children = list(
+            session.scalars(select(Task).where(Task.parent_id == task_id).order_by(Task.created_at))
+        )
+        return task, children
+
+
+class ExecuteResource:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        broker: dramatiq.Broker,
+        catalogue: Mapping[str, WorkflowSpec],
+        max_priority: int,
+    ) -> None:
+        self.sessions = sessions
+        self.broker = broker
+        self.catalogue = catalogue
+        self.max_priority = max_priority
+
+    @validate(req_schema=EXECUTE_REQUEST)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body: dict[str, Any] = req.get_media()
+        workflow = body.get("workflow", "agent")
+        spec = self.catalogue.get(workflow)
+        if spec is None or not spec.submittable:
+            known = sorted(name for name, s in self.catalogue.items() if s.submittable)
+            raise falcon.HTTPBadRequest(
+                title="Unknown workflow",
+                description=f"Workflow {workflow!r} does not exist. Known workflows: {', '.join(known)}.",
+            )
+        task = submit(
+            self.sessions,
+            self.broker,
+            self.catalogue,
+            workflow=workflow,
+            input={"query": body["query"], "context": body.get("context") or {}},
+            priority=resolve_priority(body.get("priority"), max_priority=self.max_priority),
+        )
+        status_url = f"/agent/status/{task.id}"
+        resp.status = falcon.HTTP_202
+        resp.location = status_url
+        resp.media = {
+            "task_id": task.id,
+            "status": "queued",
+            "message": f"Workflow {workflow!r} accepted",
+            "status_url": status_url,
+        }
+
+
+class StatusResource:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
+        task, children = load_task(self.sessions, task_id)
+        resp.media = task_status(task, children=children)
+
+
+class ResultResource:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
+        task, _ = load_task(self.sessions, task_id)
+        if task.state == TaskState.SUCCESS:
+            resp.media = {"task_id": task.id, "status": "complete", "result": task.result}
+        elif task.state in (TaskState.FAILURE, TaskState.CANCELLED):
+            resp.media = {"task_id": task.id, "status": "failed", "state": task.state, "error": task.error}
+        else:
+            resp.status = falcon.HTTP_202
+            resp.media = {
+                "task_id": task.id,
+                "status": "not_ready",
+                "state": task.state,
+                "progress": task.progress,
+            }

@@ -1,0 +1,24 @@
+"""The one place the API reads the environment; gunicorn calls the factory ``web.wsgi:get_app()``."""
+
+from __future__ import annotations
+
+import falcon
+
+from actors.broker import build_broker
+from actors.registry import discover
+from actors.runtime import Runtime
+from interlock.logs import configure_logging
+from interlock.settings import Settings
+
+from .app import create_app
+
+__all__ = ["get_app"]
+
+
+def get_app() -> falcon.App:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+    runtime = Runtime.open(settings)
+    catalogue = discover(settings.agent_modules)
+    broker = build_broker(settings, runtime, catalogue)
+    return create_app(runtime, broker, catalogue)
