@@ -139,19 +139,23 @@ class Stack:
 
 
 def start_stack(settings: Settings, *, worker: bool = True) -> Stack:
+    """API and worker in this process; with the in-process broker they must share one broker."""
     from actors.broker import build_broker
     from interlock.worker import start_worker
     from web.app import create_app
 
-    runtime = Runtime.open(settings)
     catalogue = discover(settings.agent_modules)
-    broker = build_broker(settings, runtime, catalogue)
-    client = falcon.testing.TestClient(create_app(runtime, broker, catalogue))
     worker_obj = worker_broker = worker_runtime = None
     if worker:
         worker_obj, worker_broker, worker_runtime = start_worker(
             settings, queues=None, threads=settings.worker_threads
         )
+    if worker and not settings.uses_rabbitmq:
+        runtime, broker = Runtime.open(settings), worker_broker
+    else:
+        runtime = Runtime.open(settings)
+        broker = build_broker(settings, runtime, catalogue)
+    client = falcon.testing.TestClient(create_app(runtime, broker, catalogue))
     return Stack(settings, runtime, broker, client, worker_obj, worker_broker, worker_runtime)  # type: ignore[arg-type]
 
 
@@ -160,7 +164,8 @@ def stop_stack(stack: Stack) -> None:
         stack.worker.stop()
         stack.worker_broker.close()
         stack.worker_runtime.close()
-    stack.broker.close()
+    if stack.broker is not stack.worker_broker:
+        stack.broker.close()
     stack.runtime.close()
 
 

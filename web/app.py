@@ -25,6 +25,9 @@ def create_app(
     settings = runtime.settings
     app = falcon.App(middleware=[BodyLimit(settings.max_body_bytes)])
     app.req_options.strip_url_path_trailing_slash = True
+    # JSON only: a form post to a JSON route is a 415, not a silently different body. Routes that
+    # take other encodings (Slack's form posts) read and verify the raw body themselves.
+    app.req_options.media_handlers.pop(falcon.MEDIA_URLENCODED, None)
     register_error_handlers(app)
 
     sessions = runtime.sessions

@@ -1,0 +1,109 @@
+"""Bad input is refused with the right status and a JSON body, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from models.tasks import Task
+from tests.conftest import Stack, start_stack, stop_stack
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+
+JSON = {"content-type": "application/json"}
+
+CASES = [
+    ("malformed JSON", b'{"query": "x",', JSON, 400),
+    ("missing query", b'{"context": {}}', JSON, 400),
+    ("empty query", b'{"query": ""}', JSON, 400),
+    ("blank query", b'{"query": "   "}', JSON, 400),
+    ("query of wrong type", b'{"query": 42}', JSON, 400),
+    ("context of wrong type", b'{"query": "x", "context": [1, 2]}', JSON, 400),
+    ("unknown field", b'{"query": "x", "colour": "blue"}', JSON, 400),
+    ("unknown workflow", b'{"query": "x", "workflow": "nope"}', JSON, 400),
+    ("bad priority", b'{"query": "x", "priority": "urgent"}', JSON, 400),
+    ("not an object", b'["query"]', JSON, 400),
+    ("empty body", b"", JSON, 400),
+    ("wrong content type", b"query=x", {"content-type": "application/x-www-form-urlencoded"}, 415),
+    ("body over 1 MiB", json.dumps({"query": "x" * (1024 * 1024 + 10)}).encode(), JSON, 413),
+]
+
+
+def _counts(stack: Stack) -> tuple[int, int]:
+    with stack.runtime.sessions() as session:
+        tasks = session.scalar(select(func.count()).select_from(Task)) or 0
+    return tasks, stack.broker.get_queue_message_counts("default")[0]
+
+
+@pytest.mark.parametrize(("case", "body", "headers", "status"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused(settings, case: str, body: bytes, headers: dict, status: int) -> None:
+    stack = start_stack(settings, worker=False)
+    try:
+        before = _counts(stack)
+        response = stack.client.simulate_post("/agent/execute", body=body, headers=headers)
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json.get("title"), response.json
+        assert _counts(stack) == before
+    finally:
+        stop_stack(stack)
+
+
+def test_unknown_workflow_names_the_known_ones(settings) -> None:
+    stack = start_stack(settings, worker=False)
+    try:
+        response = stack.client.simulate_post("/agent/execute", json={"query": "x", "workflow": "nope"})
+        assert "agent" in response.json["description"]
+    finally:
+        stop_stack(stack)
+
+
+def test_unknown_task_is_404_not_pending(settings) -> None:
+    stack = start_stack(settings, worker=False)
+    try:
+        for path in ("/agent/status/", "/agent/result/"):
+            response = stack.client.simulate_get(path + "00000000-0000-0000-0000-000000000000")
+            assert response.status_code == 404
+            assert response.json["title"] == "Unknown task"
+    finally:
+        stop_stack(stack)
+
+
+def test_unfinished_result_is_202_not_ready(settings) -> None:
+    stack = start_stack(settings, worker=False)
+    try:
+        task_id = stack.submit(query="queued only")
+        response = stack.client.simulate_get(f"/agent/result/{task_id}")
+        assert response.status_code == 202
+        assert response.json["status"] == "not_ready"
+        submitted = stack.client.simulate_get(f"/agent/status/{task_id}").json
+        assert submitted["state"] == "PENDING"
+    finally:
+        stop_stack(stack)
+
+
+def test_location_header_points_at_status(settings) -> None:
+    stack = start_stack(settings, worker=False)
+    try:
+        response = stack.client.simulate_post("/agent/execute", json={"query": "where?"})
+        assert response.status_code == 202
+        assert response.headers["location"].endswith(response.json["status_url"])
+        assert response.json["status"] == "queued"
+    finally:
+        stop_stack(stack)
+
+
+def test_unreachable_broker_is_503_and_keeps_nothing(settings) -> None:
+    stack = start_stack(settings.replace(broker_url="amqp://guest:guest@127.0.0.1:1/"), worker=False)
+    try:
+        with stack.runtime.sessions() as session:
+            before = session.scalar(select(func.count()).select_from(Task))
+        response = stack.client.simulate_post("/agent/execute", json={"query": "nobody listens"})
+        assert response.status_code == 503
+        assert "broker" in response.json["description"]
+        with stack.runtime.sessions() as session:
+            assert session.scalar(select(func.count()).select_from(Task)) == before
+    finally:
+        stack.runtime.close()

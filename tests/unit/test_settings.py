@@ -1,0 +1,74 @@
+"""Settings are read once from the environment, documented in the README, and never leak secrets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from interlock.settings import Settings, SettingsError, markdown_table, setting_rows
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_the_embedded_ones() -> None:
+    settings = Settings.from_env({})
+    assert settings.effective_database_url.startswith("sqlite:///")
+    assert not settings.uses_rabbitmq and settings.llm_offline
+    assert (settings.time_limit, settings.soft_time_limit, settings.max_retries) == (3600.0, 3300.0, 3)
+
+
+def test_values_are_converted_and_postgres_means_psycopg3() -> None:
+    settings = Settings.from_env(
+        {
+            "INTERLOCK_DATABASE_URL": "postgresql://u@h/db",
+            "INTERLOCK_BROKER_URL": "amqp://g:g@h:5672/",
+            "INTERLOCK_MAX_RETRIES": "5",
+            "INTERLOCK_TIME_LIMIT": "90",
+            "INTERLOCK_SOFT_TIME_LIMIT": "60.5",
+        }
+    )
+    assert settings.effective_database_url == "postgresql+psycopg://u@h/db"
+    assert settings.uses_rabbitmq and settings.max_retries == 5
+    assert (settings.time_limit, settings.soft_time_limit) == (90.0, 60.5)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"INTERLOCK_MAX_RETRIES": "three"},
+        {"INTERLOCK_TIME_LIMIT": "10", "INTERLOCK_SOFT_TIME_LIMIT": "20"},
+        {"INTERLOCK_LOG_FORMAT": "xml"},
+    ],
+)
+def test_bad_values_are_clear_errors(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError):
+        Settings.from_env(env)
+
+
+def test_readme_table_lists_every_setting_with_its_default() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert markdown_table() in readme, "run scripts/update-readme"
+    for name, _, _ in setting_rows():
+        assert f"`{name}`" in readme
+
+
+def test_config_command_masks_secrets() -> None:
+    env = {"OPENAI_API_KEY": "sk-very-secret-value", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-m", "interlock.cli", "config"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "sk-very-secret-value" not in out.stdout
+    assert "OPENAI_API_KEY" in out.stdout and "***" in out.stdout
+    assert "INTERLOCK_MAX_RETRIES" in out.stdout
+
+
+def test_config_error_is_reported_not_raised() -> None:
+    env = {"INTERLOCK_MAX_RETRIES": "lots", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-m", "interlock.cli", "config"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "INTERLOCK_MAX_RETRIES" in out.stderr
