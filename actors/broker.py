@@ -26,7 +26,11 @@ from models.scheduled import schedule_message
 
 from .context import TaskContext
 from .errors import PermanentError, TransientError
+from .event_exchange import EventDelivery, RabbitmqEventRouting
+from .events import EventRouting, subscriptions_in
 from .maintenance import Maintenance
+from .metrics import WorkerMetrics
+from .orchestration import SUSPENDED, Suspend, try_suspend
 from .registry import WorkflowSpec
 from .results import DatabaseResultBackend
 from .runtime import Runtime
@@ -59,22 +63,23 @@ class _ParksDelays:
         return message
 
 
-class InterlockRabbitmqBroker(_ParksDelays, RabbitmqBroker):
+class InterlockRabbitmqBroker(_ParksDelays, RabbitmqEventRouting, RabbitmqBroker):
     pass
 
 
-class InterlockStubBroker(_ParksDelays, StubBroker):
+class InterlockStubBroker(_ParksDelays, EventRouting, StubBroker):
     pass
 
 
-def build_broker(
-    settings: Settings, runtime: Runtime, catalogue: Mapping[str, WorkflowSpec]
-) -> dramatiq.Broker:
+def build_broker(settings: Settings, runtime: Runtime, catalogue: Mapping[str, WorkflowSpec]) -> dramatiq.Broker:
     """The broker for this process, with every workflow declared as an actor on its queue."""
     # Dramatiq runs ``after_*`` hooks in reverse order: TaskTracking comes first so that its
     # after_process_message sees the verdict of Retries (message.failed or a retry enqueued).
+    # EventDelivery (before hooks only) makes sure an event's task row exists before it is claimed.
     middleware = [
+        EventDelivery(runtime),
         TaskTracking(runtime),
+        WorkerMetrics(runtime),  # after hooks run after Retries' and before TaskTracking's
         Maintenance(runtime),
         TimeLimit(time_limit=settings.time_limit * 1000),
         ShutdownNotifications(),
@@ -98,14 +103,14 @@ def build_broker(
     else:
         broker = InterlockStubBroker(middleware=middleware)
     broker.runtime = runtime
+    runtime.catalogue = dict(catalogue)
+    broker.subscriptions = subscriptions_in(catalogue)
     for spec in catalogue.values():
         declare_workflow(broker, spec, runtime)
     return broker
 
 
-def declare_workflow(
-    broker: dramatiq.Broker, spec: WorkflowSpec, runtime: Runtime
-) -> dramatiq.Actor[Any, Any]:
+def declare_workflow(broker: dramatiq.Broker, spec: WorkflowSpec, runtime: Runtime) -> dramatiq.Actor[Any, Any]:
     settings = runtime.settings
     time_limit = spec.time_limit or settings.time_limit
     soft_limit = spec.soft_time_limit or min(settings.soft_time_limit, time_limit)
@@ -120,15 +125,24 @@ def declare_workflow(
             attempt=task_run.attempt,
             runtime=runtime,
             soft_deadline=task_run.started + soft_limit,
+            priority=task_run.priority,
+            broker=broker,
+            usage=task_run.usage,
         )
-        try:
-            return spec.fn(ctx)
-        except TransientError as exc:
-            if exc.retry_after is None:
-                raise
-            # Dramatiq's Retry carries the delay the server asked for (Retry-After).
-            delay = int(exc.retry_after * 1000)
-            raise dramatiq.Retry(str(exc), delay=max(delay, 1)) from exc
+        while True:
+            try:
+                return spec.fn(ctx)
+            except Suspend:
+                # Children are running: sleep unless one ended during this run (then replay now).
+                with runtime.sessions.begin() as session:
+                    if try_suspend(session, task_id, owner=runtime.owner):
+                        return SUSPENDED
+                ctx.forget_cached_steps()
+            except TransientError as exc:
+                if exc.retry_after is None:
+                    raise
+                # Dramatiq's Retry carries the delay the server asked for (Retry-After).
+                raise dramatiq.Retry(str(exc), delay=max(int(exc.retry_after * 1000), 1)) from exc
 
     run.__name__ = spec.name
     return dramatiq.Actor(

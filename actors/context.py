@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+
+from dramatiq.threading import raise_thread_exception
 
 from interlock.settings import Settings
+from models.base import utcnow
 from models.checkpoints import COMPLETED, FAILED, load_checkpoints, save_checkpoint
-from models.tasks import TaskState, record_event, record_progress
+from models.tasks import TERMINAL_STATES, TaskState, record_event, record_progress
 
-from .errors import SoftTimeLimitExceeded, TaskCancelled
+from .errors import SoftTimeLimitExceeded, StageTimeLimitExceeded, TaskCancelled
 from .llm import Completion
 from .runtime import Runtime
 
@@ -33,8 +37,12 @@ class TaskContext:
     attempt: int
     runtime: Runtime
     soft_deadline: float
+    priority: int = 0
     usage: dict[str, int] = field(default_factory=dict)
+    broker: Any = None  # the dramatiq.Broker this task runs on, for publishing events
     _completed_steps: dict[str, Any] | None = None
+    _failures: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    _stage_deadline: float | None = None
 
     @property
     def query(self) -> str:
@@ -49,15 +57,47 @@ class TaskContext:
     def settings(self) -> Settings:
         return self.runtime.settings
 
+    # -- children (see actors.orchestration) ---------------------------------------------------
+
+    def call(self, workflow: str, input: dict[str, Any], *, key: str) -> dict[str, Any]:
+        """Run ``workflow`` as a child and return its result; suspends this task until it ends."""
+        result = self.gather([(workflow, input, key)])[0]
+        assert result is not None
+        return result
+
+    def gather(
+        self, calls: list[tuple[str, dict[str, Any], str]], *, partial: bool = False
+    ) -> list[dict[str, Any] | None]:
+        """Run children in parallel and return their results in order, once all have ended.
+
+        A failed child fails this task with its error, unless ``partial`` is set: then its place
+        in the list holds ``None`` and the caller decides.
+        """
+        from .orchestration import ChildFailed, Suspend, spawn, succeeded
+
+        children = [spawn(self, workflow, input, key=key) for workflow, input, key in calls]
+        with self.runtime.sessions() as session:
+            current = [session.get(type(child), child.id) for child in children]
+        if any(child is None or child.state not in TERMINAL_STATES for child in current):
+            raise Suspend(f"waiting for {sum(1 for c in current if c and c.state not in TERMINAL_STATES)} children")
+        results: list[dict[str, Any] | None] = []
+        for child in current:
+            assert child is not None
+            if succeeded(child):
+                results.append(child.result)
+            elif partial:
+                results.append(None)
+            else:
+                raise ChildFailed(child)
+        return results
+
     def soft_time_left(self) -> float:
         return self.soft_deadline - time.monotonic()
 
     def check(self) -> None:
         """Step boundary: stop here if the soft limit passed."""
         if self.soft_time_left() <= 0:
-            raise SoftTimeLimitExceeded(
-                f"soft time limit of {self.runtime.settings.soft_time_limit:g}s passed"
-            )
+            raise SoftTimeLimitExceeded(f"soft time limit of {self.runtime.settings.soft_time_limit:g}s passed")
 
     def progress(self, percent: int, step: str, **data: Any) -> None:
         """Record progress durably and notice a cancellation or a passed soft limit."""
@@ -79,24 +119,42 @@ class TaskContext:
                 data=data,
             )
 
+    def publish(self, event_type: str, data: dict[str, Any], *, source: str, key: str = "") -> tuple[str, list[str]]:
+        """Publish an event (``actors.events``) once per (task, type, key), even if the task is retried."""
+        from .events import publish_from_task
+
+        return publish_from_task(self, event_type, data, source=source, key=key)
+
     def complete(self, messages: list[dict[str, str]]) -> Completion:
         """One LLM call; its token usage is added to the task's."""
-        completion = self.runtime.llm.complete(messages)
+        timeout = None
+        deadline = self._stage_deadline or self.soft_deadline
+        limits = self.runtime.llm_limits
+        if limits is not None:
+            limits.before_call(self.runtime.llm.model, deadline=deadline)
+        if self._stage_deadline is not None:
+            # Never let one call outlive its stage: the socket wait is bounded too.
+            timeout = max(0.1, min(self.runtime.settings.llm_timeout, self._stage_deadline - time.monotonic()))
+        completion = self.runtime.llm.complete(messages, timeout=timeout)
+        if limits is not None:
+            limits.after_call(completion.model, completion.usage.get("total_tokens", 0))
         for key, value in completion.usage.items():
             self.usage[key] = self.usage.get(key, 0) + value
         return completion
 
     # -- durable steps -----------------------------------------------------------------------
 
+    def forget_cached_steps(self) -> None:
+        """Before a replay: read checkpoints afresh."""
+        self._completed_steps = None
+
     def completed_steps(self) -> dict[str, Any]:
         """Results of the steps that finished in earlier attempts, by stage name."""
         if self._completed_steps is None:
             with self.runtime.sessions() as session:
-                self._completed_steps = {
-                    c.stage: c.state.get("result")
-                    for c in load_checkpoints(session, self.task_id)
-                    if c.status == COMPLETED
-                }
+                checkpoints = load_checkpoints(session, self.task_id)
+            self._completed_steps = {c.stage: c.state.get("result") for c in checkpoints if c.status == COMPLETED}
+            self._failures = {c.stage: list(c.meta.get("failures", [])) for c in checkpoints}
         return self._completed_steps
 
     def step(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -104,28 +162,41 @@ class TaskContext:
 
         A later attempt (retry, crash redelivery, resume) gets the stored result back without
         running ``fn`` again, so paid LLM calls are never made twice. Results must be JSON.
+        A step may run for ``INTERLOCK_STAGE_TIME_LIMIT`` seconds; past that it is interrupted
+        with :class:`StageTimeLimitExceeded` (a transient error: the retry resumes here).
         """
         done = self.completed_steps()
         if name in done:
             logger.info("step %s already completed, reusing its checkpoint", name)
-            return done[name]
+            return cast(T, done[name])
         self.check()
+        failures = self._failures.setdefault(name, [])
+        limit = self.runtime.settings.stage_time_limit
         started = time.monotonic()
+        self._stage_deadline = started + limit
+        watchdog = threading.Timer(limit, raise_thread_exception, (threading.get_ident(), StageTimeLimitExceeded))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             result = fn(*args, **kwargs)
-        except Exception as exc:
+            watchdog.cancel()
+        except BaseException as exc:
+            watchdog.cancel()
+            failures.append({"attempt": self.attempt, "error": _describe(exc), "at": utcnow().isoformat()})
             with self.runtime.sessions.begin() as session:
                 save_checkpoint(
                     session,
                     workflow_id=self.task_id,
                     stage=name,
                     status=FAILED,
-                    state={"input": self.input, "attempt": self.attempt},
-                    meta={"traceback": traceback.format_exc(limit=20), "attempt": self.attempt},
-                    error=f"{type(exc).__name__}: {exc}",
+                    state={"input": self.input},
+                    meta={"traceback": traceback.format_exc(limit=20), "failures": failures},
+                    error=_describe(exc),
                     duration_ms=int((time.monotonic() - started) * 1000),
                 )
             raise
+        finally:
+            self._stage_deadline = None
         with self.runtime.sessions.begin() as session:
             save_checkpoint(
                 session,
@@ -133,8 +204,12 @@ class TaskContext:
                 stage=name,
                 status=COMPLETED,
                 state={"result": result, "input": self.input},
-                meta={"attempt": self.attempt},
+                meta={"attempt": self.attempt, "failures": failures},
                 duration_ms=int((time.monotonic() - started) * 1000),
             )
         done[name] = result
         return result
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]

@@ -8,6 +8,7 @@ __all__ = [
     "InvalidInput",
     "TransientError",
     "SoftTimeLimitExceeded",
+    "StageTimeLimitExceeded",
     "TaskCancelled",
 ]
 
@@ -34,6 +35,13 @@ class TransientError(InterlockError):
 
 class SoftTimeLimitExceeded(InterlockError):
     """The soft time limit passed: finish early with what you have, the hard limit is near."""
+
+
+class StageTimeLimitExceeded(TransientError):
+    """One durable step ran past ``INTERLOCK_STAGE_TIME_LIMIT``; the retry resumes at that step."""
+
+    def __init__(self, message: str = "stage time limit exceeded") -> None:
+        super().__init__(message)
 
 
 class TaskCancelled(PermanentError):

@@ -55,9 +55,7 @@ class OpenAIChat:
                 timeout=timeout or self.timeout,
             )
         except openai.RateLimitError as exc:
-            raise TransientError(
-                f"LLM rate limited (429): {_message(exc)}", retry_after=_retry_after(exc)
-            ) from exc
+            raise TransientError(f"LLM rate limited (429): {_message(exc)}", retry_after=_retry_after(exc)) from exc
         except openai.APITimeoutError as exc:
             raise TransientError("LLM call timed out") from exc
         except openai.APIConnectionError as exc:

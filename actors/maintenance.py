@@ -14,6 +14,8 @@ from typing import Any
 import dramatiq
 from dramatiq import Message
 from dramatiq.middleware import Middleware
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from models.scheduled import due_messages
 from models.tasks import TaskEvent, TaskState, lapsed_tasks, renew_leases, utcnow
@@ -70,10 +72,25 @@ def reclaim_lapsed_tasks(runtime: Runtime, broker: dramatiq.Broker, *, limit: in
                     data={"reason": "worker lost; lease lapsed"},
                 )
             )
-            broker.enqueue(
-                task_message(queue=task.queue, actor=task.actor, task_id=task.id, priority=task.priority)
+            message = task_message(queue=task.queue, actor=task.actor, task_id=task.id, priority=task.priority)
+            # Carry the retry count over, so a crash neither refills the retry budget nor counts
+            # the retries already made as crash redeliveries.
+            retries = session.scalar(
+                select(func.count())
+                .select_from(TaskEvent)
+                .where(TaskEvent.task_id == task.id, TaskEvent.state == TaskState.RETRY, TaskEvent.kind == "state")
             )
+            message.options["retries"] = max(0, int(retries or 0) - _lease_lapses(session, task.id))
+            broker.enqueue(message)
     return len(tasks)
+
+
+def _lease_lapses(session: Session, task_id: str) -> int:
+    """RETRY events written by this reaper (not by Retries) for ``task_id``."""
+    rows = session.scalars(
+        select(TaskEvent.data).where(TaskEvent.task_id == task_id, TaskEvent.state == TaskState.RETRY)
+    ).all()
+    return sum(1 for data in rows if isinstance(data, dict) and "reason" in data)
 
 
 class Maintenance(Middleware):
@@ -86,9 +103,7 @@ class Maintenance(Middleware):
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._loop, args=(broker,), name="interlock-maintenance", daemon=True
-        )
+        self._thread = threading.Thread(target=self._loop, args=(broker,), name="interlock-maintenance", daemon=True)
         self._thread.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:

@@ -6,16 +6,19 @@ imports every module there, and the broker, the worker and the API read this cat
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from interlock.settings import Settings, parse_pairs
+
 if TYPE_CHECKING:
     from .context import TaskContext
 
-__all__ = ["WorkflowSpec", "workflow", "discover", "actor_name"]
+__all__ = ["WorkflowSpec", "workflow", "discover", "load_catalogue", "actor_name"]
 
 WorkflowFn = Callable[["TaskContext"], dict[str, Any]]
 
@@ -30,6 +33,7 @@ class WorkflowSpec:
     time_limit: float | None = None
     soft_time_limit: float | None = None
     submittable: bool = True
+    stages: tuple[str, ...] = ()
 
     @property
     def actor_name(self) -> str:
@@ -51,10 +55,12 @@ def workflow(
     time_limit: float | None = None,
     soft_time_limit: float | None = None,
     submittable: bool = True,
+    stages: Sequence[str] = (),
 ) -> Callable[[WorkflowFn], WorkflowFn]:
     """Register ``fn(ctx) -> result`` as the workflow ``name`` served on ``queue``.
 
     ``max_retries`` and the limits (seconds) default to the settings when left ``None``.
+    ``stages`` names the durable steps in order, so a resume can say where it picks up.
     """
 
     def register(fn: WorkflowFn) -> WorkflowFn:
@@ -69,6 +75,7 @@ def workflow(
             time_limit=time_limit,
             soft_time_limit=soft_time_limit,
             submittable=submittable,
+            stages=tuple(stages),
         )
         return fn
 
@@ -86,3 +93,13 @@ def discover(extra_modules: str | Sequence[str] = ()) -> dict[str, WorkflowSpec]
     for name in extra_modules:
         importlib.import_module(name)
     return dict(_CATALOGUE)
+
+
+def load_catalogue(settings: Settings) -> dict[str, WorkflowSpec]:
+    """The catalogue as this deployment runs it: extra modules loaded, queue overrides applied."""
+    catalogue = discover(settings.agent_modules)
+    for name, queue in parse_pairs(settings.agent_queues).items():
+        if name not in catalogue:
+            raise ValueError(f"INTERLOCK_AGENT_QUEUES names unknown agent {name!r}")
+        catalogue[name] = dataclasses.replace(catalogue[name], queue=queue)
+    return catalogue

@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from interlock.limits import parse_limits
 from interlock.settings import Settings
 from models.database import make_engine, make_sessionmaker
 
 from .llm import LLMClient, build_llm
+from .rate_limits import LLMLimits, SlidingWindow
+from .registry import WorkflowSpec
 
 __all__ = ["Runtime"]
 
@@ -27,6 +30,8 @@ class Runtime:
     sessions: sessionmaker[Session]
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
     _llm: LLMClient | None = None
+    catalogue: dict[str, WorkflowSpec] = field(default_factory=dict)
+    _llm_limits: LLMLimits | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -41,6 +46,22 @@ class Runtime:
                 api_key=s.openai_api_key, base_url=s.openai_base_url, model=s.model, timeout=s.llm_timeout
             )
         return self._llm
+
+    @property
+    def window(self) -> SlidingWindow:
+        return SlidingWindow(self.sessions)
+
+    @property
+    def llm_limits(self) -> LLMLimits | None:
+        """Per-model request/token limits, or ``None`` when none are configured."""
+        s = self.settings
+        if not s.llm_rpm and not s.llm_tpm:
+            return None
+        if self._llm_limits is None:
+            self._llm_limits = LLMLimits(
+                self.window, rpm=parse_limits(s.llm_rpm, units=False), tpm=parse_limits(s.llm_tpm, units=False)
+            )
+        return self._llm_limits
 
     def close(self) -> None:
         if self._llm is not None:

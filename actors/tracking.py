@@ -10,17 +10,22 @@ after ``max_deliveries`` starts.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import Middleware
 
+from interlock.limits import parse_limits
 from interlock.logs import task_id_var
-from models.tasks import ClaimOutcome, TaskState, claim_task, finish_task, mark_retrying
+from models.tasks import ClaimOutcome, TaskState, claim_task, finish_task, mark_retrying, record_event
 
+from .cancellation import record_stopped
+from .orchestration import is_suspended, wake_parent
+from .rate_limits import SlidingWindow
 from .runtime import Runtime
 
 __all__ = ["TaskTracking", "TaskRun", "current_run", "task_id_of"]
@@ -36,6 +41,9 @@ class TaskRun:
     attempt: int
     input: dict[str, Any]
     started: float
+    priority: int = 0
+    #: The run's LLM token usage (the TaskContext adds to it), for metrics.
+    usage: dict[str, int] = field(default_factory=dict)
 
 
 def current_run() -> TaskRun | None:
@@ -55,22 +63,49 @@ class TaskTracking(Middleware):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.processed = 0
+        self.max_tasks = runtime.settings.max_tasks_per_child
+        self.limits = parse_limits(runtime.settings.rate_limits)
+        self.window = SlidingWindow(runtime.sessions)
+        self.rate_limited = 0
+        #: Set when this process has done its ``max_tasks`` and should be recycled.
+        self.exhausted = threading.Event()
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         task_id = task_id_of(message)
         if task_id is None:
             return
+        if self.exhausted.is_set():
+            # This process is being recycled: hand the message back to the queue for another.
+            broker.enqueue(message.copy())
+            raise dramatiq.middleware.SkipMessage("worker process is being recycled")
         settings = self.runtime.settings
+        limit = self.limits.get(message.queue_name)
+        if limit is not None:
+            admitted, wait, admitted_at = self.window.acquire(f"agent:{message.queue_name}", limit)
+            if not admitted:
+                # Not a failure and not a retry: the same message waits (parked) and comes back.
+                delay = int((wait + random.uniform(0, limit.period / limit.count)) * 1000)
+                logger.debug("task %s rate limited on %s; back in %d ms", task_id, message.queue_name, delay)
+                self.rate_limited += 1
+                from .metrics import RATE_LIMIT_WAITS
+
+                RATE_LIMIT_WAITS.labels(message.queue_name).inc()
+                broker.enqueue(message.copy(), delay=delay)
+                raise dramatiq.middleware.SkipMessage("rate limited")
+            _local.admitted_at = admitted_at
         with self.runtime.sessions.begin() as session:
             claim = claim_task(
                 session,
                 task_id,
                 owner=self.runtime.owner,
                 lease_seconds=settings.lease_seconds,
-                max_deliveries=settings.max_deliveries,
+                # Retries are starts too; the cap is on the starts beyond them (crash redeliveries).
+                max_deliveries=settings.max_deliveries + int(message.options.get("retries") or 0),
+                admitted_at=getattr(_local, "admitted_at", None) if limit is not None else None,
             )
         if claim.outcome is ClaimOutcome.CLAIMED:
-            _local.run = TaskRun(task_id, claim.attempts, claim.input or {}, time.monotonic())
+            priority = int(message.options.get("broker_priority") or 0)
+            _local.run = TaskRun(task_id, claim.attempts, claim.input or {}, time.monotonic(), priority)
             task_id_var.set(task_id)
             return
         if claim.outcome is ClaimOutcome.EXHAUSTED:
@@ -81,13 +116,12 @@ class TaskTracking(Middleware):
             logger.error("poison message for task %s: %s", task_id, error)
             with self.runtime.sessions.begin() as session:
                 finish_task(session, task_id, state=TaskState.FAILURE, owner=self.runtime.owner, error=error)
+                wake_parent(session, task_id)
             message.fail()
         elif claim.outcome is ClaimOutcome.MISSING:
             logger.warning("message %s names unknown task %s; dropped", message.message_id, task_id)
         else:
-            logger.info(
-                "task %s is %s elsewhere or finished; duplicate delivery skipped", task_id, claim.state
-            )
+            logger.info("task %s is %s elsewhere or finished; duplicate delivery skipped", task_id, claim.state)
         raise dramatiq.middleware.SkipMessage(claim.outcome.value)
 
     def before_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
@@ -98,9 +132,7 @@ class TaskTracking(Middleware):
         if not delay or run is None or exception is None or task_id_of(message) != run.task_id:
             return
         with self.runtime.sessions.begin() as session:
-            mark_retrying(
-                session, run.task_id, owner=self.runtime.owner, error=_describe(exception), delay_ms=delay
-            )
+            mark_retrying(session, run.task_id, owner=self.runtime.owner, error=_describe(exception), delay_ms=delay)
 
     def after_process_message(
         self,
@@ -115,7 +147,21 @@ class TaskTracking(Middleware):
             return
         _local.run = None
         self.processed += 1
+        if self.max_tasks and self.processed >= self.max_tasks:
+            self.exhausted.set()
         try:
+            if exception is None and is_suspended(result):
+                with self.runtime.sessions.begin() as session:
+                    record_event(
+                        session,
+                        run.task_id,
+                        kind="waiting",
+                        state=TaskState.PROCESSING,
+                        progress=-1,
+                        step=None,
+                        data={"reason": "waiting for child tasks"},
+                    )
+                return
             if exception is None:
                 state, error, value = (
                     TaskState.SUCCESS,
@@ -125,18 +171,26 @@ class TaskTracking(Middleware):
             elif message.failed:
                 from .errors import TaskCancelled
 
+                if isinstance(exception, TaskCancelled):
+                    message.failed = False  # a cancellation is acknowledged, never dead-lettered
                 state = TaskState.CANCELLED if isinstance(exception, TaskCancelled) else TaskState.FAILURE
                 error, value = _describe(exception), None
             else:
-                return  # a retry: recorded by before_enqueue
+                # A retry (recorded by before_enqueue), unless the task was cancelled meanwhile.
+                with self.runtime.sessions.begin() as session:
+                    record_stopped(session, run.task_id, owner=self.runtime.owner)
+                return
             with self.runtime.sessions.begin() as session:
                 fenced = finish_task(
                     session, run.task_id, state=state, owner=self.runtime.owner, result=value, error=error
                 )
-            if not fenced:
-                logger.warning(
-                    "task %s lost its lease before it finished; its outcome was discarded", run.task_id
-                )
+                if fenced:
+                    wake_parent(session, run.task_id)
+                else:
+                    # Cancelled while it ran: the row already says CANCELLED; release the lease.
+                    stopped = record_stopped(session, run.task_id, owner=self.runtime.owner)
+            if not fenced and not stopped:
+                logger.warning("task %s lost its lease before it finished; its outcome was discarded", run.task_id)
         finally:
             task_id_var.set(None)
 

@@ -30,9 +30,7 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connectable = config.attributes.get("connection")
     if connectable is None:
-        connectable = engine_from_config(
-            {"sqlalchemy.url": _url()}, prefix="sqlalchemy.", poolclass=pool.NullPool
-        )
+        connectable = engine_from_config({"sqlalchemy.url": _url()}, prefix="sqlalchemy.", poolclass=pool.NullPool)
         with connectable.connect() as connection:
             _run(connection)
     else:

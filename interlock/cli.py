@@ -27,9 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="API + worker + scheduler in one process", description=SETTINGS_NOTE)
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument(
-        "--threads", type=int, default=None, help="worker threads (default INTERLOCK_WORKER_THREADS)"
-    )
+    dev.add_argument("--threads", type=int, default=None, help="worker threads (default INTERLOCK_WORKER_THREADS)")
 
     api = sub.add_parser("api", help="serve the HTTP API with gunicorn", description=SETTINGS_NOTE)
     api.add_argument("--bind", default="127.0.0.1:8000")
@@ -40,15 +38,18 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--processes", type=int, default=None, help="default INTERLOCK_WORKER_PROCESSES")
     worker.add_argument("--threads", type=int, default=None, help="default INTERLOCK_WORKER_THREADS")
 
+    sub.add_parser(
+        "scheduler",
+        help="enqueue the periodic jobs (run two or more for availability; each slot runs once)",
+        description=SETTINGS_NOTE + " Schedules: INTERLOCK_SCHEDULE_MONITOR_DATA_SOURCES, "
+        "INTERLOCK_SCHEDULE_CLEANUP_OLD_EVENTS, INTERLOCK_SCHEDULE_HEALTH_CHECK.",
+    )
+
     migrate = sub.add_parser("migrate", help="upgrade the database schema to head", description=SETTINGS_NOTE)
     migrate.add_argument("--check", action="store_true", help="exit 1 if the database is behind the code")
 
-    config = sub.add_parser(
-        "config", help="print every setting with its current value", description=SETTINGS_NOTE
-    )
-    config.add_argument(
-        "--markdown", action="store_true", help="print the README's table of settings and defaults"
-    )
+    config = sub.add_parser("config", help="print every setting with its current value", description=SETTINGS_NOTE)
+    config.add_argument("--markdown", action="store_true", help="print the README's table of settings and defaults")
 
     client_note = "Talks to the API at --url (default INTERLOCK_API_URL)."
     submit = sub.add_parser("submit", help="submit a query", description=client_note)
@@ -62,6 +63,24 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show a task's status", description=client_note)
     status.add_argument("task_id")
     status.add_argument("--url", default=None)
+
+    history = sub.add_parser("history", help="show a workflow's checkpoints", description=client_note)
+    history.add_argument("workflow_id")
+    history.add_argument("--url", default=None)
+
+    resume = sub.add_parser("resume", help="resume a failed workflow at its failed stage", description=client_note)
+    resume.add_argument("workflow_id")
+    resume.add_argument("--url", default=None)
+
+    cancel = sub.add_parser("cancel", help="cancel a task and its child tasks", description=client_note)
+    cancel.add_argument("task_id")
+    cancel.add_argument("--url", default=None)
+
+    dlq = sub.add_parser("dlq", help="list, replay or purge dead-lettered tasks", description=client_note)
+    dlq.add_argument("action", choices=["list", "replay", "purge"])
+    dlq.add_argument("task_id", nargs="?", default=None, help="one task (replay/purge)")
+    dlq.add_argument("--queue", default=None, help="a work queue (list: filter; replay/purge: all of it)")
+    dlq.add_argument("--url", default=None)
     return parser
 
 
@@ -73,7 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"interlock: configuration error: {exc}", file=sys.stderr)
         return 2
     handler = globals()[f"_cmd_{args.command}"]
-    return int(handler(settings, args) or 0)
+    try:
+        return int(handler(settings, args) or 0)
+    except SettingsError as exc:  # e.g. a schedule that is not one, found when the scheduler starts
+        print(f"interlock: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _cmd_config(settings: Settings, args: argparse.Namespace) -> int:
@@ -129,22 +152,36 @@ def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def _cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    from .logs import configure_logging
+    from .scheduler import run_scheduler
+
+    configure_logging(settings.log_level, settings.log_format)
+    return run_scheduler(settings)
+
+
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from .logs import configure_logging
+    from .settings import parse_pairs
     from .worker import Supervisor
 
     configure_logging(settings.log_level, settings.log_format)
+    threads = args.threads
+    if threads is None and args.queues:
+        # Serving named queues: as many threads as their configured concurrency adds up to.
+        concurrency = {name: int(value) for name, value in parse_pairs(settings.agent_concurrency).items()}
+        threads = sum(concurrency.get(queue, settings.worker_threads) for queue in args.queues)
     supervisor = Supervisor(
         settings,
         queues=args.queues,
         processes=args.processes or settings.worker_processes,
-        threads=args.threads or settings.worker_threads,
+        threads=threads or settings.worker_threads,
     )
     return supervisor.run()
 
 
 def _cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
-    from .client import Client
+    from .client import ApiError, Client
 
     client = Client(args.url or settings.api_url)
     body: dict[str, Any] = {"query": args.query}
@@ -154,7 +191,11 @@ def _cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
         body["context"] = json.loads(args.context)
     if args.priority:
         body["priority"] = int(args.priority) if args.priority.isdigit() else args.priority
-    answer = client.submit(body)
+    try:
+        answer = client.submit(body)
+    except ApiError as exc:
+        print(f"interlock: {exc}", file=sys.stderr)
+        return 1
     if not args.follow:
         print(json.dumps(answer, indent=2))
         return 0
@@ -169,10 +210,7 @@ def _follow(client: Any, task_id: str) -> int:
         shown = (status["state"], status["progress"], status.get("current_step"))
         if shown != last:
             bar = "#" * (status["progress"] // 5)
-            print(
-                f"\r[{bar:<20}] {status['progress']:3d}% {status['state']:<10} "
-                f"{status.get('current_step') or ''}"
-            )
+            print(f"\r[{bar:<20}] {status['progress']:3d}% {status['state']:<10} {status.get('current_step') or ''}")
             last = shown
         if status["state"] in {"SUCCESS", "FAILURE", "CANCELLED"}:
             print(json.dumps(status.get("result") or {"error": status.get("error")}, indent=2))
@@ -181,9 +219,40 @@ def _follow(client: Any, task_id: str) -> int:
 
 
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from .client import Client
+    return _print_call(lambda client: client.status(args.task_id), settings, args)
 
-    print(json.dumps(Client(args.url or settings.api_url).status(args.task_id), indent=2))
+
+def _cmd_history(settings: Settings, args: argparse.Namespace) -> int:
+    return _print_call(lambda client: client.history(args.workflow_id), settings, args)
+
+
+def _cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
+    return _print_call(lambda client: client.resume(args.workflow_id), settings, args)
+
+
+def _cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    return _print_call(lambda client: client.cancel(args.task_id), settings, args)
+
+
+def _cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return _print_call(lambda client: client.dead_letters(args.queue), settings, args)
+    if bool(args.task_id) == bool(args.queue):
+        print(f"interlock: dlq {args.action} needs a task id or --queue (one of them)", file=sys.stderr)
+        return 2
+    if args.action == "replay":
+        return _print_call(lambda client: client.replay(args.task_id, queue=args.queue), settings, args)
+    return _print_call(lambda client: client.purge(args.task_id, queue=args.queue), settings, args)
+
+
+def _print_call(call: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from .client import ApiError, Client
+
+    try:
+        print(json.dumps(call(Client(args.url or settings.api_url)), indent=2))
+    except ApiError as exc:
+        print(f"interlock: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

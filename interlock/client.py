@@ -35,3 +35,25 @@ class Client:
 
     def status(self, task_id: str) -> dict[str, Any]:
         return self._call("GET", f"/agent/status/{task_id}")
+
+    def history(self, workflow_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/agent/history/{workflow_id}")
+
+    def resume(self, workflow_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/agent/resume/{workflow_id}")
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/agent/cancel/{task_id}")
+
+    def dead_letters(self, queue: str | None = None) -> dict[str, Any]:
+        return self._call("GET", "/dlq", params={"queue": queue} if queue else None)
+
+    def replay(self, task_id: str | None = None, *, queue: str | None = None) -> dict[str, Any]:
+        if task_id:
+            return self._call("POST", f"/dlq/{task_id}/replay")
+        return self._call("POST", "/dlq/replay", params={"queue": queue})
+
+    def purge(self, task_id: str | None = None, *, queue: str | None = None) -> dict[str, Any]:
+        if task_id:
+            return self._call("DELETE", f"/dlq/{task_id}")
+        return self._call("DELETE", "/dlq", params={"queue": queue})

@@ -32,12 +32,17 @@ def run_dev(settings: Settings, *, host: str, port: int, threads: int) -> int:
 
     from web.app import create_app
 
+    from .scheduler import job_triggers, start_scheduler
     from .worker import start_worker
 
-    worker, broker, runtime = start_worker(settings, queues=None, threads=threads)
-    from actors.registry import discover
+    job_triggers(settings)  # a bad schedule is refused before anything starts
 
-    app = create_app(runtime, broker, discover(settings.agent_modules))  # type: ignore[arg-type]
+    worker, broker, runtime = start_worker(settings, queues=None, threads=threads)
+    from actors.registry import load_catalogue
+
+    catalogue = load_catalogue(settings)
+    app = create_app(runtime, broker, catalogue)  # type: ignore[arg-type]
+    scheduler = start_scheduler(settings, runtime, broker, catalogue)  # type: ignore[arg-type]
     server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
     stop = threading.Event()
 
@@ -56,6 +61,7 @@ def run_dev(settings: Settings, *, host: str, port: int, threads: int) -> int:
         flush=True,
     )
     server.serve_forever()
+    scheduler.shutdown(wait=False)
     worker.stop()
     broker.close()
     runtime.close()  # type: ignore[attr-defined]

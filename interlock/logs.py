@@ -51,5 +51,5 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("pika", "urllib3", "httpx", "httpcore", "openai._base_client"):
+    for noisy in ("pika", "urllib3", "httpx", "httpx2", "httpcore", "httpcore2", "openai._base_client"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -14,9 +14,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Settings", "SettingsError", "setting_rows", "markdown_table"]
+from .limits import LimitSyntaxError, parse_limits
 
-SECRET_FIELDS = frozenset({"openai_api_key"})
+__all__ = ["Settings", "SettingsError", "setting_rows", "markdown_table", "parse_pairs"]
+
+SECRET_FIELDS = frozenset(
+    {"openai_api_key", "github_webhook_secret", "slack_signing_secret", "webhook_secret", "monitor_database_url"}
+)
 
 
 class SettingsError(ValueError):
@@ -44,8 +48,7 @@ class Settings:
     broker_url: str = _setting(
         "INTERLOCK_BROKER_URL",
         "",
-        "`amqp://user:pass@host:5672/vhost` for RabbitMQ. "
-        "Empty: the in-process broker (single process only).",
+        "`amqp://user:pass@host:5672/vhost` for RabbitMQ. Empty: the in-process broker (single process only).",
     )
     api_url: str = _setting(
         "INTERLOCK_API_URL", "http://127.0.0.1:8000", "Where the CLI client commands reach the API."
@@ -63,6 +66,26 @@ class Settings:
         "",
         "Comma-separated extra Python modules that register workflows (your own agents).",
     )
+    rate_limits: str = _setting(
+        "INTERLOCK_RATE_LIMITS",
+        "scraper=10/m,tools=30/m",
+        "Cluster-wide start limits per agent type (queue): `agent=count/unit`, unit s, m or h. "
+        "A limited task waits; it is not failed and keeps its retries.",
+    )
+    agent_queues: str = _setting(
+        "INTERLOCK_AGENT_QUEUES", "", "Move agent types to other queues: `agent=queue,...` (default: own queue)."
+    )
+    agent_concurrency: str = _setting(
+        "INTERLOCK_AGENT_CONCURRENCY",
+        "research=2,scraper=5,reviewer=2,planner=1,tools=3,default=8",
+        "Threads per queue for `interlock worker --queues ...` when --threads is not given.",
+    )
+    llm_rpm: str = _setting(
+        "INTERLOCK_LLM_RPM", "", "LLM requests per minute per model, cluster-wide: `model=count` (`*` for any)."
+    )
+    llm_tpm: str = _setting(
+        "INTERLOCK_LLM_TPM", "", "LLM tokens per minute per model, from each response's `usage`: `model=count`."
+    )
     model: str = _setting("INTERLOCK_MODEL", "gpt-4o-mini", "Model name sent to the LLM endpoint.")
     llm_timeout: float = _setting("INTERLOCK_LLM_TIMEOUT", 60.0, "Seconds one LLM call may take.")
     time_limit: float = _setting(
@@ -71,15 +94,17 @@ class Settings:
     soft_time_limit: float = _setting(
         "INTERLOCK_SOFT_TIME_LIMIT",
         3300.0,
-        "Soft limit in seconds; at the next step boundary the actor sees SoftTimeLimitExceeded and can "
-        "finish early.",
+        "Soft limit in seconds; at the next step boundary the actor sees SoftTimeLimitExceeded and can finish early.",
+    )
+    stage_time_limit: float = _setting(
+        "INTERLOCK_STAGE_TIME_LIMIT",
+        600.0,
+        "Seconds one durable step (ctx.step) may run; past it the step is interrupted and retried.",
     )
     max_retries: int = _setting(
         "INTERLOCK_MAX_RETRIES", 3, "Retries for transient errors (network, timeout, 429, 5xx)."
     )
-    min_backoff: float = _setting(
-        "INTERLOCK_MIN_BACKOFF", 15.0, "Seconds before the first retry; doubles each retry."
-    )
+    min_backoff: float = _setting("INTERLOCK_MIN_BACKOFF", 15.0, "Seconds before the first retry; doubles each retry.")
     max_backoff: float = _setting("INTERLOCK_MAX_BACKOFF", 3600.0, "Upper bound of one retry backoff (s).")
     max_deliveries: int = _setting(
         "INTERLOCK_MAX_DELIVERIES",
@@ -103,9 +128,7 @@ class Settings:
     queue_max_priority: int = _setting(
         "INTERLOCK_QUEUE_MAX_PRIORITY", 10, "`x-max-priority` declared on every work queue."
     )
-    worker_processes: int = _setting(
-        "INTERLOCK_WORKER_PROCESSES", 2, "Worker processes per `interlock worker`."
-    )
+    worker_processes: int = _setting("INTERLOCK_WORKER_PROCESSES", 2, "Worker processes per `interlock worker`.")
     worker_threads: int = _setting("INTERLOCK_WORKER_THREADS", 8, "Threads per worker process.")
     max_tasks_per_child: int = _setting(
         "INTERLOCK_MAX_TASKS_PER_CHILD",
@@ -113,10 +136,143 @@ class Settings:
         "Recycle a worker process after this many tasks (0: never), for libraries that leak memory.",
     )
     api_workers: int = _setting("INTERLOCK_API_WORKERS", 2, "gunicorn worker processes for `interlock api`.")
-    api_threads: int = _setting("INTERLOCK_API_THREADS", 8, "Threads per gunicorn worker.")
+    api_threads: int = _setting(
+        "INTERLOCK_API_THREADS",
+        8,
+        "Threads per gunicorn worker. Each open `/agent/stream` holds one: set it above the concurrent streams.",
+    )
+    worker_metrics_port: int = _setting(
+        "INTERLOCK_WORKER_METRICS_PORT",
+        9191,
+        "Port of `interlock worker`'s Prometheus `/metrics` (summed over its processes); 0 turns it off.",
+    )
+    rabbitmq_ui: str = _setting(
+        "INTERLOCK_RABBITMQ_UI", "http://127.0.0.1:15672/", "RabbitMQ's management UI, linked from the dashboard."
+    )
+    worker_metrics_host: str = _setting(
+        "INTERLOCK_WORKER_METRICS_HOST",
+        "0.0.0.0",
+        "Address the worker metrics server listens on.",
+    )
     max_body_bytes: int = _setting(
         "INTERLOCK_MAX_BODY_BYTES", 1_048_576, "Largest request body the API accepts (413 beyond)."
     )
+    http_timeout: float = _setting(
+        "INTERLOCK_HTTP_TIMEOUT", 10.0, "Seconds a tool's HTTP request may wait to connect or between bytes."
+    )
+    http_max_redirects: int = _setting(
+        "INTERLOCK_HTTP_MAX_REDIRECTS", 5, "Redirects a URL tool follows; each hop is checked like the first."
+    )
+    scrape_max_bytes: int = _setting(
+        "INTERLOCK_SCRAPE_MAX_BYTES", 2_000_000, "Largest HTML page `scrape_url` reads; bigger ones are refused."
+    )
+    api_max_bytes: int = _setting(
+        "INTERLOCK_API_MAX_BYTES",
+        5_000_000,
+        "Largest JSON body `call_external_api` reads; bigger ones are refused.",
+    )
+    tools_allow_hosts: str = _setting(
+        "INTERLOCK_TOOLS_ALLOW_HOSTS",
+        "",
+        "Comma-separated hostnames or CIDRs the URL tools may reach although they are loopback, "
+        "private, link-local or otherwise non-public (SSRF guard). Empty: public addresses only.",
+    )
+    tools_database_url: str = _setting(
+        "INTERLOCK_TOOLS_DATABASE_URL",
+        "",
+        "PostgreSQL URL `execute_database_query` runs against. Empty: the SQL tool is disabled "
+        "(never Interlock's own database by default).",
+    )
+    tools_database_role: str = _setting(
+        "INTERLOCK_TOOLS_DATABASE_ROLE",
+        "",
+        "Role the SQL tool switches to (`SET ROLE`) when its URL logs in as a superuser; the role must "
+        "not be a superuser. Empty: a superuser URL is refused.",
+    )
+    tools_statement_timeout_ms: int = _setting(
+        "INTERLOCK_TOOLS_STATEMENT_TIMEOUT_MS", 5000, "Statement timeout (ms) of one SQL tool query."
+    )
+    tools_max_rows: int = _setting("INTERLOCK_TOOLS_MAX_ROWS", 1000, "Most rows the SQL tool returns.")
+    cache_ttl_api: float = _setting(
+        "INTERLOCK_CACHE_TTL_API", 1800.0, "Seconds a `call_external_api` result is cached (0: never)."
+    )
+    cache_ttl_scrape: float = _setting(
+        "INTERLOCK_CACHE_TTL_SCRAPE", 3600.0, "Seconds a `scrape_url` result is cached (0: never)."
+    )
+    cache_ttl_sql: float = _setting(
+        "INTERLOCK_CACHE_TTL_SQL", 300.0, "Seconds an `execute_database_query` result is cached (0: never)."
+    )
+    breaker_threshold: int = _setting(
+        "INTERLOCK_BREAKER_THRESHOLD",
+        5,
+        "Consecutive failures (5xx, timeouts, network errors) of one host that open its circuit breaker.",
+    )
+    breaker_reset: float = _setting(
+        "INTERLOCK_BREAKER_RESET",
+        30.0,
+        "Seconds an open breaker fails calls fast (they are retried later) before one probe may pass.",
+    )
+    github_webhook_secret: str = _setting(
+        "INTERLOCK_GITHUB_WEBHOOK_SECRET",
+        "",
+        "Secret of the GitHub webhook (`X-Hub-Signature-256`). Empty: `POST /webhook/github` answers 503. "
+        "Never logged or returned.",
+    )
+    slack_signing_secret: str = _setting(
+        "INTERLOCK_SLACK_SIGNING_SECRET",
+        "",
+        "Signing secret of the Slack app (v0 signatures). Empty: `POST /webhook/slack` answers 503.",
+    )
+    webhook_secret: str = _setting(
+        "INTERLOCK_WEBHOOK_SECRET",
+        "",
+        "Secret of `POST /webhook/custom` (`X-Interlock-Signature-256: sha256=<hex HMAC-SHA256 of the body>`). "
+        "Empty: it answers 503.",
+    )
+    event_retention: float = _setting(
+        "INTERLOCK_EVENT_RETENTION",
+        7 * 86400.0,
+        "Seconds events, webhook delivery ids and schedule slots are kept before the cleanup job deletes them.",
+    )
+    task_retention: float = _setting(
+        "INTERLOCK_TASK_RETENTION",
+        30 * 86400.0,
+        "Seconds a finished task, its event log and checkpoints are kept before the cleanup job deletes them.",
+    )
+    schedule_monitor_data_sources: str = _setting(
+        "INTERLOCK_SCHEDULE_MONITOR_DATA_SOURCES",
+        "0 * * * *",
+        "When `interlock scheduler` enqueues the data-source monitor: a five-field cron expression (UTC), "
+        "`every <N>s`, or `off`.",
+    )
+    schedule_cleanup_old_events: str = _setting(
+        "INTERLOCK_SCHEDULE_CLEANUP_OLD_EVENTS",
+        "0 2 * * *",
+        "When the scheduler enqueues the retention cleanup (same forms).",
+    )
+    schedule_health_check: str = _setting(
+        "INTERLOCK_SCHEDULE_HEALTH_CHECK",
+        "every 300s",
+        "When the scheduler enqueues the health check of database and broker (same forms).",
+    )
+    monitor_urls: str = _setting(
+        "INTERLOCK_MONITOR_URLS",
+        "",
+        "Comma-separated URLs the monitor watches (ETag / Last-Modified, else a SHA-256 of the body); "
+        "a change publishes `new_data_arrived`.",
+    )
+    monitor_sql: str = _setting(
+        "INTERLOCK_MONITOR_SQL",
+        "",
+        "A SQL query the monitor runs (read-only) on `INTERLOCK_MONITOR_DATABASE_URL`; a change in its "
+        "result publishes `new_data_arrived`.",
+    )
+    monitor_database_url: str = _setting(
+        "INTERLOCK_MONITOR_DATABASE_URL",
+        "",
+        "SQLAlchemy URL `INTERLOCK_MONITOR_SQL` runs against. Empty: no SQL source is watched.",
+    )
+    monitor_timeout: float = _setting("INTERLOCK_MONITOR_TIMEOUT", 30.0, "Seconds one monitored source may take.")
     log_level: str = _setting("INTERLOCK_LOG_LEVEL", "INFO", "Python logging level.")
     log_format: str = _setting("INTERLOCK_LOG_FORMAT", "text", "`text` or `json` (one object per line).")
 
@@ -127,7 +283,9 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f.metadata["env"])
-            if raw is None or raw == "":
+            # Unset means the default; set-but-empty means empty for text settings (for example
+            # INTERLOCK_RATE_LIMITS= turns the limits off) and the default for numbers.
+            if raw is None or (raw == "" and not isinstance(f.default, str)):
                 continue
             values[f.name] = _convert(f.name, f.metadata["env"], raw, type(f.default))
         values.update(overrides)
@@ -144,6 +302,20 @@ class Settings:
             raise SettingsError("INTERLOCK_QUEUE_MAX_PRIORITY must be between 1 and 255")
         if self.max_deliveries < 1:
             raise SettingsError("INTERLOCK_MAX_DELIVERIES must be at least 1")
+        try:
+            parse_limits(self.rate_limits)
+            parse_limits(self.llm_rpm, units=False)
+            parse_limits(self.llm_tpm, units=False)
+        except LimitSyntaxError as exc:
+            raise SettingsError(str(exc)) from exc
+        for name, text in (
+            ("INTERLOCK_AGENT_QUEUES", self.agent_queues),
+            ("INTERLOCK_AGENT_CONCURRENCY", self.agent_concurrency),
+        ):
+            try:
+                parse_pairs(text)
+            except ValueError as exc:
+                raise SettingsError(f"{name}: {exc}") from exc
 
     @property
     def effective_database_url(self) -> str:
@@ -168,6 +340,17 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def parse_pairs(text: str) -> dict[str, str]:
+    """``"a=1,b=2"`` → {"a": "1", "b": "2"}."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ValueError(f"expected name=value, got {item!r}")
+        pairs[name.strip()] = value.strip()
+    return pairs
 
 
 def _convert(name: str, env: str, raw: str, kind: type) -> Any:

@@ -32,11 +32,11 @@ def start_worker(
 ) -> tuple[dramatiq.Worker, dramatiq.Broker, object]:
     """Build runtime, broker and a started Dramatiq worker in this process."""
     from actors.broker import build_broker
-    from actors.registry import discover
+    from actors.registry import load_catalogue
     from actors.runtime import Runtime
 
     runtime = Runtime.open(settings)
-    catalogue = discover(settings.agent_modules)
+    catalogue = load_catalogue(settings)
     broker = build_broker(settings, runtime, catalogue)
     known = {spec.queue for spec in catalogue.values()}
     unknown = set(queues or ()) - known
@@ -50,10 +50,8 @@ def start_worker(
     return worker, broker, runtime
 
 
-def run_worker_process(
-    settings: Settings, queues: Sequence[str] | None, threads: int, max_tasks: int
-) -> None:
-    """Body of one worker process: serve until SIGTERM, or until ``max_tasks`` are done."""
+def run_worker_process(settings: Settings, queues: Sequence[str] | None, threads: int) -> None:
+    """Body of one worker process: serve until SIGTERM, or until it has done ``max_tasks_per_child``."""
     configure_logging(settings.log_level, settings.log_format)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -62,11 +60,9 @@ def run_worker_process(
     from actors.tracking import TaskTracking
 
     tracking = next(m for m in broker.middleware if isinstance(m, TaskTracking))
-    logger.info(
-        "worker process serving %s with %d threads", sorted(queues) if queues else "all queues", threads
-    )
-    while not stop.wait(0.5):
-        if max_tasks and tracking.processed >= max_tasks:
+    logger.info("worker process serving %s with %d threads", sorted(queues) if queues else "all queues", threads)
+    while not stop.wait(0.2):
+        if tracking.exhausted.is_set():
             logger.info("recycling this worker process after %d tasks", tracking.processed)
             break
     worker.stop()
@@ -77,9 +73,7 @@ def run_worker_process(
 class Supervisor:
     """Starts worker processes and replaces any that exit until told to stop."""
 
-    def __init__(
-        self, settings: Settings, *, queues: Sequence[str] | None, processes: int, threads: int
-    ) -> None:
+    def __init__(self, settings: Settings, *, queues: Sequence[str] | None, processes: int, threads: int) -> None:
         self.settings = settings
         self.queues = list(queues) if queues else None
         self.processes = processes
@@ -91,7 +85,7 @@ class Supervisor:
     def _spawn(self) -> BaseProcess:
         process = self.context.Process(
             target=run_worker_process,
-            args=(self.settings, self.queues, self.threads, self.settings.max_tasks_per_child),
+            args=(self.settings, self.queues, self.threads),
             name="interlock-worker",
         )
         process.start()
@@ -101,6 +95,13 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        metrics = None
+        if self.settings.worker_metrics_port:
+            from actors.metrics import start_metrics_server  # before the children: they inherit its directory
+
+            metrics = start_metrics_server(
+                host=self.settings.worker_metrics_host, port=self.settings.worker_metrics_port
+            )
         self.children = [self._spawn() for _ in range(self.processes)]
         failures = 0
         while not self.stopping.wait(0.5):
@@ -123,4 +124,6 @@ class Supervisor:
             child.join(timeout=max(0.1, deadline - time.monotonic()))
             if child.is_alive():
                 child.kill()
+        if metrics is not None:
+            metrics.close()
         return 0

@@ -1,19 +1,29 @@
 """Interlock's durable state: tasks, their events, checkpoints and parked messages."""
 
 from .base import Base
+from .breakers import CircuitBreaker
 from .checkpoints import WorkflowCheckpoint
-from .rate_limits import RateLimitCounter
+from .events import Event, MonitorState, ScheduleSlot, WebhookDelivery
+from .rate_limits import RateLimitCounter, RateWindow
 from .results import ActorResult
 from .scheduled import ScheduledMessage
 from .tasks import Task, TaskEvent, TaskState
+from .tool_cache import ToolCacheEntry
 
 __all__ = [
     "ActorResult",
     "Base",
+    "CircuitBreaker",
+    "Event",
+    "MonitorState",
     "RateLimitCounter",
+    "RateWindow",
     "Task",
     "TaskEvent",
     "TaskState",
     "WorkflowCheckpoint",
     "ScheduledMessage",
+    "ScheduleSlot",
+    "ToolCacheEntry",
+    "WebhookDelivery",
 ]

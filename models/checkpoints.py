@@ -80,8 +80,10 @@ def checkpoint_view(checkpoint: WorkflowCheckpoint) -> dict[str, Any]:
         "updated_at": iso(checkpoint.updated_at),
         "duration_ms": checkpoint.duration_ms,
     }
-    if checkpoint.error:
+    if checkpoint.status == FAILED and checkpoint.error:
         body["error"] = checkpoint.error
         if checkpoint.meta.get("traceback"):
             body["traceback"] = checkpoint.meta["traceback"]
+    if checkpoint.meta.get("failures"):
+        body["failures"] = checkpoint.meta["failures"]
     return body

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, func, select, update
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, and_, case, false, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, BigIntId, as_utc, iso, utcnow
@@ -33,6 +33,7 @@ __all__ = [
     "lapsed_tasks",
     "task_events",
     "task_status",
+    "reopen_task",
 ]
 
 
@@ -65,6 +66,8 @@ class Task(Base):
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     parent_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    #: Set when a child finished while this (coordinating) task was running; see actors.orchestration.
+    wake_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -144,7 +147,13 @@ class Claim:
 
 
 def claim_task(
-    session: Session, task_id: str, *, owner: str, lease_seconds: float, max_deliveries: int
+    session: Session,
+    task_id: str,
+    *,
+    owner: str,
+    lease_seconds: float,
+    max_deliveries: int,
+    admitted_at: float | None = None,
 ) -> Claim:
     """Take the task's lease for ``owner`` unless it is finished or another live worker holds it.
 
@@ -161,11 +170,14 @@ def claim_task(
         )
         .values(
             state=TaskState.PROCESSING,
-            attempts=Task.attempts + 1,
+            # A suspended coordinator (PROCESSING, no lease) woken by a child is not a new delivery.
+            attempts=Task.attempts
+            + case((and_(Task.state == TaskState.PROCESSING, Task.lease_owner.is_(None)), 0), else_=1),
             lease_owner=owner,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             started_at=func.coalesce(Task.started_at, now),
             updated_at=now,
+            wake_pending=False,
         )
         .returning(Task.attempts, Task.progress, Task.current_step, Task.input)
     ).first()
@@ -186,7 +198,8 @@ def claim_task(
             state=TaskState.PROCESSING,
             progress=progress,
             step=step,
-            data={"attempt": attempts},
+            data={"attempt": attempts, "worker": owner}
+            | ({"rate_limit_admitted_at": admitted_at} if admitted_at is not None else {}),
             created_at=now,
         )
     )
@@ -342,6 +355,11 @@ def task_status(task: Task, *, children: list[Task] | None = None) -> dict[str, 
         body["result"] = task.result
     elif task.error is not None:
         body["error"] = task.error
+    if children:
+        # A coordinator's progress moves with its children's.
+        combined = sum(c.progress for c in children) // len(children)
+        if task.state not in TERMINAL_STATES:
+            body["progress"] = max(task.progress, min(99, combined))
     if children is not None:
         body["children"] = [
             {"task_id": c.id, "agent": c.workflow, "state": c.state, "progress": c.progress} for c in children
@@ -352,3 +370,38 @@ def task_status(task: Task, *, children: list[Task] | None = None) -> dict[str, 
 def lease_expired(task: Task) -> bool:
     expires = as_utc(task.lease_expires_at)
     return expires is not None and expires < utcnow()
+
+
+def reopen_task(session: Session, task_id: str, *, reason: str, data: dict[str, Any]) -> str | None:
+    """Put a failed or cancelled task back in the queue state, keeping its id and history.
+
+    Returns the previous state, or ``None`` when the task is not in a state that can be reopened.
+    """
+    now = utcnow()
+    row = session.execute(select(Task.state, Task.progress).where(Task.id == task_id).with_for_update()).first()
+    if row is None or row.state not in (TaskState.FAILURE, TaskState.CANCELLED):
+        return None
+    session.execute(
+        update(Task)
+        .where(Task.id == task_id)
+        .values(
+            state=TaskState.PENDING,
+            attempts=0,
+            error=None,
+            finished_at=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+    )
+    session.add(
+        TaskEvent(
+            task_id=task_id,
+            kind="state",
+            state=TaskState.PENDING,
+            progress=row.progress,
+            step=None,
+            data={"reason": reason, **data},
+        )
+    )
+    return str(row.state)

@@ -20,19 +20,17 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from actors.registry import discover
+from actors.registry import load_catalogue
 from actors.runtime import Runtime
 from interlock.migrations import upgrade
 from interlock.settings import Settings
+from models import Base
 from tests.fakes.openai_server import FakeOpenAIServer
 
-ADMIN_DATABASE_URL = os.environ.get(
-    "INTERLOCK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+ADMIN_DATABASE_URL = os.environ.get("INTERLOCK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BROKER_BASE_URL = os.environ.get("INTERLOCK_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
 MANAGEMENT_URL = os.environ.get("INTERLOCK_TEST_RABBITMQ_API", "http://127.0.0.1:15672/api")
 
-TABLES = ["task_events", "tasks", "workflow_checkpoints", "scheduled_messages", "actor_results"]
 
 
 def _admin(sql: str) -> None:
@@ -52,9 +50,7 @@ def database_url() -> Iterator[str]:
 
 
 def _vhost_request(method: str, path: str, **kwargs: Any) -> None:
-    response = requests.request(
-        method, f"{MANAGEMENT_URL}{path}", auth=("guest", "guest"), timeout=10, **kwargs
-    )
+    response = requests.request(method, f"{MANAGEMENT_URL}{path}", auth=("guest", "guest"), timeout=10, **kwargs)
     response.raise_for_status()
 
 
@@ -72,9 +68,7 @@ def broker_url() -> Iterator[str]:
         via_api = True
     except requests.RequestException:
         subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
-        subprocess.run(
-            ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True
-        )
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True)
         via_api = False
     yield BROKER_BASE_URL.rstrip("/") + "/" + quote(vhost, safe="")
     if via_api:
@@ -115,7 +109,8 @@ def _truncate(database_url: str) -> None:
     runtime = Runtime.open(Settings.from_env({}, database_url=database_url))
     try:
         with runtime.engine.begin() as connection:
-            connection.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+            tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+            connection.execute(text(f"TRUNCATE {tables} CASCADE"))
     finally:
         runtime.close()
 
@@ -144,12 +139,10 @@ def start_stack(settings: Settings, *, worker: bool = True) -> Stack:
     from interlock.worker import start_worker
     from web.app import create_app
 
-    catalogue = discover(settings.agent_modules)
+    catalogue = load_catalogue(settings)
     worker_obj = worker_broker = worker_runtime = None
     if worker:
-        worker_obj, worker_broker, worker_runtime = start_worker(
-            settings, queues=None, threads=settings.worker_threads
-        )
+        worker_obj, worker_broker, worker_runtime = start_worker(settings, queues=None, threads=settings.worker_threads)
     if worker and not settings.uses_rabbitmq:
         runtime, broker = Runtime.open(settings), worker_broker
     else:

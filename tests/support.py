@@ -15,9 +15,7 @@ from models.tasks import Task, TaskEvent
 T = TypeVar("T")
 
 
-def wait_until(
-    predicate: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str = ""
-) -> T:
+def wait_until(predicate: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str = "") -> T:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -48,9 +46,7 @@ def wait_for_state(
 
 def events(sessions: sessionmaker[Session], task_id: str) -> list[TaskEvent]:
     with sessions() as session:
-        return list(
-            session.scalars(select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id))
-        )
+        return list(session.scalars(select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id)))
 
 
 def free_port() -> int:
@@ -61,3 +57,12 @@ def free_port() -> int:
 
 def json_of(response: Any) -> Any:
     return response.json
+
+
+def llm_calls(fake_llm: Any, prefix: str, *, status: int | None = 200) -> int:
+    """LLM requests whose user message starts with ``prefix`` (answers echo prompts, so no substring)."""
+    return sum(
+        1
+        for r in list(fake_llm.requests)
+        if (status is None or r["status"] == status) and r["body"]["messages"][-1]["content"].startswith(prefix)
+    )

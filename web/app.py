@@ -9,21 +9,31 @@ import falcon
 import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+from actors.events import EventBus
 from actors.registry import WorkflowSpec
 from actors.runtime import Runtime
 
+from .cancellation import CancelResource
+from .dashboard import DashboardPage, Overview, RecentTasks, TaskEvents
+from .dlq import DeadLetterResource, DeadLettersResource, ReplayQueueResource, ReplayResource
 from .errors import BodyLimit, register_error_handlers
+from .events import EventsResource
 from .health import HealthResource, ReadyResource
+from .metrics import ApiMetrics, MetricsResource
+from .stream import StreamResource
 from .tasks import ExecuteResource, ResultResource, StatusResource
+from .tools import ToolResource
+from .webhooks import CustomWebhook, GitHubWebhook, SlackWebhook
+from .workflows import HistoryResource, ResumeResource
 
 __all__ = ["create_app"]
 
 
-def create_app(
-    runtime: Runtime, broker: dramatiq.Broker, catalogue: Mapping[str, WorkflowSpec]
-) -> falcon.App:
+def create_app(runtime: Runtime, broker: dramatiq.Broker, catalogue: Mapping[str, WorkflowSpec]) -> falcon.App:
     settings = runtime.settings
     app = falcon.App(middleware=[BodyLimit(settings.max_body_bytes)])
+    metrics = ApiMetrics(runtime.sessions)
+    app.add_middleware(metrics)
     app.req_options.strip_url_path_trailing_slash = True
     # JSON only: a form post to a JSON route is a 415, not a silently different body. Routes that
     # take other encodings (Slack's form posts) read and verify the raw body themselves.
@@ -34,6 +44,26 @@ def create_app(
     app.add_route("/agent/execute", ExecuteResource(sessions, broker, catalogue, settings.queue_max_priority))
     app.add_route("/agent/status/{task_id}", StatusResource(sessions))
     app.add_route("/agent/result/{task_id}", ResultResource(sessions))
+    app.add_route("/agent/history/{workflow_id}", HistoryResource(sessions))
+    app.add_route("/agent/resume/{workflow_id}", ResumeResource(sessions, broker, catalogue))
+    app.add_route("/agent/cancel/{task_id}", CancelResource(sessions))
+    app.add_route("/agent/stream/{task_id}", StreamResource(sessions))
+    app.add_route("/dlq", DeadLettersResource(sessions, broker, catalogue))
+    app.add_route("/metrics", MetricsResource(metrics.registry))
+    app.add_route("/", DashboardPage())
+    app.add_route("/dashboard/api/tasks", RecentTasks(sessions))
+    app.add_route("/dashboard/api/tasks/{task_id}/events", TaskEvents(sessions))
+    app.add_route("/dashboard/api/overview", Overview(settings, sessions, broker, catalogue))
+    app.add_route("/dlq/replay", ReplayQueueResource(sessions, broker, catalogue))
+    app.add_route("/dlq/{task_id}", DeadLetterResource(sessions, broker, catalogue))
+    app.add_route("/dlq/{task_id}/replay", ReplayResource(sessions, broker, catalogue))
+    app.add_route("/tools/{name}", ToolResource(sessions, broker, catalogue, settings.queue_max_priority))
+    bus = EventBus.for_runtime(runtime, broker)
+    limit = settings.max_body_bytes
+    app.add_route("/events", EventsResource(bus))
+    app.add_route("/webhook/github", GitHubWebhook(bus, secret=settings.github_webhook_secret, max_body_bytes=limit))
+    app.add_route("/webhook/slack", SlackWebhook(bus, secret=settings.slack_signing_secret, max_body_bytes=limit))
+    app.add_route("/webhook/custom", CustomWebhook(bus, secret=settings.webhook_secret, max_body_bytes=limit))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(runtime.engine, lambda: check_broker(broker)))
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EXECUTE_REQUEST"]
+__all__ = ["EXECUTE_REQUEST", "EVENT_REQUEST"]
 
 EXECUTE_REQUEST: dict[str, Any] = {
     "type": "object",
@@ -33,5 +33,21 @@ EXECUTE_REQUEST: dict[str, Any] = {
         },
     },
     "required": ["query"],
+    "additionalProperties": False,
+}
+
+EVENT_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "title": "EventRequest",
+    "properties": {
+        "event_type": {
+            "type": "string",
+            "maxLength": 128,
+            "pattern": r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+            "description": "Dot-separated words, e.g. `new_data_arrived` or `user.profile_changed`.",
+        },
+        "data": {"type": "object", "description": "The event's payload (free-form JSON object)."},
+    },
+    "required": ["event_type"],
     "additionalProperties": False,
 }

@@ -16,8 +16,11 @@ from actors.submit import resolve_priority, submit
 from models.tasks import Task, TaskState, get_task, task_status
 
 from .schemas import EXECUTE_REQUEST
+from .stream import wait_for_end
 
 __all__ = ["ExecuteResource", "StatusResource", "ResultResource", "load_task"]
+
+MAX_WAIT_SECONDS = 30
 
 
 def load_task(sessions: sessionmaker[Session], task_id: str) -> tuple[Task, list[Task]]:
@@ -25,9 +28,7 @@ def load_task(sessions: sessionmaker[Session], task_id: str) -> tuple[Task, list
         task = get_task(session, task_id) if len(task_id) <= 36 else None
         if task is None:
             raise falcon.HTTPNotFound(title="Unknown task", description=f"No task has the id {task_id!r}.")
-        children = list(
-            session.scalars(select(Task).where(Task.parent_id == task_id).order_by(Task.created_at))
-        )
+        children = list(session.scalars(select(Task).where(Task.parent_id == task_id).order_by(Task.created_at)))
         return task, children
 
 
@@ -47,6 +48,7 @@ class ExecuteResource:
     @validate(req_schema=EXECUTE_REQUEST)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body: dict[str, Any] = req.get_media()
+        wait = _wait_seconds(req)
         workflow = body.get("workflow", "agent")
         spec = self.catalogue.get(workflow)
         if spec is None or not spec.submittable:
@@ -63,7 +65,13 @@ class ExecuteResource:
             input={"query": body["query"], "context": body.get("context") or {}},
             priority=resolve_priority(body.get("priority"), max_priority=self.max_priority),
         )
+        req.context.submitted_workflow = workflow  # counted by web.metrics
         status_url = f"/agent/status/{task.id}"
+        finished = wait_for_end(self.sessions, task.id, wait) if wait else None
+        if finished is not None:
+            resp.location = status_url
+            resp.media = finished
+            return
         resp.status = falcon.HTTP_202
         resp.location = status_url
         resp.media = {
@@ -72,6 +80,23 @@ class ExecuteResource:
             "message": f"Workflow {workflow!r} accepted",
             "status_url": status_url,
         }
+
+
+def _wait_seconds(req: falcon.Request) -> float:
+    """``?wait=N``: answer with the finished task if it ends within N seconds (0 < N <= 30)."""
+    raw = req.get_param("wait")
+    if raw is None:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 < wait <= MAX_WAIT_SECONDS:
+        raise falcon.HTTPBadRequest(
+            title="Invalid wait",
+            description=f"wait must be a number of seconds greater than 0 and at most {MAX_WAIT_SECONDS}.",
+        )
+    return wait
 
 
 class StatusResource:

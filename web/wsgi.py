@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 
 from actors.broker import build_broker
-from actors.registry import discover
+from actors.registry import load_catalogue
 from actors.runtime import Runtime
 from interlock.logs import configure_logging
 from interlock.settings import Settings
@@ -19,6 +19,6 @@ def get_app() -> falcon.App:
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
     runtime = Runtime.open(settings)
-    catalogue = discover(settings.agent_modules)
+    catalogue = load_catalogue(settings)
     broker = build_broker(settings, runtime, catalogue)
     return create_app(runtime, broker, catalogue)

@@ -57,9 +57,7 @@ def test_api_and_worker_processes_on_rabbitmq_and_postgres(settings, tmp_path) -
     url = f"http://127.0.0.1:{port}"
     env = base_env(settings.to_env())
     with (
-        Proc(
-            ["api", "--bind", f"127.0.0.1:{port}", "--workers", "1"], env=env, log=tmp_path / "api.log"
-        ) as api,
+        Proc(["api", "--bind", f"127.0.0.1:{port}", "--workers", "1"], env=env, log=tmp_path / "api.log") as api,
         Proc(["worker", "--processes", "1", "--threads", "2"], env=env, log=tmp_path / "worker.log"),
     ):
         wait_http(f"{url}/healthz", proc=api)
@@ -80,9 +78,7 @@ def test_sigkilled_worker_process_loses_no_task(settings, fake_llm, tmp_path) ->
     stack = start_stack(settings, worker=False)
     env = base_env(settings.to_env())
     try:
-        with Proc(
-            ["worker", "--processes", "1", "--threads", "2"], env=env, log=tmp_path / "worker.log"
-        ) as worker:
+        with Proc(["worker", "--processes", "1", "--threads", "2"], env=env, log=tmp_path / "worker.log") as worker:
             task_ids = [stack.submit(query=f"survive {n}") for n in range(4)]
 
             def running_owner() -> str | None:

@@ -185,8 +185,7 @@ class FakeOpenAIServer:
         return sum(
             1
             for r in records
-            if (match is None or match in message_text(r["body"]))
-            and (status is None or r["status"] == status)
+            if (match is None or match in message_text(r["body"])) and (status is None or r["status"] == status)
         )
 
     def reset(self) -> None:
@@ -229,7 +228,7 @@ class FakeOpenAIServer:
             except Exception as exc:  # noqa: BLE001 - a broken hook must surface as a provider error
                 status, error = 500, f"reply hook raised: {exc!r}"
         with self._lock:  # record before answering: count() is race-free once the client call returns
-            self.requests.append({"body": body, "status": status, "time": time.monotonic()})
+            self.requests.append({"body": body, "status": status, "time": time.monotonic(), "wall": time.time()})
         if fault is not None and fault.status is None:
             self.delay(fault.seconds)
         if status != 200:

@@ -182,9 +182,7 @@ def test_count_and_reset(server: FakeOpenAIServer, make_client: MakeClient) -> N
     assert ask(client, "after reset").choices[0].message.content  # scripted fault was dropped
 
 
-def test_real_client_retry_recovers_from_one_rate_limit(
-    server: FakeOpenAIServer, make_client: MakeClient
-) -> None:
+def test_real_client_retry_recovers_from_one_rate_limit(server: FakeOpenAIServer, make_client: MakeClient) -> None:
     server.fail_next(status=429, retry_after=0)
     resp = ask(make_client(max_retries=2), "retry me")
     assert resp.choices[0].message.content == "fake-llm answer to: retry me"

@@ -19,10 +19,7 @@ def test_completion_reports_text_model_and_usage(chat, fake_llm) -> None:
     completion = chat.complete(MESSAGES)
     assert completion.text == "fake-llm answer to: hello"
     assert completion.model == "m"
-    assert (
-        completion.usage["total_tokens"]
-        == completion.usage["prompt_tokens"] + completion.usage["completion_tokens"]
-    )
+    assert completion.usage["total_tokens"] == completion.usage["prompt_tokens"] + completion.usage["completion_tokens"]
     assert fake_llm.count() == 1
 
 
@@ -67,6 +64,4 @@ def test_offline_model_is_deterministic_and_says_what_it_is() -> None:
     assert first.model == OFFLINE_MODEL_NAME
     assert "offline stand-in model, not a real LLM" in first.text
     assert isinstance(build_llm(api_key="", base_url="", model="x", timeout=1), OfflineModel)
-    assert isinstance(
-        build_llm(api_key="", base_url="http://127.0.0.1:1/v1", model="x", timeout=1), OpenAIChat
-    )
+    assert isinstance(build_llm(api_key="", base_url="http://127.0.0.1:1/v1", model="x", timeout=1), OpenAIChat)

@@ -1,0 +1,216 @@
+"""The tools agents use, as workflows on the ``tools`` queue and as plain functions.
+
+``POST /tools/{name}`` submits one of them with its arguments as the task input; agent workflows
+call :func:`run_tool` (or :func:`scrape`, :func:`call_api`, :func:`query_database`) in-process.
+URL tools go through the SSRF guard, the per-host circuit breaker and the result cache; the SQL
+tool through the SELECT guard and the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+from sqlalchemy.orm import Session, sessionmaker
+
+from interlock.settings import Settings
+
+from ..circuit_breaker import guard
+from ..context import TaskContext
+from ..errors import InvalidInput
+from ..external_api import get_json
+from ..http_safety import target_of
+from ..registry import workflow
+from ..scraping import fetch_page
+from ..sql_tool import check_params, check_select, run_query
+from ..tool_cache import cached_call
+
+__all__ = [
+    "TOOLS_QUEUE",
+    "TOOL_SCHEMAS",
+    "validate_args",
+    "run_tool",
+    "scrape",
+    "call_api",
+    "query_database",
+]
+
+TOOLS_QUEUE = "tools"
+#: Tools are cheap to retry and a fast-failing open breaker spends retries too.
+TOOL_MAX_RETRIES = 5
+TOOL_TIME_LIMIT = 300.0
+
+_URL = {"type": "string", "minLength": 1, "maxLength": 2048, "description": "An http:// or https:// URL."}
+_SCALAR = {"type": ["string", "number", "boolean", "null"]}
+
+TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
+    "scrape_url": {
+        "type": "object",
+        "title": "scrape_url",
+        "properties": {"url": _URL},
+        "required": ["url"],
+        "additionalProperties": False,
+    },
+    "call_external_api": {
+        "type": "object",
+        "title": "call_external_api",
+        "properties": {
+            "endpoint": _URL,
+            "params": {
+                "type": "object",
+                "description": "Query parameters: scalars, or lists of scalars for repeated keys.",
+                "additionalProperties": {"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR}]},
+            },
+        },
+        "required": ["endpoint"],
+        "additionalProperties": False,
+    },
+    "execute_database_query": {
+        "type": "object",
+        "title": "execute_database_query",
+        "properties": {
+            "query": {"type": "string", "minLength": 1, "maxLength": 20_000, "description": "One SELECT."},
+            "params": {
+                "type": "object",
+                "description": "Values of the query's :name parameters.",
+                "additionalProperties": {"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR}]},
+            },
+        },
+        "required": ["query"],
+        "additionalProperties": False,
+    },
+}
+
+
+def validate_args(tool: str, args: Any) -> dict[str, Any]:
+    """Check ``args`` against the tool's JSON Schema and its own rules; InvalidInput says what is wrong."""
+    schema = TOOL_SCHEMAS.get(tool)
+    if schema is None:
+        raise InvalidInput(f"unknown tool {tool!r}; tools: {', '.join(sorted(TOOL_SCHEMAS))}")
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(args))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path)
+        raise InvalidInput(f"{where}: {error.message}" if where else error.message)
+    for field in ("url", "endpoint"):
+        if field in args:
+            try:
+                parts = urlsplit(args[field])
+                usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+            except ValueError:
+                usable = False
+            if not usable:
+                raise InvalidInput(f"{field} must be an http:// or https:// URL with a host")
+    if tool == "execute_database_query":
+        check_params(check_select(args["query"]), args.get("params") or {})
+    return dict(args)
+
+
+def scrape(url: str, *, settings: Settings, sessions: sessionmaker[Session]) -> dict[str, Any]:
+    """``{url, title, content, length, cached}`` of the HTML page at ``url``."""
+    return cached_call(
+        sessions,
+        "scrape_url",
+        {"url": url},
+        ttl=settings.cache_ttl_scrape,
+        call=_guarded(sessions, url, settings, lambda: fetch_page(url, settings=settings)),
+    )
+
+
+def call_api(
+    endpoint: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+) -> dict[str, Any]:
+    """``{endpoint, status_code, data, cached}`` of a JSON GET."""
+    args = {"endpoint": endpoint, "params": dict(params or {})}
+    return cached_call(
+        sessions,
+        "call_external_api",
+        args,
+        ttl=settings.cache_ttl_api,
+        call=_guarded(sessions, endpoint, settings, lambda: get_json(endpoint, params, settings=settings)),
+    )
+
+
+def query_database(
+    query: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+) -> dict[str, Any]:
+    """``{status, count, data, truncated, cached}`` of one SELECT on the tools database."""
+    args = {"query": query, "params": dict(params or {})}
+    return cached_call(
+        sessions,
+        "execute_database_query",
+        args,
+        ttl=settings.cache_ttl_sql,
+        call=lambda: run_query(query, params, settings=settings),
+    )
+
+
+def run_tool(
+    tool: str, args: Mapping[str, Any], *, settings: Settings, sessions: sessionmaker[Session]
+) -> dict[str, Any]:
+    """Validate ``args`` and run ``tool`` in this process (what the workflows and agents call)."""
+    valid = validate_args(tool, args)
+    if tool == "scrape_url":
+        return scrape(valid["url"], settings=settings, sessions=sessions)
+    if tool == "call_external_api":
+        return call_api(valid["endpoint"], valid.get("params"), settings=settings, sessions=sessions)
+    return query_database(valid["query"], valid.get("params"), settings=settings, sessions=sessions)
+
+
+def _guarded(
+    sessions: sessionmaker[Session], url: str, settings: Settings, call: Callable[[], dict[str, Any]]
+) -> Callable[[], dict[str, Any]]:
+    def run() -> dict[str, Any]:
+        with guard(sessions, target_of(url), settings=settings):
+            return call()
+
+    return run
+
+
+def _run(ctx: TaskContext, tool: str) -> dict[str, Any]:
+    return run_tool(tool, ctx.input, settings=ctx.settings, sessions=ctx.runtime.sessions)
+
+
+@workflow(
+    "scrape_url",
+    queue=TOOLS_QUEUE,
+    submittable=False,
+    max_retries=TOOL_MAX_RETRIES,
+    time_limit=TOOL_TIME_LIMIT,
+)
+def scrape_url(ctx: TaskContext) -> dict[str, Any]:
+    """Fetch an HTML page and return its title and readable text."""
+    return _run(ctx, "scrape_url")
+
+
+@workflow(
+    "call_external_api",
+    queue=TOOLS_QUEUE,
+    submittable=False,
+    max_retries=TOOL_MAX_RETRIES,
+    time_limit=TOOL_TIME_LIMIT,
+)
+def call_external_api(ctx: TaskContext) -> dict[str, Any]:
+    """GET a JSON API; 4xx fail at once, 429/5xx/network errors retry honouring Retry-After."""
+    return _run(ctx, "call_external_api")
+
+
+@workflow(
+    "execute_database_query",
+    queue=TOOLS_QUEUE,
+    submittable=False,
+    max_retries=TOOL_MAX_RETRIES,
+    time_limit=TOOL_TIME_LIMIT,
+)
+def execute_database_query(ctx: TaskContext) -> dict[str, Any]:
+    """Run one read-only SELECT with named parameters on the tools database."""
+    return _run(ctx, "execute_database_query")

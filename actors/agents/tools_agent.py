@@ -1,0 +1,27 @@
+"""Tools agent: calls the API named in ``context.endpoint`` with ``context.params`` (none, no call)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..context import TaskContext
+from ..errors import InvalidInput
+from ..registry import workflow
+from .tools import call_api
+
+
+@workflow("tools", queue="tools")
+def tools_agent(ctx: TaskContext) -> dict[str, Any]:
+    """External API call through the safe, cached, circuit-broken API tool."""
+    endpoint = ctx.context.get("endpoint")
+    if not endpoint:
+        return {"agent": "tools", "status": "success", "data": None}
+    params = ctx.context.get("params") or {}
+    if not isinstance(endpoint, str) or not isinstance(params, dict):
+        raise InvalidInput("context.endpoint must be a URL string and context.params an object")
+    ctx.progress(30, "calling", endpoint=endpoint)
+    return {
+        "agent": "tools",
+        "status": "success",
+        "data": call_api(endpoint, params, settings=ctx.settings, sessions=ctx.runtime.sessions),
+    }

@@ -1,0 +1,124 @@
+"""Cancelling tasks: a queued task never starts, a running one stops at its next step boundary.
+
+Cancellation is a state in the task row, never a message: the claim refuses terminal states, so
+a queued (or parked) message of a cancelled task is skipped wherever it is delivered, and a
+running workflow's next ``ctx.progress()`` sees CANCELLED and raises ``TaskCancelled``. Children
+of a cancelled workflow are cancelled with it, recursively, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from models.base import utcnow
+from models.tasks import TERMINAL_STATES, Task, TaskEvent, TaskState
+
+from .orchestration import wake_parent
+
+__all__ = ["CancelOutcome", "Cancellation", "cancel_task", "record_stopped"]
+
+
+class CancelOutcome(enum.Enum):
+    CANCELLED = "CANCELLED"  # it had not started (or was suspended): it never runs again
+    CANCELLING = "CANCELLING"  # it is running: it stops at its next progress update or step
+    FINISHED = "FINISHED"
+    MISSING = "MISSING"
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    outcome: CancelOutcome
+    state: str | None = None
+    children: tuple[str, ...] = ()
+
+
+def _cancel_where(session: Session, task_id: str, condition: Any, data: dict[str, Any]) -> bool:
+    now = utcnow()
+    row = session.execute(
+        update(Task)
+        .where(Task.id == task_id, condition)
+        .values(state=TaskState.CANCELLED, error="cancelled", finished_at=now, updated_at=now)
+        .returning(Task.progress, Task.current_step)
+    ).first()
+    if row is None:
+        return False
+    session.add(
+        TaskEvent(
+            task_id=task_id,
+            kind="state",
+            state=TaskState.CANCELLED,
+            progress=row.progress,
+            step=row.current_step,
+            data={"error": "cancelled", **data},
+            created_at=now,
+        )
+    )
+    return True
+
+
+def cancel_task(session: Session, task_id: str, *, reason: str = "cancel requested") -> Cancellation:
+    """Cancel ``task_id`` and its unfinished descendants. The caller commits."""
+    not_running = or_(
+        Task.state.in_((TaskState.PENDING, TaskState.RETRY)),
+        # A suspended coordinator holds no lease: nothing runs it until a child wakes it.
+        and_(Task.state == TaskState.PROCESSING, Task.lease_owner.is_(None)),
+    )
+    if _cancel_where(session, task_id, not_running, {"reason": reason}):
+        outcome = CancelOutcome.CANCELLED
+    elif _cancel_where(session, task_id, Task.state == TaskState.PROCESSING, {"reason": reason, "running": True}):
+        # The lease stays with the worker: it releases it when the workflow stops (record_stopped).
+        outcome = CancelOutcome.CANCELLING
+    else:
+        state = session.execute(select(Task.state).where(Task.id == task_id)).scalar_one_or_none()
+        if state is None:
+            return Cancellation(CancelOutcome.MISSING)
+        return Cancellation(CancelOutcome.FINISHED, state=state)
+    children = _cancel_children(session, task_id, reason=f"parent {task_id} cancelled")
+    wake_parent(session, task_id)  # a coordinator whose child was cancelled alone hears of it
+    return Cancellation(outcome, state=TaskState.CANCELLED, children=tuple(children))
+
+
+def _cancel_children(session: Session, parent_id: str, *, reason: str) -> list[str]:
+    cancelled: list[str] = []
+    child_ids = session.scalars(
+        select(Task.id).where(Task.parent_id == parent_id, Task.state.not_in(TERMINAL_STATES))
+    ).all()
+    for child_id in child_ids:
+        result = cancel_task(session, child_id, reason=reason)
+        if result.outcome in (CancelOutcome.CANCELLED, CancelOutcome.CANCELLING):
+            cancelled.append(child_id)
+            cancelled.extend(result.children)
+    return cancelled
+
+
+def record_stopped(session: Session, task_id: str, *, owner: str, step: str | None = None) -> bool:
+    """A cancelled task's workflow stopped: release the lease and record where it stopped.
+
+    Returns ``False`` when the task was not cancelled while this worker held it.
+    """
+    now = utcnow()
+    row = session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.state == TaskState.CANCELLED, Task.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None, finished_at=now, updated_at=now)
+        .returning(Task.progress, Task.current_step)
+    ).first()
+    if row is None:
+        return False
+    session.add(
+        TaskEvent(
+            task_id=task_id,
+            kind="stopped",
+            state=TaskState.CANCELLED,
+            progress=row.progress,
+            step=step or row.current_step,
+            data={"reason": "the workflow stopped after its cancellation"},
+            created_at=now,
+        )
+    )
+    return True

@@ -1,0 +1,136 @@
+"""Worker metrics for Prometheus: tasks by actor and outcome, durations, retries, waits, tokens.
+
+``interlock worker`` runs several processes, so the metrics use prometheus_client's multiprocess
+mode: the supervisor creates a ``PROMETHEUS_MULTIPROC_DIR`` before it starts its children (each
+child writes its samples there) and serves the sum of all of them on
+``INTERLOCK_WORKER_METRICS_PORT``. A process that is replaced keeps its counts in the sum.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from .errors import TaskCancelled
+from .orchestration import is_suspended
+from .runtime import Runtime
+from .tracking import current_run
+
+__all__ = [
+    "WorkerMetrics",
+    "MetricsServer",
+    "start_metrics_server",
+    "TASKS",
+    "TASK_DURATION",
+    "RETRIES",
+    "RATE_LIMIT_WAITS",
+    "LLM_TOKENS",
+]
+
+logger = logging.getLogger(__name__)
+
+# Not registered with the default registry: in multiprocess mode the samples go to files that
+# the supervisor's MultiProcessCollector reads; in one process (tests, `interlock dev`) they stay
+# out of the API's /metrics.
+TASKS = Counter("interlock_worker_tasks", "Task runs ended, by actor and outcome.", ["actor", "outcome"], registry=None)
+TASK_DURATION = Histogram(
+    "interlock_worker_task_duration_seconds",
+    "Seconds one task run took, by actor and outcome.",
+    ["actor", "outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+    registry=None,
+)
+RETRIES = Counter("interlock_worker_retries", "Task runs that will be retried, by actor.", ["actor"], registry=None)
+RATE_LIMIT_WAITS = Counter(
+    "interlock_worker_rate_limit_waits",
+    "Messages parked because their agent type's start limit was reached, by queue.",
+    ["queue"],
+    registry=None,
+)
+LLM_TOKENS = Counter(
+    "interlock_worker_llm_tokens",
+    "LLM tokens used by finished task runs, by model and kind (prompt, completion, total).",
+    ["model", "kind"],
+    registry=None,
+)
+
+
+class WorkerMetrics(Middleware):
+    """Counts each task run once its outcome is known (after Retries decided)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        run = current_run()
+        if run is None:
+            return
+        actor = message.actor_name
+        if exception is None:
+            outcome = "suspended" if is_suspended(result) else "success"
+        elif isinstance(exception, TaskCancelled):
+            outcome = "cancelled"
+        elif message.failed:
+            outcome = "failure"
+        else:
+            outcome = "retry"
+            RETRIES.labels(actor).inc()
+        TASKS.labels(actor, outcome).inc()
+        TASK_DURATION.labels(actor, outcome).observe(time.monotonic() - run.started)
+        model = "offline" if self.runtime.settings.llm_offline else self.runtime.settings.model
+        for kind, tokens in (run.usage or {}).items():
+            if kind.endswith("_tokens") and isinstance(tokens, int) and tokens > 0:
+                LLM_TOKENS.labels(model, kind.removesuffix("_tokens")).inc(tokens)
+
+
+@dataclass
+class MetricsServer:
+    """The supervisor's /metrics endpoint and the directory its worker processes write to."""
+
+    directory: str
+    server: Any
+    owns_directory: bool
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        if self.owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_metrics_server(*, host: str, port: int) -> MetricsServer | None:
+    """Call in the supervisor before it starts worker processes; they inherit the directory.
+
+    ``PROMETHEUS_MULTIPROC_DIR`` is how prometheus_client itself is told about multiprocess
+    mode, so it is set in this process's environment for the children to inherit.
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    owns = directory is None
+    if directory is None:
+        directory = tempfile.mkdtemp(prefix="interlock-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        logger.error("worker metrics not served: cannot listen on %s:%d (%s)", host, port, exc)
+        return None
+    logger.info("worker metrics at http://%s:%d/metrics", host, server.server_port)
+    return MetricsServer(directory, server, owns)

@@ -1,0 +1,121 @@
+"""Durable fan-out and fan-in: a coordinating workflow spawns children and sleeps until they end.
+
+A coordinator is an ordinary workflow that calls ``ctx.call`` / ``ctx.gather``. Children get ids
+derived from the parent's id and a key, so spawning again (after a crash, on a replay) finds the
+same child instead of creating another. Child rows and their first message are written in one
+transaction (the message is parked in ``scheduled_messages`` and published by the maintenance
+loop), so a crash cannot leave a child that never runs.
+
+While children run, the coordinator is *suspended*: its message is acknowledged and its lease
+released. When a child ends, the same transaction that records its end sets the parent's
+``wake_pending`` flag and parks a wake-up message for it. The coordinator then replays from the
+top; finished children answer from the database at once. Suspending succeeds only if no wake-up
+arrived during the run (``wake_pending`` still false), otherwise the coordinator replays again,
+so a child finishing at any instant is never missed and the fan-in step runs exactly once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from models.base import utcnow
+from models.scheduled import schedule_message
+from models.tasks import TERMINAL_STATES, Task, TaskState, create_task
+
+from .errors import InterlockError, PermanentError
+from .maintenance import task_message
+
+if TYPE_CHECKING:
+    from .context import TaskContext
+
+__all__ = ["Suspend", "ChildFailed", "SUSPENDED", "spawn", "wake_parent", "try_suspend", "is_suspended"]
+
+SUSPENDED_KEY = "__interlock_suspended__"
+SUSPENDED: dict[str, Any] = {SUSPENDED_KEY: True}
+
+
+class Suspend(InterlockError):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by ``ctx.call``/``ctx.gather`` when children are still running."""
+
+
+class ChildFailed(PermanentError):
+    def __init__(self, child: Task) -> None:
+        super().__init__(f"{child.workflow} member {child.id} ended {child.state}: {child.error}")
+        self.child_id = child.id
+
+
+def is_suspended(result: Any) -> bool:
+    return isinstance(result, dict) and result.get(SUSPENDED_KEY) is True
+
+
+def child_id(parent_id: str, key: str) -> str:
+    return str(uuid.uuid5(uuid.UUID(parent_id), key))
+
+
+def _park(session: Session, task: Task) -> None:
+    message = task_message(queue=task.queue, actor=task.actor, task_id=task.id, priority=task.priority)
+    schedule_message(session, queue=task.queue, message=message.asdict(), due_at=utcnow(), task_id=task.id)
+
+
+def spawn(ctx: TaskContext, workflow: str, input: dict[str, Any], *, key: str) -> Task:
+    """The child ``key`` of this task, created (and its message parked) if it does not exist yet."""
+    spec = ctx.runtime.catalogue.get(workflow)
+    if spec is None:
+        raise PermanentError(f"unknown workflow {workflow!r} for a child task")
+    identifier = child_id(ctx.task_id, key)
+    with ctx.runtime.sessions.begin() as session:
+        child = session.get(Task, identifier)
+        if child is None:
+            child = create_task(
+                session,
+                task_id=identifier,
+                workflow=spec.name,
+                actor=spec.actor_name,
+                queue=spec.queue,
+                input=input,
+                priority=ctx.priority,
+                parent_id=ctx.task_id,
+            )
+            session.flush()
+            _park(session, child)
+    return child
+
+
+def wake_parent(session: Session, task_id: str) -> None:
+    """In the transaction that ends ``task_id``: flag its parent and park a wake-up for it."""
+    child = session.get(Task, task_id)
+    if child is None or child.parent_id is None:
+        return
+    parent = session.execute(
+        update(Task)
+        .where(Task.id == child.parent_id, Task.state.not_in(TERMINAL_STATES))
+        .values(wake_pending=True)
+        .returning(Task)
+    ).scalar_one_or_none()
+    if parent is not None:
+        _park(session, parent)
+
+
+def try_suspend(session: Session, task_id: str, *, owner: str) -> bool:
+    """Release the lease unless a child ended meanwhile (then the caller replays at once)."""
+    released = session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.lease_owner == owner, Task.wake_pending.is_(False))
+        .values(lease_owner=None, lease_expires_at=None, updated_at=utcnow())
+    ).rowcount  # type: ignore[attr-defined]
+    if released:
+        return True
+    session.execute(update(Task).where(Task.id == task_id).values(wake_pending=False))
+    return False
+
+
+def finished(child: Task) -> bool:
+    return child.state in TERMINAL_STATES
+
+
+def succeeded(child: Task) -> bool:
+    return child.state == TaskState.SUCCESS

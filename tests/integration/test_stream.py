@@ -1,0 +1,185 @@
+"""Server-Sent Events of a task's progress, ``Last-Event-ID`` resumption, ``?wait=N``, and many streams."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import start_stack, stop_stack
+from tests.processes import Proc, base_env, wait_http
+from tests.support import free_port, wait_until
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+
+AGENT_STEPS = ["initializing", "reasoning", "tool_execution", "synthesis"]
+
+
+def parse_sse(text: str) -> list[dict[str, Any]]:
+    """Frames of an SSE body: ``{"id", "event", "data"}``; comments and ``retry:`` are dropped."""
+    frames = []
+    for block in text.split("\n\n"):
+        fields: dict[str, Any] = {}
+        for line in block.splitlines():
+            if line.startswith(":") or ":" not in line:
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+        if "id" in fields:
+            frames.append({"id": int(fields["id"]), "event": fields["event"], "data": json.loads(fields["data"])})
+    return frames
+
+
+class SseReader:
+    """Reads frames from a streaming ``requests`` response as they arrive."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self.response = response
+        self.buffer = ""
+        self.chunks = response.iter_content(chunk_size=None, decode_unicode=True)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for chunk in self.chunks:
+            self.buffer += chunk
+            while "\n\n" in self.buffer:
+                block, self.buffer = self.buffer.split("\n\n", 1)
+                yield from parse_sse(block + "\n\n")
+
+
+def test_stream_shows_every_step_in_order_and_the_result(stack) -> None:
+    task_id = stack.submit(query="stream me")
+    response = stack.client.simulate_get(f"/agent/stream/{task_id}")  # returns once the stream ends
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    frames = parse_sse(response.text)
+    assert [f["id"] for f in frames] == sorted({f["id"] for f in frames})
+    assert [f["data"]["step"] for f in frames if f["event"] == "progress"] == AGENT_STEPS
+    assert frames[0]["event"] == "state" and frames[0]["data"]["state"] == "PENDING"
+    last = frames[-1]
+    assert last["event"] == "state" and last["data"]["state"] == "SUCCESS"
+    assert last["data"]["data"]["result"]["result"].startswith("fake-llm answer")
+
+    # Reconnecting after the terminal event: nothing more, and the stream ends at once.
+    again = stack.client.simulate_get(f"/agent/stream/{task_id}", headers={"Last-Event-ID": str(last["id"])})
+    assert parse_sse(again.text) == []
+    middle = frames[2]["id"]
+    rest = parse_sse(stack.client.simulate_get(f"/agent/stream/{task_id}", headers={"Last-Event-ID": str(middle)}).text)
+    assert rest == frames[3:]
+    assert stack.client.simulate_get("/agent/stream/no-such-task").status_code == 404
+
+
+def test_execute_wait(stack, fake_llm) -> None:
+    done = stack.client.simulate_post("/agent/execute", params={"wait": "20"}, json={"query": "quick"})
+    assert done.status_code == 200, done.text
+    assert done.json["state"] == "SUCCESS" and done.json["result"]["result"].startswith("fake-llm answer")
+
+    fake_llm.hang_next(1, seconds=3, match="Analyze this query: slow")
+    started = time.monotonic()
+    slow = stack.client.simulate_post("/agent/execute", params={"wait": "0.5"}, json={"query": "slow"})
+    assert slow.status_code == 202 and slow.json["status"] == "queued"
+    assert time.monotonic() - started < 2.5
+    for bad in ("0", "-1", "31", "soon", "nan"):
+        refused = stack.client.simulate_post("/agent/execute", params={"wait": bad}, json={"query": "x"})
+        assert refused.status_code == 400, (bad, refused.text)
+        assert refused.json["title"] == "Invalid wait"
+
+
+@contextmanager
+def api_process(settings, tmp_path, *, threads: int) -> Iterator[str]:
+    port = free_port()
+    env = base_env({**settings.to_env(), "INTERLOCK_API_THREADS": str(threads)})
+    with Proc(["api", "--bind", f"127.0.0.1:{port}", "--workers", "1"], env=env, log=tmp_path / "api.log") as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/healthz", proc=proc)
+        yield base
+
+
+def test_reconnect_with_last_event_id_misses_nothing_and_repeats_nothing(settings, fake_llm, tmp_path) -> None:
+    fake_llm.latency = 0.4
+    stack = start_stack(settings)
+    try:
+        with api_process(settings, tmp_path, threads=8) as base:
+            task_id = requests.post(f"{base}/agent/execute", json={"query": "reconnect"}, timeout=10).json()["task_id"]
+            seen: list[dict[str, Any]] = []
+            with requests.get(f"{base}/agent/stream/{task_id}", stream=True, timeout=30) as first:
+                for frame in SseReader(first):
+                    seen.append(frame)
+                    if frame["event"] == "progress" and frame["data"]["step"] == "reasoning":
+                        break  # the client drops mid-task
+            assert seen[-1]["data"]["state"] == "PROCESSING"
+            headers = {"Last-Event-ID": str(seen[-1]["id"])}
+            with requests.get(f"{base}/agent/stream/{task_id}", headers=headers, stream=True, timeout=30) as second:
+                seen.extend(SseReader(second))
+            ids = [f["id"] for f in seen]
+            assert len(ids) == len(set(ids)) and ids == sorted(ids)
+            with stack.runtime.sessions() as session:
+                from models.tasks import task_events
+
+                assert ids == [e.id for e in task_events(session, task_id)]
+            assert [f["data"]["step"] for f in seen if f["event"] == "progress"] == AGENT_STEPS
+            assert seen[-1]["data"]["state"] == "SUCCESS" and "result" in seen[-1]["data"]["data"]
+    finally:
+        stop_stack(stack)
+
+
+def test_200_streams_on_one_api_process_while_100_submissions_succeed(settings, tmp_path) -> None:
+    stack = start_stack(settings, worker=False)  # no worker: the streamed tasks wait
+    try:
+        with api_process(settings, tmp_path, threads=256) as base:
+            task_ids = [stack.submit(query=f"waiting {n}") for n in range(20)]
+            opened = threading.Semaphore(0)
+            results: list[list[dict[str, Any]] | BaseException] = []
+            lock = threading.Lock()
+
+            def follow(task_id: str) -> None:
+                frames: list[dict[str, Any]] = []
+                try:
+                    with requests.get(f"{base}/agent/stream/{task_id}", stream=True, timeout=60) as response:
+                        response.raise_for_status()
+                        for frame in SseReader(response):
+                            frames.append(frame)
+                            if len(frames) == 1:
+                                opened.release()
+                    outcome: list[dict[str, Any]] | BaseException = frames
+                except BaseException as exc:  # reported by the assertions below
+                    opened.release()
+                    outcome = exc
+                with lock:
+                    results.append(outcome)
+
+            threads = [threading.Thread(target=follow, args=(task_ids[n % 20],), daemon=True) for n in range(200)]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 30
+            for _ in threads:
+                assert opened.acquire(timeout=max(0.1, deadline - time.monotonic())), "a stream never opened"
+            assert not results, results[:3]  # all 200 are open and waiting
+
+            def submit(n: int) -> int:
+                return requests.post(f"{base}/agent/execute", json={"query": f"more {n}"}, timeout=30).status_code
+
+            codes: list[int] = []
+            submitters = [threading.Thread(target=lambda n=n: codes.append(submit(n)), daemon=True) for n in range(100)]
+            for submitter in submitters:
+                submitter.start()
+            for submitter in submitters:
+                submitter.join(timeout=30)
+            assert codes == [202] * 100
+            assert not results  # the streams are still open
+
+            for task_id in task_ids:  # ending the tasks ends their streams
+                assert requests.post(f"{base}/agent/cancel/{task_id}", timeout=10).status_code == 202
+            for thread in threads:
+                thread.join(timeout=30)
+            wait_until(lambda: len(results) == 200, timeout=5, what="every stream to end")
+            for outcome in results:
+                assert isinstance(outcome, list), outcome
+                assert [f["data"]["state"] for f in outcome] == ["PENDING", "CANCELLED"]
+    finally:
+        stop_stack(stack)

@@ -1,0 +1,129 @@
+"""The dashboard at ``/``: one static page and the JSON it reads, all from the database and the broker.
+
+Nothing is kept in the API process, so the page is the same behind any replica and after restarts.
+The page follows a task's progress with ``/agent/stream``; lists are refreshed by polling.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import falcon
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.stub import StubBroker
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from actors.registry import WorkflowSpec
+from interlock.limits import parse_limits
+from interlock.settings import Settings
+from models.base import iso
+from models.breakers import breaker_view, list_breakers
+from models.events import Event
+from models.tasks import Task, task_events, task_status
+
+__all__ = ["DashboardPage", "RecentTasks", "TaskEvents", "Overview"]
+
+logger = logging.getLogger(__name__)
+
+PAGE = Path(__file__).resolve().parent / "static" / "dashboard.html"
+
+
+class DashboardPage:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_HTML
+        resp.data = PAGE.read_bytes()
+
+
+class RecentTasks:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        limit = min(req.get_param_as_int("limit", min_value=1) or 50, 500)
+        with self.sessions() as session:
+            query = select(Task).order_by(Task.created_at.desc()).limit(limit)
+            if not req.get_param_as_bool("children"):
+                query = query.where(Task.parent_id.is_(None))
+            resp.media = {"tasks": [task_status(task) for task in session.scalars(query)]}
+
+
+class TaskEvents:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
+        after = req.get_param_as_int("after", min_value=0) or 0
+        with self.sessions() as session:
+            rows = task_events(session, task_id, after_id=after)
+            resp.media = {
+                "events": [
+                    {
+                        "id": e.id,
+                        "kind": e.kind,
+                        "state": e.state,
+                        "progress": e.progress,
+                        "step": e.step,
+                        "data": e.data,
+                        "created_at": iso(e.created_at),
+                    }
+                    for e in rows
+                ]
+            }
+
+
+def queue_depths(broker: dramatiq.Broker, queues: list[str]) -> list[dict[str, Any]]:
+    depths = []
+    for queue in queues:
+        if isinstance(broker, RabbitmqBroker):
+            ready, delayed, dead = broker.get_queue_message_counts(queue)
+        elif isinstance(broker, StubBroker):
+            ready = broker.queues[queue].qsize() if queue in broker.queues else 0
+            delayed, dead = 0, len(broker.dead_letters_by_queue.get(queue, []))
+        else:
+            continue
+        depths.append({"queue": queue, "ready": ready, "delayed": delayed, "dead_letters": dead})
+    return depths
+
+
+class Overview:
+    """Queues (with dead letters), rate limits, circuit breakers, recent events, the broker UI link."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        broker: dramatiq.Broker,
+        catalogue: Mapping[str, WorkflowSpec],
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.broker = broker
+        self.queues = sorted({spec.queue for spec in catalogue.values()})
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        try:
+            queues: list[dict[str, Any]] | None = queue_depths(self.broker, self.queues)
+        except Exception:  # a framework boundary: the page still shows what the database knows
+            logger.exception("queue depths unavailable")
+            queues = None
+        with self.sessions() as session:
+            breakers = [breaker_view(b) for b in list_breakers(session)]
+            events = [
+                {"id": e.id, "type": e.type, "source": e.source, "tasks": len(e.task_ids), "at": iso(e.created_at)}
+                for e in session.scalars(select(Event).order_by(Event.created_at.desc()).limit(20))
+            ]
+        limits = {
+            name: f"{limit.count}/{limit.period:g}s" for name, limit in parse_limits(self.settings.rate_limits).items()
+        }
+        resp.media = {
+            "queues": queues,
+            "rate_limits": limits,
+            "breakers": breakers,
+            "events": events,
+            "broker_ui": self.settings.rabbitmq_ui if self.settings.uses_rabbitmq else None,
+        }

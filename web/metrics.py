@@ -1,0 +1,89 @@
+"""``GET /metrics`` of the API: requests, latency, submissions, and task counts from the database.
+
+Request metrics come from a Falcon middleware; task counts by workflow and state are read from
+PostgreSQL at scrape time, so they are the same on every API replica and survive restarts.
+Each app has its own registry (several apps may live in one test process).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import falcon
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.tasks import Task
+
+__all__ = ["ApiMetrics", "MetricsResource", "TaskStateCollector"]
+
+
+class TaskStateCollector(Collector):
+    """``interlock_tasks{workflow, state}``: how many task rows are in each state right now."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "interlock_tasks", "Tasks in the database by workflow and state.", labels=["workflow", "state"]
+        )
+        with self.sessions() as session:
+            rows = session.execute(select(Task.workflow, Task.state, func.count()).group_by(Task.workflow, Task.state))
+            for workflow, state, count in rows:
+                family.add_metric([workflow, state], count)
+        yield family
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []  # not collected at registration (no database call then)
+
+
+class ApiMetrics:
+    """Falcon middleware counting requests by route, method and status, with latency."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "interlock_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "interlock_http_request_duration_seconds",
+            "Seconds until the response (for streams: until it started), by route and method.",
+            ["route", "method"],
+            registry=self.registry,
+        )
+        self.submissions = Counter(
+            "interlock_submissions", "Tasks accepted over HTTP, by workflow.", ["workflow"], registry=self.registry
+        )
+        self.registry.register(TaskStateCollector(sessions))
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.metrics_started = time.perf_counter()
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
+        started = getattr(req.context, "metrics_started", None)
+        route = req.uri_template or "unmatched"
+        status = str(resp.status_code)
+        self.requests.labels(route, req.method, status).inc()
+        if started is not None:
+            self.latency.labels(route, req.method).observe(time.perf_counter() - started)
+        workflow = getattr(req.context, "submitted_workflow", None)
+        if workflow and resp.status_code < 300:
+            self.submissions.labels(workflow).inc()
+
+
+class MetricsResource:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = generate_latest(self.registry)
