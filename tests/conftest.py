@@ -32,7 +32,6 @@ BROKER_BASE_URL = os.environ.get("INTERLOCK_TEST_BROKER_URL", "amqp://guest:gues
 MANAGEMENT_URL = os.environ.get("INTERLOCK_TEST_RABBITMQ_API", "http://127.0.0.1:15672/api")
 
 
-
 def _admin(sql: str) -> None:
     with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as connection:
         connection.execute(sql)  # type: ignore[arg-type]

@@ -67,6 +67,28 @@ TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["endpoint"],
         "additionalProperties": False,
     },
+    "batch_api_calls": {
+        "type": "object",
+        "title": "batch_api_calls",
+        "properties": {"endpoints": {"type": "array", "items": _URL, "minItems": 1, "maxItems": 100}},
+        "required": ["endpoints"],
+        "additionalProperties": False,
+    },
+    "batch_url_scraping": {
+        "type": "object",
+        "title": "batch_url_scraping",
+        "properties": {
+            "urls": {"type": "array", "items": _URL, "minItems": 1, "maxItems": 100},
+            "callback": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "description": "Workflow given all results.",
+            },
+        },
+        "required": ["urls"],
+        "additionalProperties": False,
+    },
     "execute_database_query": {
         "type": "object",
         "title": "execute_database_query",

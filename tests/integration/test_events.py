@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from actors.broker import build_broker
 from actors.events import EventBus, event_task_id, topic_matches
@@ -23,18 +23,7 @@ from tests.support import free_port, get_task, wait_for_state, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
-EVENT_TABLES = "events, webhook_deliveries, schedule_slots, monitor_state"
 NEW_DATA_QUEUE = "events.agent_on_new_data"
-
-
-@pytest.fixture(autouse=True)
-def no_events(settings: Settings) -> None:
-    runtime = Runtime.open(settings)
-    try:
-        with runtime.engine.begin() as connection:
-            connection.execute(text(f"TRUNCATE {EVENT_TABLES}"))
-    finally:
-        runtime.close()
 
 
 def stored(sessions, event_type: str | None = None) -> list[Event]:

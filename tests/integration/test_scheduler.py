@@ -33,17 +33,6 @@ from tests.support import wait_for_state, wait_until
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
 ROOT = Path(__file__).resolve().parents[2]
-EVENT_TABLES = "events, webhook_deliveries, schedule_slots, monitor_state"
-
-
-@pytest.fixture(autouse=True)
-def no_events(settings: Settings) -> None:
-    runtime = Runtime.open(settings)
-    try:
-        with runtime.engine.begin() as connection:
-            connection.execute(text(f"TRUNCATE {EVENT_TABLES}"))
-    finally:
-        runtime.close()
 
 
 def rows(sessions: Any, model: Any, *conditions: Any) -> list[Any]:

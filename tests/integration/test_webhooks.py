@@ -10,9 +10,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
-from actors.runtime import Runtime
 from interlock.settings import Settings, setting_rows
 from models.events import Event
 from models.tasks import Task
@@ -25,17 +24,11 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 GITHUB_SECRET = "It's a Secret to Everybody"
 SLACK_SECRET = "slack-signing-secret-for-tests"
 CUSTOM_SECRET = "custom-webhook-secret-for-tests"
-EVENT_TABLES = "events, webhook_deliveries, schedule_slots, monitor_state"
 
 
 @pytest.fixture
 def secured(settings: Settings) -> Settings:
-    runtime = Runtime.open(settings)
-    try:
-        with runtime.engine.begin() as connection:
-            connection.execute(text(f"TRUNCATE {EVENT_TABLES}"))
-    finally:
-        runtime.close()
+    # The `settings` fixture has emptied every table already.
     return settings.replace(
         github_webhook_secret=GITHUB_SECRET, slack_signing_secret=SLACK_SECRET, webhook_secret=CUSTOM_SECRET
     )
