@@ -12,11 +12,11 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from models.base import utcnow
-from models.tasks import TERMINAL_STATES, Task, TaskEvent, TaskState
+from models.tasks import TERMINAL_STATES, Task, TaskState, Transition, transition
 
 from .orchestration import wake_parent
 
@@ -37,28 +37,15 @@ class Cancellation:
     children: tuple[str, ...] = ()
 
 
-def _cancel_where(session: Session, task_id: str, condition: Any, data: dict[str, Any]) -> bool:
-    now = utcnow()
-    row = session.execute(
-        update(Task)
-        .where(Task.id == task_id, condition)
-        .values(state=TaskState.CANCELLED, error="cancelled", finished_at=now, updated_at=now)
-        .returning(Task.progress, Task.current_step)
-    ).first()
-    if row is None:
-        return False
-    session.add(
-        TaskEvent(
-            task_id=task_id,
-            kind="state",
-            state=TaskState.CANCELLED,
-            progress=row.progress,
-            step=row.current_step,
-            data={"error": "cancelled", **data},
-            created_at=now,
-        )
+def _cancel_where(session: Session, task_id: str, condition: Any, data: dict[str, Any]) -> Transition | None:
+    return transition(
+        session,
+        task_id,
+        condition,
+        values={"state": TaskState.CANCELLED, "error": "cancelled", "finished_at": utcnow()},
+        event_state=TaskState.CANCELLED,
+        data={"error": "cancelled", **data},
     )
-    return True
 
 
 def cancel_task(session: Session, task_id: str, *, reason: str = "cancel requested") -> Cancellation:
@@ -68,18 +55,19 @@ def cancel_task(session: Session, task_id: str, *, reason: str = "cancel request
         # A suspended coordinator holds no lease: nothing runs it until a child wakes it.
         and_(Task.state == TaskState.PROCESSING, Task.lease_owner.is_(None)),
     )
-    if _cancel_where(session, task_id, not_running, {"reason": reason}):
-        outcome = CancelOutcome.CANCELLED
-    elif _cancel_where(session, task_id, Task.state == TaskState.PROCESSING, {"reason": reason, "running": True}):
+    done = _cancel_where(session, task_id, not_running, {"reason": reason})
+    outcome = CancelOutcome.CANCELLED
+    if done is None:
         # The lease stays with the worker: it releases it when the workflow stops (record_stopped).
+        done = _cancel_where(session, task_id, Task.state == TaskState.PROCESSING, {"reason": reason, "running": True})
         outcome = CancelOutcome.CANCELLING
-    else:
+    if done is None:
         state = session.execute(select(Task.state).where(Task.id == task_id)).scalar_one_or_none()
         if state is None:
             return Cancellation(CancelOutcome.MISSING)
         return Cancellation(CancelOutcome.FINISHED, state=state)
     children = _cancel_children(session, task_id, reason=f"parent {task_id} cancelled")
-    wake_parent(session, task_id)  # a coordinator whose child was cancelled alone hears of it
+    wake_parent(session, done.parent_id)  # a coordinator whose child was cancelled alone hears of it
     return Cancellation(outcome, state=TaskState.CANCELLED, children=tuple(children))
 
 
@@ -101,24 +89,14 @@ def record_stopped(session: Session, task_id: str, *, owner: str, step: str | No
 
     Returns ``False`` when the task was not cancelled while this worker held it.
     """
-    now = utcnow()
-    row = session.execute(
-        update(Task)
-        .where(Task.id == task_id, Task.state == TaskState.CANCELLED, Task.lease_owner == owner)
-        .values(lease_owner=None, lease_expires_at=None, finished_at=now, updated_at=now)
-        .returning(Task.progress, Task.current_step)
-    ).first()
-    if row is None:
-        return False
-    session.add(
-        TaskEvent(
-            task_id=task_id,
-            kind="stopped",
-            state=TaskState.CANCELLED,
-            progress=row.progress,
-            step=step or row.current_step,
-            data={"reason": "the workflow stopped after its cancellation"},
-            created_at=now,
-        )
+    stopped = transition(
+        session,
+        task_id,
+        Task.state == TaskState.CANCELLED,
+        Task.lease_owner == owner,
+        values={"lease_owner": None, "lease_expires_at": None, "finished_at": utcnow()},
+        event_state=TaskState.CANCELLED,
+        data={"reason": "the workflow stopped after its cancellation"} | ({"step": step} if step else {}),
+        kind="stopped",
     )
-    return True
+    return stopped is not None

@@ -89,7 +89,8 @@ def guard(sessions: sessionmaker[Session], target: str, *, settings: Settings) -
         _no_verdict(sessions, target, probe)
         raise
     else:
-        _success(sessions, target, probe)
+        if probe or admission.failures:
+            _success(sessions, target, probe)
 
 
 def _success(sessions: sessionmaker[Session], target: str, probe: bool) -> None:

@@ -85,14 +85,13 @@ def spawn(ctx: TaskContext, workflow: str, input: dict[str, Any], *, key: str) -
     return child
 
 
-def wake_parent(session: Session, task_id: str) -> None:
-    """In the transaction that ends ``task_id``: flag its parent and park a wake-up for it."""
-    child = session.get(Task, task_id)
-    if child is None or child.parent_id is None:
+def wake_parent(session: Session, parent_id: str | None) -> None:
+    """In the transaction that ends a child: flag its parent and park a wake-up for it."""
+    if parent_id is None:
         return
     parent = session.execute(
         update(Task)
-        .where(Task.id == child.parent_id, Task.state.not_in(TERMINAL_STATES))
+        .where(Task.id == parent_id, Task.state.not_in(TERMINAL_STATES))
         .values(wake_pending=True)
         .returning(Task)
     ).scalar_one_or_none()

@@ -24,6 +24,7 @@ from interlock.logs import task_id_var
 from models.tasks import ClaimOutcome, TaskState, claim_task, finish_task, mark_retrying, record_event
 
 from .cancellation import record_stopped
+from .errors import TaskCancelled
 from .orchestration import is_suspended, wake_parent
 from .rate_limits import SlidingWindow
 from .runtime import Runtime
@@ -115,8 +116,8 @@ class TaskTracking(Middleware):
             )
             logger.error("poison message for task %s: %s", task_id, error)
             with self.runtime.sessions.begin() as session:
-                finish_task(session, task_id, state=TaskState.FAILURE, owner=self.runtime.owner, error=error)
-                wake_parent(session, task_id)
+                ended = finish_task(session, task_id, state=TaskState.FAILURE, owner=self.runtime.owner, error=error)
+                wake_parent(session, ended.parent_id if ended else None)
             message.fail()
         elif claim.outcome is ClaimOutcome.MISSING:
             logger.warning("message %s names unknown task %s; dropped", message.message_id, task_id)
@@ -132,7 +133,10 @@ class TaskTracking(Middleware):
         if not delay or run is None or exception is None or task_id_of(message) != run.task_id:
             return
         with self.runtime.sessions.begin() as session:
-            mark_retrying(session, run.task_id, owner=self.runtime.owner, error=_describe(exception), delay_ms=delay)
+            error = _describe(exception)
+            if not mark_retrying(session, run.task_id, owner=self.runtime.owner, error=error, delay_ms=delay):
+                # Cancelled while it ran: the parked retry will be skipped; release the lease now.
+                record_stopped(session, run.task_id, owner=self.runtime.owner)
 
     def after_process_message(
         self,
@@ -169,27 +173,22 @@ class TaskTracking(Middleware):
                     result if isinstance(result, dict) else {"value": result},
                 )
             elif message.failed:
-                from .errors import TaskCancelled
-
                 if isinstance(exception, TaskCancelled):
                     message.failed = False  # a cancellation is acknowledged, never dead-lettered
                 state = TaskState.CANCELLED if isinstance(exception, TaskCancelled) else TaskState.FAILURE
                 error, value = _describe(exception), None
             else:
-                # A retry (recorded by before_enqueue), unless the task was cancelled meanwhile.
-                with self.runtime.sessions.begin() as session:
-                    record_stopped(session, run.task_id, owner=self.runtime.owner)
-                return
+                return  # a retry: recorded by before_enqueue
             with self.runtime.sessions.begin() as session:
-                fenced = finish_task(
+                ended = finish_task(
                     session, run.task_id, state=state, owner=self.runtime.owner, result=value, error=error
                 )
-                if fenced:
-                    wake_parent(session, run.task_id)
+                if ended is not None:
+                    wake_parent(session, ended.parent_id)
                 else:
                     # Cancelled while it ran: the row already says CANCELLED; release the lease.
                     stopped = record_stopped(session, run.task_id, owner=self.runtime.owner)
-            if not fenced and not stopped:
+            if ended is None and not stopped:
                 logger.warning("task %s lost its lease before it finished; its outcome was discarded", run.task_id)
         finally:
             task_id_var.set(None)

@@ -56,6 +56,8 @@ class Admission:
     allowed: bool
     probe: bool = False
     retry_after: float = 0.0
+    #: Consecutive failures seen when admitted: a success with none to reset writes nothing.
+    failures: int = 0
 
 
 def admit_call(session: Session, target: str, *, probe_lease: float, reset: float) -> Admission:
@@ -69,7 +71,7 @@ def admit_call(session: Session, target: str, *, probe_lease: float, reset: floa
     now = utcnow()
     row = session.get(CircuitBreaker, target, populate_existing=True)
     if row is None or row.state == CLOSED:
-        return Admission(True)
+        return Admission(True, failures=row.failures if row is not None else 0)
     open_until = as_utc(row.open_until) or now
     if row.state == OPEN and open_until > now:
         return Admission(False, retry_after=(open_until - now).total_seconds())

@@ -28,6 +28,8 @@ __all__ = [
     "record_progress",
     "record_event",
     "finish_task",
+    "transition",
+    "Transition",
     "mark_retrying",
     "renew_leases",
     "lapsed_tasks",
@@ -238,6 +240,51 @@ def record_progress(
     return state
 
 
+@dataclass(frozen=True)
+class Transition:
+    """What a state change left behind: where the task stood, and its parent to notify."""
+
+    progress: int
+    step: str | None
+    parent_id: str | None
+
+
+def transition(
+    session: Session,
+    task_id: str,
+    *conditions: Any,
+    values: dict[str, Any],
+    event_state: str,
+    data: dict[str, Any] | None,
+    kind: str = "state",
+) -> Transition | None:
+    """One conditional UPDATE of a task and the event that records it, or ``None`` if it did not apply.
+
+    Every change of a task's state goes through here, so the row and its event log cannot diverge.
+    """
+    now = utcnow()
+    row = session.execute(
+        update(Task)
+        .where(Task.id == task_id, *conditions)
+        .values(updated_at=now, **values)
+        .returning(Task.progress, Task.current_step, Task.parent_id)
+    ).first()
+    if row is None:
+        return None
+    session.add(
+        TaskEvent(
+            task_id=task_id,
+            kind=kind,
+            state=event_state,
+            progress=row.progress,
+            step=row.current_step,
+            data=data,
+            created_at=now,
+        )
+    )
+    return Transition(row.progress, row.current_step, row.parent_id)
+
+
 def finish_task(
     session: Session,
     task_id: str,
@@ -246,63 +293,31 @@ def finish_task(
     owner: str | None,
     result: dict[str, Any] | None = None,
     error: str | None = None,
-) -> bool:
+) -> Transition | None:
     """Record the end of a task. With ``owner`` set, only the lease holder may finish it (fencing)."""
-    now = utcnow()
-    conditions = [Task.id == task_id, Task.state.not_in(TERMINAL_STATES)]
+    conditions: list[Any] = [Task.state.not_in(TERMINAL_STATES)]
     if owner is not None:
         conditions.append(Task.lease_owner == owner)
-    values: dict[str, Any] = {
-        "state": state,
-        "error": error,
-        "finished_at": now,
-        "updated_at": now,
-        "lease_owner": None,
-        "lease_expires_at": None,
-    }
+    values: dict[str, Any] = {"state": state, "error": error, "finished_at": utcnow()}
+    values.update(lease_owner=None, lease_expires_at=None)
     if state == TaskState.SUCCESS:
         values.update(progress=100, current_step="complete", result=result)
-    row = session.execute(
-        update(Task).where(*conditions).values(**values).returning(Task.progress, Task.current_step)
-    ).first()
-    if row is None:
-        return False
     data: dict[str, Any] = {"result": result} if state == TaskState.SUCCESS else {"error": error}
-    session.add(
-        TaskEvent(
-            task_id=task_id,
-            kind="state",
-            state=state,
-            progress=row.progress,
-            step=row.current_step,
-            data=data,
-            created_at=now,
-        )
-    )
-    return True
+    return transition(session, task_id, *conditions, values=values, event_state=state, data=data)
 
 
-def mark_retrying(session: Session, task_id: str, *, owner: str, error: str, delay_ms: int) -> None:
+def mark_retrying(session: Session, task_id: str, *, owner: str, error: str, delay_ms: int) -> bool:
     """Release the lease and record why the task will run again after ``delay_ms``."""
-    now = utcnow()
-    row = session.execute(
-        update(Task)
-        .where(Task.id == task_id, Task.lease_owner == owner, Task.state == TaskState.PROCESSING)
-        .values(state=TaskState.RETRY, error=error, lease_owner=None, lease_expires_at=None, updated_at=now)
-        .returning(Task.progress, Task.current_step)
-    ).first()
-    if row is not None:
-        session.add(
-            TaskEvent(
-                task_id=task_id,
-                kind="state",
-                state=TaskState.RETRY,
-                progress=row.progress,
-                step=row.current_step,
-                data={"error": error, "retry_in_ms": delay_ms},
-                created_at=now,
-            )
-        )
+    done = transition(
+        session,
+        task_id,
+        Task.lease_owner == owner,
+        Task.state == TaskState.PROCESSING,
+        values={"state": TaskState.RETRY, "error": error, "lease_owner": None, "lease_expires_at": None},
+        event_state=TaskState.RETRY,
+        data={"error": error, "retry_in_ms": delay_ms},
+    )
+    return done is not None
 
 
 def renew_leases(session: Session, *, owner: str, lease_seconds: float) -> int:
@@ -377,31 +392,21 @@ def reopen_task(session: Session, task_id: str, *, reason: str, data: dict[str, 
 
     Returns the previous state, or ``None`` when the task is not in a state that can be reopened.
     """
-    now = utcnow()
-    row = session.execute(select(Task.state, Task.progress).where(Task.id == task_id).with_for_update()).first()
-    if row is None or row.state not in (TaskState.FAILURE, TaskState.CANCELLED):
+    previous = session.execute(select(Task.state).where(Task.id == task_id).with_for_update()).scalar_one_or_none()
+    if previous not in (TaskState.FAILURE, TaskState.CANCELLED):
         return None
-    session.execute(
-        update(Task)
-        .where(Task.id == task_id)
-        .values(
-            state=TaskState.PENDING,
-            attempts=0,
-            error=None,
-            finished_at=None,
-            lease_owner=None,
-            lease_expires_at=None,
-            updated_at=now,
-        )
+    transition(
+        session,
+        task_id,
+        values={
+            "state": TaskState.PENDING,
+            "attempts": 0,
+            "error": None,
+            "finished_at": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        },
+        event_state=TaskState.PENDING,
+        data={"reason": reason, **data},
     )
-    session.add(
-        TaskEvent(
-            task_id=task_id,
-            kind="state",
-            state=TaskState.PENDING,
-            progress=row.progress,
-            step=None,
-            data={"reason": reason, **data},
-        )
-    )
-    return str(row.state)
+    return str(previous)

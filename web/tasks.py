@@ -18,7 +18,7 @@ from models.tasks import Task, TaskState, get_task, task_status
 from .schemas import EXECUTE_REQUEST
 from .stream import wait_for_end
 
-__all__ = ["ExecuteResource", "StatusResource", "ResultResource", "load_task"]
+__all__ = ["SubmitResource", "ExecuteResource", "StatusResource", "ResultResource", "load_task"]
 
 MAX_WAIT_SECONDS = 30
 
@@ -32,7 +32,9 @@ def load_task(sessions: sessionmaker[Session], task_id: str) -> tuple[Task, list
         return task, children
 
 
-class ExecuteResource:
+class SubmitResource:
+    """Shared by the routes that submit work: the dependencies, the submission and the 202 answer."""
+
     def __init__(
         self,
         sessions: sessionmaker[Session],
@@ -45,6 +47,25 @@ class ExecuteResource:
         self.catalogue = catalogue
         self.max_priority = max_priority
 
+    def submit(self, workflow: str, input: dict[str, Any], priority: str | int | None) -> Task:
+        return submit(
+            self.sessions,
+            self.broker,
+            self.catalogue,
+            workflow=workflow,
+            input=input,
+            priority=resolve_priority(priority, max_priority=self.max_priority),
+        )
+
+    @staticmethod
+    def accepted(resp: falcon.Response, task: Task, **extra: Any) -> None:
+        status_url = f"/agent/status/{task.id}"
+        resp.status = falcon.HTTP_202
+        resp.location = status_url
+        resp.media = {"task_id": task.id, "status": "queued", **extra, "status_url": status_url}
+
+
+class ExecuteResource(SubmitResource):
     @validate(req_schema=EXECUTE_REQUEST)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body: dict[str, Any] = req.get_media()
@@ -57,29 +78,16 @@ class ExecuteResource:
                 title="Unknown workflow",
                 description=f"Workflow {workflow!r} does not exist. Known workflows: {', '.join(known)}.",
             )
-        task = submit(
-            self.sessions,
-            self.broker,
-            self.catalogue,
-            workflow=workflow,
-            input={"query": body["query"], "context": body.get("context") or {}},
-            priority=resolve_priority(body.get("priority"), max_priority=self.max_priority),
+        task = self.submit(
+            workflow, {"query": body["query"], "context": body.get("context") or {}}, body.get("priority")
         )
         req.context.submitted_workflow = workflow  # counted by web.metrics
-        status_url = f"/agent/status/{task.id}"
         finished = wait_for_end(self.sessions, task.id, wait) if wait else None
         if finished is not None:
-            resp.location = status_url
+            resp.location = f"/agent/status/{task.id}"
             resp.media = finished
             return
-        resp.status = falcon.HTTP_202
-        resp.location = status_url
-        resp.media = {
-            "task_id": task.id,
-            "status": "queued",
-            "message": f"Workflow {workflow!r} accepted",
-            "status_url": status_url,
-        }
+        self.accepted(resp, task, message=f"Workflow {workflow!r} accepted")
 
 
 def _wait_seconds(req: falcon.Request) -> float:

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import dramatiq
 import falcon
-from sqlalchemy.orm import Session, sessionmaker
 
 from actors.agents.tools import TOOL_SCHEMAS, validate_args
 from actors.errors import InvalidInput
-from actors.registry import WorkflowSpec
-from actors.submit import PRIORITIES, resolve_priority, submit
+from actors.submit import PRIORITIES
+
+from .tasks import SubmitResource
 
 __all__ = ["ToolResource"]
 
 
-class ToolResource:
-    def __init__(
-        self,
-        sessions: sessionmaker[Session],
-        broker: dramatiq.Broker,
-        catalogue: Mapping[str, WorkflowSpec],
-        max_priority: int,
-    ) -> None:
-        self.sessions = sessions
-        self.broker = broker
-        self.catalogue = catalogue
-        self.max_priority = max_priority
-
+class ToolResource(SubmitResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         if name not in TOOL_SCHEMAS or name not in self.catalogue:
             raise falcon.HTTPNotFound(
@@ -45,15 +30,4 @@ class ToolResource:
             args = validate_args(name, req.get_media())
         except InvalidInput as exc:
             raise falcon.HTTPBadRequest(title="Invalid tool arguments", description=f"{name}: {exc}") from exc
-        task = submit(
-            self.sessions,
-            self.broker,
-            self.catalogue,
-            workflow=name,
-            input=args,
-            priority=resolve_priority(priority, max_priority=self.max_priority),
-        )
-        status_url = f"/agent/status/{task.id}"
-        resp.status = falcon.HTTP_202
-        resp.location = status_url
-        resp.media = {"task_id": task.id, "status": "queued", "status_url": status_url}
+        self.accepted(resp, self.submit(name, args, priority))
