@@ -13,14 +13,22 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
+import pika
+import pika.exceptions
 from dramatiq.middleware import Middleware
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy.exc import SQLAlchemyError
 
+from interlock.settings import Settings, parse_pairs
+
+from .circuit_breaker import breaker_states
 from .errors import TaskCancelled
 from .orchestration import is_suspended
 from .runtime import Runtime
@@ -35,6 +43,9 @@ __all__ = [
     "RETRIES",
     "RATE_LIMIT_WAITS",
     "LLM_TOKENS",
+    "LLM_COST",
+    "ClusterCollector",
+    "parse_prices",
 ]
 
 logger = logging.getLogger(__name__)
@@ -57,6 +68,12 @@ RATE_LIMIT_WAITS = Counter(
     ["queue"],
     registry=None,
 )
+LLM_COST = Counter(
+    "interlock_worker_llm_cost_usd",
+    "Estimated LLM spend in US dollars by model, from token usage and INTERLOCK_LLM_PRICES.",
+    ["model"],
+    registry=None,
+)
 LLM_TOKENS = Counter(
     "interlock_worker_llm_tokens",
     "LLM tokens used by finished task runs, by model and kind (prompt, completion, total).",
@@ -70,6 +87,7 @@ class WorkerMetrics(Middleware):
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.prices = parse_prices(runtime.settings.llm_prices)
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
@@ -90,9 +108,95 @@ class WorkerMetrics(Middleware):
         TASKS.labels(actor, outcome).inc()
         TASK_DURATION.labels(actor, outcome).observe(time.monotonic() - run.started)
         model = "offline" if self.runtime.settings.llm_offline else self.runtime.settings.model
-        for kind, tokens in (run.usage or {}).items():
+        usage = run.usage or {}
+        for kind, tokens in usage.items():
             if kind.endswith("_tokens") and isinstance(tokens, int) and tokens > 0:
                 LLM_TOKENS.labels(model, kind.removesuffix("_tokens")).inc(tokens)
+        price = self.prices.get(model) or self.prices.get("*")
+        if price is not None and usage:
+            cost = (usage.get("prompt_tokens", 0) * price[0] + usage.get("completion_tokens", 0) * price[1]) / 1e6
+            if cost > 0:
+                LLM_COST.labels(model).inc(cost)
+
+
+def parse_prices(text: str) -> dict[str, tuple[float, float]]:
+    """``"gpt-4o-mini=0.15/0.60"``: US dollars per million prompt / completion tokens, by model."""
+    prices: dict[str, tuple[float, float]] = {}
+    for model, value in parse_pairs(text).items():
+        prompt, _, completion = value.partition("/")
+        prices[model] = (float(prompt), float(completion or prompt))
+    return prices
+
+
+class ClusterCollector:
+    """Read at scrape time: queue depths (work and dead-letter) and circuit-breaker states.
+
+    These describe the cluster, not one process, so the supervisor reports them from the broker
+    and the database instead of summing per-process counters.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._runtime: Runtime | None = None
+
+    def _queues(self) -> list[str]:
+        from .registry import load_catalogue
+
+        return sorted({spec.queue for spec in load_catalogue(self.settings).values()})
+
+    def collect(self) -> Iterator[Any]:
+        depth = GaugeMetricFamily(
+            "interlock_queue_messages",
+            "Messages waiting in RabbitMQ, by queue and kind (ready, dead).",
+            labels=["queue", "kind"],
+        )
+        if self.settings.uses_rabbitmq:
+            try:
+                for queue, ready, dead in queue_depths(self.settings.broker_url, self._queues()):
+                    depth.add_metric([queue, "ready"], ready)
+                    depth.add_metric([queue, "dead"], dead)
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                logger.warning("queue depths not collected: %s", exc)
+        yield depth
+        breakers = GaugeMetricFamily(
+            "interlock_circuit_breaker_state",
+            "Circuit breaker per target: 0 closed, 1 half-open, 2 open.",
+            labels=["target"],
+        )
+        failures = GaugeMetricFamily(
+            "interlock_circuit_breaker_failures", "Consecutive failures counted by each breaker.", labels=["target"]
+        )
+        try:
+            if self._runtime is None:
+                self._runtime = Runtime.open(self.settings)
+            for breaker in breaker_states(self._runtime.sessions):
+                breakers.add_metric([breaker["target"]], BREAKER_LEVELS.get(breaker["state"], 0))
+                failures.add_metric([breaker["target"]], breaker["failures"])
+        except SQLAlchemyError as exc:
+            logger.warning("breaker states not collected: %s", exc)
+        yield breakers
+        yield failures
+
+
+BREAKER_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def queue_depths(broker_url: str, queues: list[str]) -> Iterator[tuple[str, int, int]]:
+    """(queue, ready, dead-lettered) for each queue, by passive declares on one short connection."""
+    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    try:
+        channel = connection.channel()
+        for queue in queues:
+            counts = []
+            for name in (queue, f"{queue}.XQ"):
+                try:
+                    counts.append(channel.queue_declare(name, passive=True).method.message_count)
+                except pika.exceptions.ChannelClosedByBroker:
+                    channel = connection.channel()  # not declared yet: nothing waits there
+                    counts.append(0)
+            yield queue, counts[0], counts[1]
+    finally:
+        connection.close()
 
 
 @dataclass
@@ -114,7 +218,7 @@ class MetricsServer:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_metrics_server(*, host: str, port: int) -> MetricsServer | None:
+def start_metrics_server(*, host: str, port: int, settings: Settings | None = None) -> MetricsServer | None:
     """Call in the supervisor before it starts worker processes; they inherit the directory.
 
     ``PROMETHEUS_MULTIPROC_DIR`` is how prometheus_client itself is told about multiprocess
@@ -127,6 +231,8 @@ def start_metrics_server(*, host: str, port: int) -> MetricsServer | None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)
+    if settings is not None:
+        registry.register(ClusterCollector(settings))
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:

@@ -19,7 +19,14 @@ from .limits import LimitSyntaxError, parse_limits
 __all__ = ["Settings", "SettingsError", "setting_rows", "markdown_table", "parse_pairs"]
 
 SECRET_FIELDS = frozenset(
-    {"openai_api_key", "github_webhook_secret", "slack_signing_secret", "webhook_secret", "monitor_database_url"}
+    {
+        "openai_api_key",
+        "github_webhook_secret",
+        "slack_signing_secret",
+        "webhook_secret",
+        "monitor_database_url",
+        "session_secret",
+    }
 )
 
 
@@ -85,6 +92,11 @@ class Settings:
     )
     llm_tpm: str = _setting(
         "INTERLOCK_LLM_TPM", "", "LLM tokens per minute per model, from each response's `usage`: `model=count`."
+    )
+    llm_prices: str = _setting(
+        "INTERLOCK_LLM_PRICES",
+        "",
+        "US dollars per million prompt/completion tokens, for the cost metric: `model=0.15/0.60,...` (`*` for any).",
     )
     model: str = _setting("INTERLOCK_MODEL", "gpt-4o-mini", "Model name sent to the LLM endpoint.")
     llm_timeout: float = _setting("INTERLOCK_LLM_TIMEOUT", 60.0, "Seconds one LLM call may take.")
@@ -273,6 +285,18 @@ class Settings:
         "SQLAlchemy URL `INTERLOCK_MONITOR_SQL` runs against. Empty: no SQL source is watched.",
     )
     monitor_timeout: float = _setting("INTERLOCK_MONITOR_TIMEOUT", 30.0, "Seconds one monitored source may take.")
+    auth: str = _setting(
+        "INTERLOCK_AUTH",
+        "on",
+        "`on`: every API route but health, docs and signed webhooks needs `Authorization: Bearer <key>` "
+        "(`interlock keys create`). `off`: no keys, one shared tenant (only for development; `interlock dev` uses it).",
+    )
+    session_secret: str = _setting(
+        "INTERLOCK_SESSION_SECRET",
+        "",
+        "Secret that signs dashboard session cookies. Empty: a random one per process, so sessions do not "
+        "survive a restart; set it when running several API processes or replicas. Never logged or returned.",
+    )
     log_level: str = _setting("INTERLOCK_LOG_LEVEL", "INFO", "Python logging level.")
     log_format: str = _setting("INTERLOCK_LOG_FORMAT", "text", "`text` or `json` (one object per line).")
 
@@ -298,6 +322,8 @@ class Settings:
             raise SettingsError("INTERLOCK_SOFT_TIME_LIMIT must not exceed INTERLOCK_TIME_LIMIT")
         if self.log_format not in {"text", "json"}:
             raise SettingsError("INTERLOCK_LOG_FORMAT must be 'text' or 'json'")
+        if self.auth not in {"on", "off"}:
+            raise SettingsError("INTERLOCK_AUTH must be 'on' or 'off'")
         if not 0 < self.queue_max_priority <= 255:
             raise SettingsError("INTERLOCK_QUEUE_MAX_PRIORITY must be between 1 and 255")
         if self.max_deliveries < 1:
@@ -308,6 +334,11 @@ class Settings:
             parse_limits(self.llm_tpm, units=False)
         except LimitSyntaxError as exc:
             raise SettingsError(str(exc)) from exc
+        try:
+            for price in parse_pairs(self.llm_prices).values():
+                [float(part) for part in price.split("/", 1)]
+        except ValueError as exc:
+            raise SettingsError(f"INTERLOCK_LLM_PRICES: expected model=prompt/completion dollars, {exc}") from exc
         for name, text in (
             ("INTERLOCK_AGENT_QUEUES", self.agent_queues),
             ("INTERLOCK_AGENT_CONCURRENCY", self.agent_concurrency),

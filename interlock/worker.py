@@ -100,7 +100,9 @@ class Supervisor:
             from actors.metrics import start_metrics_server  # before the children: they inherit its directory
 
             metrics = start_metrics_server(
-                host=self.settings.worker_metrics_host, port=self.settings.worker_metrics_port
+                host=self.settings.worker_metrics_host,
+                port=self.settings.worker_metrics_port,
+                settings=self.settings,
             )
         self.children = [self._spawn() for _ in range(self.processes)]
         failures = 0

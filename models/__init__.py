@@ -7,14 +7,17 @@ from .events import Event, MonitorState, ScheduleSlot, WebhookDelivery
 from .rate_limits import RateLimitCounter, RateWindow
 from .results import ActorResult
 from .scheduled import ScheduledMessage
+from .security import ApiKey, IdempotencyKey
 from .tasks import Task, TaskEvent, TaskState
 from .tool_cache import ToolCacheEntry
 
 __all__ = [
     "ActorResult",
+    "ApiKey",
     "Base",
     "CircuitBreaker",
     "Event",
+    "IdempotencyKey",
     "MonitorState",
     "RateLimitCounter",
     "RateWindow",

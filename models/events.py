@@ -7,6 +7,7 @@ claimed with ``INSERT ... ON CONFLICT DO NOTHING``, so concurrent processes cann
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +50,8 @@ class Event(Base):
     data: Mapped[dict[str, Any]]
     task_ids: Mapped[list[str]] = mapped_column(JSONType)
     published_by: Mapped[str | None] = mapped_column(String(36))
+    #: The publishing key's tenant; webhooks and the scheduler publish as the system.
+    tenant: Mapped[str] = mapped_column(String(64), default="system", server_default="system", index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
@@ -117,8 +120,10 @@ def add_event(
     expires_at: datetime,
     task_ids: list[str],
     published_by: str | None = None,
+    tenant: str = "system",
 ) -> Event:
     event = Event(
+        tenant=tenant,
         id=event_id,
         type=event_type,
         source=source,
@@ -137,10 +142,17 @@ def get_event(session: Session, event_id: str) -> Event | None:
 
 
 def list_events(
-    session: Session, *, event_type: str | None = None, since: datetime | None = None, limit: int = 100
+    session: Session,
+    *,
+    event_type: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+    tenants: Collection[str] | None = None,
 ) -> list[Event]:
-    """Events, newest first, optionally of one type and created at or after ``since``."""
+    """Events, newest first, optionally of one type, created at or after ``since``, of ``tenants``."""
     query = select(Event)
+    if tenants is not None:
+        query = query.where(Event.tenant.in_(tenants))
     if event_type is not None:
         query = query.where(Event.type == event_type)
     if since is not None:

@@ -68,6 +68,8 @@ class Task(Base):
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     parent_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    #: Who owns the task (the API key's tenant); children inherit it, event tasks are the system's.
+    tenant: Mapped[str] = mapped_column(String(64), default="system", server_default="system", index=True)
     #: Set when a child finished while this (coordinating) task was running; see actors.orchestration.
     wake_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     lease_owner: Mapped[str | None] = mapped_column(String(128))
@@ -107,6 +109,7 @@ def create_task(
     input: dict[str, Any],
     priority: int = 0,
     parent_id: str | None = None,
+    tenant: str = "system",
 ) -> Task:
     now = utcnow()
     task = Task(
@@ -120,6 +123,7 @@ def create_task(
         input=input,
         attempts=0,
         parent_id=parent_id,
+        tenant=tenant,
         created_at=now,
         updated_at=now,
     )

@@ -1,0 +1,41 @@
+"""With INTERLOCK_LOG_FORMAT=json every line is a JSON object, stamped with the task it serves."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import start_stack, stop_stack
+from tests.processes import Proc, base_env
+from tests.support import wait_for_state, wait_until
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+
+
+def test_worker_logs_are_json_with_the_task_id(settings, fake_llm, tmp_path) -> None:
+    settings = settings.replace(log_format="json", max_retries=1, min_backoff=0.1)
+    fake_llm.fail_next(5, status=500)
+    stack = start_stack(settings, worker=False)
+    try:
+        with Proc(
+            ["worker", "--processes", "1", "--threads", "1"], env=base_env(settings.to_env()), log=tmp_path / "w.log"
+        ) as worker:
+            task_id = stack.submit(query="log me")
+            wait_for_state(stack.runtime.sessions, task_id, "FAILURE", timeout=30)
+
+            def task_lines() -> list[dict] | None:
+                lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+                mine = [line for line in lines if line.get("task_id") == task_id]
+                return mine if len(mine) >= 2 else None
+
+            mine = wait_until(task_lines, timeout=10, what="log lines of the task")
+            assert {"time", "level", "logger", "message"} <= set(mine[0])
+            assert any(line["level"] == "ERROR" for line in mine)  # the failure, with its traceback
+            for line in worker.output().splitlines():
+                assert line.startswith("{"), f"not JSON: {line}"
+            for line in map(json.loads, worker.output().splitlines()):
+                if task_id in line["message"]:
+                    assert line.get("task_id") == task_id, line
+    finally:
+        stop_stack(stack)
