@@ -31,6 +31,7 @@ from interlock.settings import Settings, parse_pairs
 from .circuit_breaker import breaker_states
 from .errors import TaskCancelled
 from .orchestration import is_suspended
+from .queues import rabbitmq_queue_depths
 from .runtime import Runtime
 from .tracking import current_run
 
@@ -152,9 +153,9 @@ class ClusterCollector:
         )
         if self.settings.uses_rabbitmq:
             try:
-                for queue, ready, dead in queue_depths(self.settings.broker_url, self._queues()):
-                    depth.add_metric([queue, "ready"], ready)
-                    depth.add_metric([queue, "dead"], dead)
+                for row in rabbitmq_queue_depths(pika.URLParameters(self.settings.broker_url), self._queues()):
+                    depth.add_metric([row["queue"], "ready"], row["ready"])
+                    depth.add_metric([row["queue"], "dead"], row["dead_letters"])
             except (pika.exceptions.AMQPError, OSError) as exc:
                 logger.warning("queue depths not collected: %s", exc)
         yield depth
@@ -179,24 +180,6 @@ class ClusterCollector:
 
 
 BREAKER_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
-
-
-def queue_depths(broker_url: str, queues: list[str]) -> Iterator[tuple[str, int, int]]:
-    """(queue, ready, dead-lettered) for each queue, by passive declares on one short connection."""
-    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
-    try:
-        channel = connection.channel()
-        for queue in queues:
-            counts = []
-            for name in (queue, f"{queue}.XQ"):
-                try:
-                    counts.append(channel.queue_declare(name, passive=True).method.message_count)
-                except pika.exceptions.ChannelClosedByBroker:
-                    channel = connection.channel()  # not declared yet: nothing waits there
-                    counts.append(0)
-            yield queue, counts[0], counts[1]
-    finally:
-        connection.close()
 
 
 @dataclass

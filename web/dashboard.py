@@ -13,11 +13,10 @@ from typing import Any
 
 import dramatiq
 import falcon
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from actors.queues import queue_depths
 from actors.registry import WorkflowSpec
 from interlock.limits import parse_limits
 from interlock.settings import Settings
@@ -74,20 +73,6 @@ class TaskEvents:
                     for e in rows
                 ]
             }
-
-
-def queue_depths(broker: dramatiq.Broker, queues: list[str]) -> list[dict[str, Any]]:
-    depths = []
-    for queue in queues:
-        if isinstance(broker, RabbitmqBroker):
-            ready, delayed, dead = broker.get_queue_message_counts(queue)
-        elif isinstance(broker, StubBroker):
-            ready = broker.queues[queue].qsize() if queue in broker.queues else 0
-            delayed, dead = 0, len(broker.dead_letters_by_queue.get(queue, []))
-        else:
-            continue
-        depths.append({"queue": queue, "ready": ready, "delayed": delayed, "dead_letters": dead})
-    return depths
 
 
 class Overview:
