@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from dramatiq.threading import raise_thread_exception
+from sqlalchemy import select
 
 from interlock.settings import Settings
 from models.base import utcnow
 from models.checkpoints import COMPLETED, FAILED, load_checkpoints, save_checkpoint
-from models.tasks import TERMINAL_STATES, TaskState, record_event, record_progress
+from models.tasks import TERMINAL_STATES, Task, TaskState, record_event, record_progress
+from models.tenants import add_usage, budget_exhausted
 
-from .errors import SoftTimeLimitExceeded, StageTimeLimitExceeded, TaskCancelled
+from .errors import PermanentError, SoftTimeLimitExceeded, StageTimeLimitExceeded, TaskCancelled
 from .llm import Completion
 from .runtime import Runtime
 
@@ -43,6 +45,7 @@ class TaskContext:
     _completed_steps: dict[str, Any] | None = None
     _failures: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _stage_deadline: float | None = None
+    _tenant: str | None = None
 
     @property
     def query(self) -> str:
@@ -128,6 +131,7 @@ class TaskContext:
     def complete(self, messages: list[dict[str, str]]) -> Completion:
         """One LLM call; its token usage is added to the task's."""
         timeout = None
+        tenant = self._check_budget()
         deadline = self._stage_deadline or self.soft_deadline
         limits = self.runtime.llm_limits
         if limits is not None:
@@ -140,7 +144,19 @@ class TaskContext:
             limits.after_call(completion.model, completion.usage.get("total_tokens", 0))
         for key, value in completion.usage.items():
             self.usage[key] = self.usage.get(key, 0) + value
+        with self.runtime.sessions.begin() as session:
+            add_usage(session, tenant, int(completion.usage.get("total_tokens", 0)))
         return completion
+
+    def _check_budget(self) -> str:
+        """The task's tenant; stops the workflow with a clear error once the tenant's budget is used."""
+        with self.runtime.sessions() as session:
+            if self._tenant is None:
+                self._tenant = session.scalar(select(Task.tenant).where(Task.id == self.task_id)) or "system"
+            exhausted = budget_exhausted(session, self._tenant)
+        if exhausted is not None:
+            raise PermanentError(f"stopped: {exhausted}")
+        return self._tenant
 
     # -- durable steps -----------------------------------------------------------------------
 

@@ -261,6 +261,7 @@ class EventBus:
         event_id: str | None = None,
         published_by: str | None = None,
         delivery: tuple[str, str] | None = None,
+        tenant: str = "system",
     ) -> tuple[str, list[str]]:
         """Store the event and its tasks, then publish it; returns ``(event_id, task_ids)``.
 
@@ -292,6 +293,7 @@ class EventBus:
                     expires_at=utcnow() + self.retention,
                     task_ids=[],
                     published_by=published_by,
+                    tenant=tenant,
                 )
                 event.task_ids = [_create_event_task(session, event, s) for s in matching]
             task_ids = list(event.task_ids)

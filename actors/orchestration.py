@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from models.base import utcnow
 from models.scheduled import schedule_message
+from models.security import SYSTEM_TENANT
 from models.tasks import TERMINAL_STATES, Task, TaskState, create_task
 
 from .errors import InterlockError, PermanentError
@@ -70,6 +71,7 @@ def spawn(ctx: TaskContext, workflow: str, input: dict[str, Any], *, key: str) -
     with ctx.runtime.sessions.begin() as session:
         child = session.get(Task, identifier)
         if child is None:
+            parent = session.get(Task, ctx.task_id)
             child = create_task(
                 session,
                 task_id=identifier,
@@ -79,6 +81,7 @@ def spawn(ctx: TaskContext, workflow: str, input: dict[str, Any], *, key: str) -
                 input=input,
                 priority=ctx.priority,
                 parent_id=ctx.task_id,
+                tenant=parent.tenant if parent is not None else SYSTEM_TENANT,  # children are the parent's
             )
             session.flush()
             _park(session, child)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
@@ -13,7 +14,9 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.checkpoints import COMPLETED, load_checkpoints
+from models.security import SYSTEM_TENANT, reserve_idempotency_key
 from models.tasks import Task, TaskState, create_task, finish_task, reopen_task
+from models.tenants import budget_exhausted
 
 from .errors import InterlockError
 from .maintenance import task_message
@@ -28,6 +31,10 @@ __all__ = [
     "BrokerUnavailable",
     "PRIORITIES",
     "resolve_priority",
+    "Idempotency",
+    "IdempotencyConflict",
+    "BudgetExceeded",
+    "Submission",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +61,35 @@ class BrokerUnavailable(InterlockError):
     """The message could not be published; nothing was kept."""
 
 
+class BudgetExceeded(InterlockError):
+    """The tenant has used its monthly token budget; nothing was submitted."""
+
+
+class IdempotencyConflict(InterlockError):
+    """The idempotency key was used before with a different request body."""
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An ``Idempotency-Key`` and a hash of the canonical request body it was sent with."""
+
+    key: str
+    body_hash: str
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The task of a submission; ``replayed`` when an idempotency key returned an earlier one."""
+
+    task: Task
+    replayed: bool = False
+
+
+class _Replay(Exception):  # noqa: N818 - rolls the losing transaction back
+    def __init__(self, task_id: str, body_hash: str) -> None:
+        self.task_id, self.body_hash = task_id, body_hash
+
+
 def resolve_priority(priority: str | int | None, *, max_priority: int) -> int:
     if priority is None:
         return PRIORITIES["normal"]
@@ -72,27 +108,82 @@ def submit(
     priority: int,
     task_id: str | None = None,
     parent_id: str | None = None,
+    tenant: str = SYSTEM_TENANT,
 ) -> Task:
     """Create the task, commit it, then publish its message with confirms.
 
     If the publish fails the row is removed again, so a refused submission leaves nothing
     half-written and the caller can answer 503.
     """
+    return submit_once(
+        sessions,
+        broker,
+        catalogue,
+        workflow=workflow,
+        input=input,
+        priority=priority,
+        task_id=task_id,
+        parent_id=parent_id,
+        tenant=tenant,
+    ).task
+
+
+def submit_once(
+    sessions: sessionmaker[Session],
+    broker: dramatiq.Broker,
+    catalogue: Mapping[str, WorkflowSpec],
+    *,
+    workflow: str,
+    input: dict[str, Any],
+    priority: int,
+    task_id: str | None = None,
+    parent_id: str | None = None,
+    tenant: str = SYSTEM_TENANT,
+    idempotency: Idempotency | None = None,
+) -> Submission:
+    """:func:`submit`, once per ``idempotency`` key and tenant (within the idempotency window).
+
+    The key is claimed in the transaction that creates the task, so of concurrent duplicates
+    exactly one creates and enqueues a task; the others wait for its commit and get its task.
+    The same key with another body raises :class:`IdempotencyConflict`.
+    """
     spec = catalogue.get(workflow)
     if spec is None:
         raise UnknownWorkflow(workflow)
     task_id = task_id or str(uuid.uuid4())
-    with sessions.begin() as session:
-        task = create_task(
-            session,
-            task_id=task_id,
-            workflow=spec.name,
-            actor=spec.actor_name,
-            queue=spec.queue,
-            input=input,
-            priority=priority,
-            parent_id=parent_id,
-        )
+    try:
+        with sessions.begin() as session:
+            exhausted = budget_exhausted(session, tenant) if parent_id is None else None
+            if exhausted is not None:
+                raise BudgetExceeded(exhausted)
+            task = create_task(
+                session,
+                task_id=task_id,
+                workflow=spec.name,
+                actor=spec.actor_name,
+                queue=spec.queue,
+                input=input,
+                priority=priority,
+                parent_id=parent_id,
+                tenant=tenant,
+            )
+            if idempotency is not None:
+                session.flush()
+                reservation = reserve_idempotency_key(
+                    session, tenant=tenant, key=idempotency.key, body_hash=idempotency.body_hash, task_id=task_id
+                )
+                if not reservation.won:
+                    raise _Replay(reservation.task_id, reservation.body_hash)
+    except _Replay as replay:
+        if replay.body_hash != idempotency.body_hash:  # type: ignore[union-attr]
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used with a different request body; use a new key for a new request"
+            ) from None
+        with sessions() as session:
+            earlier = session.get(Task, replay.task_id)
+        if earlier is None:  # withdrawn after its publish failed
+            raise BrokerUnavailable("the earlier submission with this key was withdrawn; retry") from None
+        return Submission(earlier, replayed=True)
     try:
         broker.enqueue(task_message(queue=spec.queue, actor=spec.actor_name, task_id=task_id, priority=priority))
     except (BrokerConnectionError, OSError) as exc:
@@ -100,7 +191,7 @@ def submit(
         with sessions.begin() as session:
             session.execute(delete(Task).where(Task.id == task_id))
         raise BrokerUnavailable("the message broker is unreachable; nothing was enqueued") from exc
-    return task
+    return Submission(task)
 
 
 def resume(

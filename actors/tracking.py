@@ -22,6 +22,7 @@ from dramatiq.middleware import Middleware
 from interlock.limits import parse_limits
 from interlock.logs import task_id_var
 from models.tasks import ClaimOutcome, TaskState, claim_task, finish_task, mark_retrying, record_event
+from models.tenants import may_start
 
 from .cancellation import record_stopped
 from .errors import TaskCancelled
@@ -32,6 +33,9 @@ from .runtime import Runtime
 __all__ = ["TaskTracking", "TaskRun", "current_run", "task_id_of"]
 
 logger = logging.getLogger(__name__)
+
+#: How long a task over its tenant's concurrency cap waits before it asks again (1 to 2 times this).
+TENANT_WAIT_MS = 500
 
 _local = threading.local()
 
@@ -95,15 +99,24 @@ class TaskTracking(Middleware):
                 raise dramatiq.middleware.SkipMessage("rate limited")
             _local.admitted_at = admitted_at
         with self.runtime.sessions.begin() as session:
-            claim = claim_task(
-                session,
-                task_id,
-                owner=self.runtime.owner,
-                lease_seconds=settings.lease_seconds,
-                # Retries are starts too; the cap is on the starts beyond them (crash redeliveries).
-                max_deliveries=settings.max_deliveries + int(message.options.get("retries") or 0),
-                admitted_at=getattr(_local, "admitted_at", None) if limit is not None else None,
-            )
+            if not may_start(session, task_id):
+                claim = None
+            else:
+                claim = claim_task(
+                    session,
+                    task_id,
+                    owner=self.runtime.owner,
+                    lease_seconds=settings.lease_seconds,
+                    # Retries are starts too; the cap is on the starts beyond them (crash redeliveries).
+                    max_deliveries=settings.max_deliveries + int(message.options.get("retries") or 0),
+                    admitted_at=getattr(_local, "admitted_at", None) if limit is not None else None,
+                )
+        if claim is None:
+            # The tenant's concurrency cap is reached: the message waits its turn (parked, not failed).
+            delay = int(TENANT_WAIT_MS * random.uniform(1, 2))
+            logger.debug("task %s waits for its tenant's concurrency cap; back in %d ms", task_id, delay)
+            broker.enqueue(message.copy(), delay=delay)
+            raise dramatiq.middleware.SkipMessage("tenant concurrency cap")
         if claim.outcome is ClaimOutcome.CLAIMED:
             priority = int(message.options.get("broker_priority") or 0)
             _local.run = TaskRun(task_id, claim.attempts, claim.input or {}, time.monotonic(), priority)

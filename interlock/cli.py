@@ -81,6 +81,28 @@ def _parser() -> argparse.ArgumentParser:
     dlq.add_argument("task_id", nargs="?", default=None, help="one task (replay/purge)")
     dlq.add_argument("--queue", default=None, help="a work queue (list: filter; replay/purge: all of it)")
     dlq.add_argument("--url", default=None)
+
+    keys = sub.add_parser(
+        "keys", help="create, list or revoke API keys (in the database directly)", description=SETTINGS_NOTE
+    )
+    keys_sub = keys.add_subparsers(dest="keys_action", required=True)
+    create = keys_sub.add_parser("create", help="create a key; it is shown once and stored only as a hash")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--scope", default="submit,read", help="comma-separated: submit, read, admin, metrics")
+    create.add_argument("--json", action="store_true", help="print one JSON object")
+    listing = keys_sub.add_parser("list", help="list keys (never the keys themselves)")
+    listing.add_argument("--tenant", default=None)
+    listing.add_argument("--json", action="store_true")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+
+    tenants = sub.add_parser("tenants", help="per-tenant concurrency caps and monthly token budgets")
+    tenants_sub = tenants.add_subparsers(dest="tenants_action", required=True)
+    limit = tenants_sub.add_parser("set", help="set a tenant's limits (0 removes one)")
+    limit.add_argument("name")
+    limit.add_argument("--max-concurrency", type=int, default=None, help="tasks running at once (0: no cap)")
+    limit.add_argument("--monthly-tokens", type=int, default=None, help="LLM tokens per month (0: no budget)")
+    tenants_sub.add_parser("list", help="limits and this month's token use")
     return parser
 
 
@@ -127,11 +149,17 @@ def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from .dev import run_dev
 
+    settings = settings.replace(auth="off")  # development only; `interlock api` keeps INTERLOCK_AUTH
+
     return run_dev(settings, host=args.host, port=args.port, threads=args.threads or settings.worker_threads)
 
 
 def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     workers = args.workers or settings.api_workers
+    if not settings.session_secret:  # one secret for all of this command's gunicorn workers
+        import secrets
+
+        os.environ["INTERLOCK_SESSION_SECRET"] = secrets.token_urlsafe(32)
     command = [
         sys.executable,
         "-m",
@@ -183,7 +211,7 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
     from .client import ApiError, Client
 
-    client = Client(args.url or settings.api_url)
+    client = Client(args.url or settings.api_url, api_key=settings.api_key or None)
     body: dict[str, Any] = {"query": args.query}
     if args.workflow:
         body["workflow"] = args.workflow
@@ -245,11 +273,76 @@ def _cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     return _print_call(lambda client: client.purge(args.task_id, queue=args.queue), settings, args)
 
 
+def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    from actors.runtime import Runtime
+    from models.security import create_key, key_view, list_keys, revoke_key
+
+    runtime = Runtime.open(settings)
+    try:
+        with runtime.sessions.begin() as session:
+            if args.keys_action == "create":
+                try:
+                    new = create_key(session, tenant=args.tenant, scopes=args.scope.replace(" ", "").split(","))
+                except ValueError as exc:
+                    print(f"interlock: {exc}", file=sys.stderr)
+                    return 2
+                session.flush()
+                view = {**key_view(new.record), "key": new.key}
+                if args.json:
+                    print(json.dumps(view))
+                else:
+                    print(f"key {view['id']} for tenant {view['tenant']} ({', '.join(view['scopes'])}):")
+                    print(f"  {new.key}")
+                    print("It is shown only now: store it safely.")
+            elif args.keys_action == "list":
+                views = [key_view(k) for k in list_keys(session, tenant=args.tenant)]
+                if args.json:
+                    print(json.dumps(views))
+                for v in [] if args.json else views:
+                    state = f"revoked {v['revoked_at']}" if v["revoked_at"] else "active"
+                    print(f"{v['id']}  {v['tenant']:<16} {','.join(v['scopes']):<24} {v['created_at']}  {state}")
+            elif not revoke_key(session, args.key_id):
+                print(f"interlock: no active key has the id {args.key_id}", file=sys.stderr)
+                return 1
+            else:
+                print(f"key {args.key_id} revoked")
+    finally:
+        runtime.close()
+    return 0
+
+
+def _cmd_tenants(settings: Settings, args: argparse.Namespace) -> int:
+    from actors.runtime import Runtime
+    from models.tenants import get_limits, list_limits, set_limits
+
+    runtime = Runtime.open(settings)
+    try:
+        with runtime.sessions.begin() as session:
+            if args.tenants_action == "list":
+                print(json.dumps(list_limits(session), indent=2))
+                return 0
+            current = get_limits(session, args.name)
+            concurrency = current.max_concurrency if current else None
+            tokens = current.monthly_tokens if current else None
+            if args.max_concurrency is not None:
+                concurrency = args.max_concurrency or None
+            if args.monthly_tokens is not None:
+                tokens = args.monthly_tokens or None
+            if (concurrency or 0) < 0 or (tokens or 0) < 0:
+                print("interlock: limits must not be negative", file=sys.stderr)
+                return 2
+            set_limits(session, args.name, max_concurrency=concurrency, monthly_tokens=tokens)
+            print(json.dumps({"tenant": args.name, "max_concurrency": concurrency, "monthly_tokens": tokens}))
+    finally:
+        runtime.close()
+    return 0
+
+
 def _print_call(call: Any, settings: Settings, args: argparse.Namespace) -> int:
     from .client import ApiError, Client
 
     try:
-        print(json.dumps(call(Client(args.url or settings.api_url)), indent=2))
+        print(json.dumps(call(Client(args.url or settings.api_url, api_key=settings.api_key or None)), indent=2))
     except ApiError as exc:
         print(f"interlock: {exc}", file=sys.stderr)
         return 1

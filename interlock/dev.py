@@ -55,6 +55,13 @@ def run_dev(settings: Settings, *, host: str, port: int, threads: int) -> int:
     broker_name = "RabbitMQ" if settings.uses_rabbitmq else "in-process broker"
     database = settings.effective_database_url.split("@")[-1]
     llm = "offline stand-in model" if settings.llm_offline else settings.model
+    if settings.auth == "off":
+        banner = "!" * 78
+        print(
+            f"{banner}\n!! AUTHENTICATION IS OFF: `interlock dev` accepts every request without an API key.\n"
+            f"!! Never expose it; run `interlock api` (INTERLOCK_AUTH=on) for anything shared.\n{banner}",
+            flush=True,
+        )
     print(
         f"Interlock dev running at http://{host}:{server.server_port}  "
         f"(broker: {broker_name}; database: {database}; LLM: {llm})",

@@ -26,6 +26,7 @@ SECRET_FIELDS = frozenset(
         "webhook_secret",
         "monitor_database_url",
         "session_secret",
+        "api_key",
     }
 )
 
@@ -59,6 +60,9 @@ class Settings:
     )
     api_url: str = _setting(
         "INTERLOCK_API_URL", "http://127.0.0.1:8000", "Where the CLI client commands reach the API."
+    )
+    api_key: str = _setting(
+        "INTERLOCK_API_KEY", "", "API key the CLI client commands send (`Authorization: Bearer`). Never logged."
     )
     openai_api_key: str = _setting(
         "OPENAI_API_KEY", "", "Key for the OpenAI-compatible endpoint. Never logged or returned."

@@ -9,6 +9,7 @@ from .results import ActorResult
 from .scheduled import ScheduledMessage
 from .security import ApiKey, IdempotencyKey
 from .tasks import Task, TaskEvent, TaskState
+from .tenants import TenantLimits, TenantUsage
 from .tool_cache import ToolCacheEntry
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "Task",
     "TaskEvent",
     "TaskState",
+    "TenantLimits",
+    "TenantUsage",
     "WorkflowCheckpoint",
     "ScheduledMessage",
     "ScheduleSlot",

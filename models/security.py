@@ -8,6 +8,7 @@ brute-forced from the hash, and a lookup by hash compares it without a timing si
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from sqlalchemy import ForeignKey, String, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .base import Base, JSONType, iso, utcnow
+from .base import Base, JSONType, as_utc, iso, utcnow
 
 __all__ = [
     "ApiKey",
@@ -86,8 +87,8 @@ def create_key(session: Session, *, tenant: str, scopes: list[str]) -> NewKey:
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown or not scopes:
         raise ValueError(f"scopes must be some of {', '.join(SCOPES)}; got {', '.join(unknown) or 'none'}")
-    if not tenant or len(tenant) > 64:
-        raise ValueError("a tenant is a name of 1 to 64 characters")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", tenant):
+        raise ValueError("a tenant is a name of 1 to 64 letters, digits, '_', '.' or '-'")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     record = ApiKey(
         id=str(uuid.uuid4()), tenant=tenant, scopes=sorted(set(scopes)), hash=hash_key(key), created_at=utcnow()
@@ -122,8 +123,8 @@ def find_key(session: Session, key: str, *, touch: bool = True) -> ApiKey | None
     record = session.scalars(select(ApiKey).where(ApiKey.hash == hash_key(key), ApiKey.revoked_at.is_(None))).first()
     if record is not None and touch:
         now = utcnow()
-        last = record.last_used_at
-        if last is None or (now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo))).total_seconds() > 60:
+        last = as_utc(record.last_used_at)
+        if last is None or now - last > timedelta(minutes=1):
             record.last_used_at = now  # at most once a minute: no write per request
     return record
 
@@ -165,8 +166,7 @@ def reserve_idempotency_key(session: Session, *, tenant: str, key: str, body_has
     existing = session.execute(
         select(IdempotencyKey).where(IdempotencyKey.tenant == tenant, IdempotencyKey.key == key).with_for_update()
     ).scalar_one()
-    created = existing.created_at if existing.created_at.tzinfo else existing.created_at.replace(tzinfo=now.tzinfo)
-    if created < now - IDEMPOTENCY_WINDOW:
+    if as_utc(existing.created_at) < now - IDEMPOTENCY_WINDOW:  # type: ignore[operator]
         existing.body_hash, existing.task_id, existing.created_at = body_hash, task_id, now
         return Reservation(True, task_id, body_hash)
     return Reservation(False, existing.task_id, existing.body_hash)

@@ -101,6 +101,7 @@ def settings(database_url: str, broker_url: str, fake_llm: FakeOpenAIServer) -> 
         worker_threads=4,
         time_limit=60.0,
         soft_time_limit=55.0,
+        auth="off",  # tests of authentication turn it on
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import dramatiq
@@ -12,14 +13,19 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from actors.events import EventBus
 from actors.registry import WorkflowSpec
 from actors.runtime import Runtime
+from interlock import __version__
 
+from .auth import Auth, SessionSigner
 from .cancellation import CancelResource
 from .dashboard import DashboardPage, Overview, RecentTasks, TaskEvents
 from .dlq import DeadLetterResource, DeadLettersResource, ReplayQueueResource, ReplayResource
-from .errors import BodyLimit, register_error_handlers
+from .errors import BodyLimit, InputGuard, register_error_handlers, strict_json_handler
 from .events import EventsResource
 from .health import HealthResource, ReadyResource
+from .keys import KeyResource, KeysResource
+from .login import LoginResource, LogoutResource
 from .metrics import ApiMetrics, MetricsResource
+from .openapi import DocsResource, OpenApiResource
 from .stream import StreamResource
 from .tasks import ExecuteResource, ResultResource, StatusResource
 from .tools import ToolResource
@@ -28,16 +34,26 @@ from .workflows import HistoryResource, ResumeResource
 
 __all__ = ["create_app"]
 
+logger = logging.getLogger(__name__)
+
 
 def create_app(runtime: Runtime, broker: dramatiq.Broker, catalogue: Mapping[str, WorkflowSpec]) -> falcon.App:
     settings = runtime.settings
     app = falcon.App(middleware=[BodyLimit(settings.max_body_bytes)])
     metrics = ApiMetrics(runtime.sessions)
     app.add_middleware(metrics)
+    signer = SessionSigner(settings.session_secret)
+    if settings.auth == "off":
+        logger.warning("AUTHENTICATION IS OFF (INTERLOCK_AUTH=off): anyone who can reach this API can use all of it")
+    elif signer.ephemeral:
+        logger.info("INTERLOCK_SESSION_SECRET is not set: dashboard sessions end when this process restarts")
+    app.add_middleware(Auth(runtime.sessions, signer, enabled=settings.auth == "on"))
+    app.add_middleware(InputGuard())
     app.req_options.strip_url_path_trailing_slash = True
     # JSON only: a form post to a JSON route is a 415, not a silently different body. Routes that
     # take other encodings (Slack's form posts) read and verify the raw body themselves.
     app.req_options.media_handlers.pop(falcon.MEDIA_URLENCODED, None)
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = strict_json_handler()
     register_error_handlers(app)
 
     sessions = runtime.sessions
@@ -64,6 +80,12 @@ def create_app(runtime: Runtime, broker: dramatiq.Broker, catalogue: Mapping[str
     app.add_route("/webhook/github", GitHubWebhook(bus, secret=settings.github_webhook_secret, max_body_bytes=limit))
     app.add_route("/webhook/slack", SlackWebhook(bus, secret=settings.slack_signing_secret, max_body_bytes=limit))
     app.add_route("/webhook/custom", CustomWebhook(bus, secret=settings.webhook_secret, max_body_bytes=limit))
+    app.add_route("/keys", KeysResource(sessions))
+    app.add_route("/keys/{key_id}", KeyResource(sessions))
+    app.add_route("/login", LoginResource(sessions, signer))
+    app.add_route("/logout", LogoutResource())
+    app.add_route("/openapi.json", OpenApiResource(app, version=__version__))
+    app.add_route("/docs", DocsResource())
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(runtime.engine, lambda: check_broker(broker)))
     return app

@@ -22,8 +22,10 @@ from interlock.limits import parse_limits
 from interlock.settings import Settings
 from models.base import iso
 from models.breakers import breaker_view, list_breakers
-from models.events import Event
+from models.events import list_events
 from models.tasks import Task, task_events, task_status
+
+from .auth import visible_tenants
 
 __all__ = ["DashboardPage", "RecentTasks", "TaskEvents", "Overview"]
 
@@ -35,7 +37,9 @@ PAGE = Path(__file__).resolve().parent / "static" / "dashboard.html"
 class DashboardPage:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_HTML
-        resp.data = PAGE.read_bytes()
+        token = str(getattr(req.context, "csrf_token", ""))  # set by web.auth for a cookie session
+        resp.data = PAGE.read_bytes().replace(b"__CSRF_TOKEN__", token.encode())
+        resp.set_header("Cache-Control", "no-store")
 
 
 class RecentTasks:
@@ -46,6 +50,9 @@ class RecentTasks:
         limit = min(req.get_param_as_int("limit", min_value=1) or 50, 500)
         with self.sessions() as session:
             query = select(Task).order_by(Task.created_at.desc()).limit(limit)
+            tenants = visible_tenants(req)
+            if tenants is not None:
+                query = query.where(Task.tenant.in_(tenants))
             if not req.get_param_as_bool("children"):
                 query = query.where(Task.parent_id.is_(None))
             resp.media = {"tasks": [task_status(task) for task in session.scalars(query)]}
@@ -56,7 +63,7 @@ class TaskEvents:
         self.sessions = sessions
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
-        after = req.get_param_as_int("after", min_value=0) or 0
+        after = req.get_param_as_int("after", min_value=0, max_value=2**63 - 1) or 0
         with self.sessions() as session:
             rows = task_events(session, task_id, after_id=after)
             resp.media = {
@@ -100,7 +107,7 @@ class Overview:
             breakers = [breaker_view(b) for b in list_breakers(session)]
             events = [
                 {"id": e.id, "type": e.type, "source": e.source, "tasks": len(e.task_ids), "at": iso(e.created_at)}
-                for e in session.scalars(select(Event).order_by(Event.created_at.desc()).limit(20))
+                for e in list_events(session, limit=20, tenants=visible_tenants(req))
             ]
         limits = {
             name: f"{limit.count}/{limit.period:g}s" for name, limit in parse_limits(self.settings.rate_limits).items()

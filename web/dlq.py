@@ -21,6 +21,8 @@ from actors.dead_letters import (
 from actors.registry import WorkflowSpec
 from models.base import iso
 
+from .auth import visible_tenants
+
 __all__ = ["DeadLettersResource", "DeadLetterResource", "ReplayResource", "ReplayQueueResource"]
 
 
@@ -54,6 +56,7 @@ class DeadLettersResource(_Base):
             letters = list_dead_letters(self.broker, self._queues(req))
         except DeadLetterError as exc:
             raise self._unavailable(exc) from exc
+        tenants = visible_tenants(req)
         with self.sessions() as session:
             tasks = task_details(session, (m.task_id or "" for ms in letters.values() for m in ms))
             queues: list[dict[str, Any]] = []
@@ -61,6 +64,8 @@ class DeadLettersResource(_Base):
                 rows = []
                 for letter in messages:
                     task = tasks.get(letter.task_id or "")
+                    if tenants is not None and task is not None and task.tenant not in tenants:
+                        continue  # another tenant's dead letter
                     rows.append(
                         {
                             "task_id": letter.task_id,

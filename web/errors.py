@@ -2,11 +2,51 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import falcon
+import falcon.media
 
-from actors.submit import BrokerUnavailable
+from actors.submit import BrokerUnavailable, BudgetExceeded, IdempotencyConflict
 
-__all__ = ["register_error_handlers", "BodyLimit"]
+__all__ = ["register_error_handlers", "BodyLimit", "InputGuard", "strict_json_handler", "MAX_JSON_DEPTH"]
+
+#: Deeper JSON is refused: no request needs it, and Python's parser would run out of stack.
+MAX_JSON_DEPTH = 64
+
+
+def _check(value: Any, depth: int) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("strings must not contain NUL characters (\\u0000)")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("strings must be valid Unicode (no lone surrogates)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check(key, depth + 1)
+            _check(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check(item, depth + 1)
+
+
+def _strict_loads(text: str) -> Any:
+    """``json.loads`` that refuses what no route can store: NUL characters, lone surrogates, deep nesting."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    _check(value, 0)
+    return value
+
+
+def strict_json_handler() -> falcon.media.JSONHandler:
+    return falcon.media.JSONHandler(loads=_strict_loads)
 
 
 def _broker_unavailable(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
@@ -17,8 +57,27 @@ def _broker_unavailable(req: falcon.Request, resp: falcon.Response, ex: Exceptio
     )
 
 
+def _idempotency_conflict(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+    raise falcon.HTTPUnprocessableEntity(title="Idempotency-Key reused", description=str(ex))
+
+
+def _budget_exceeded(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+    raise falcon.HTTPTooManyRequests(title="Monthly token budget used", description=str(ex))
+
+
 def register_error_handlers(app: falcon.App) -> None:
+    app.add_error_handler(BudgetExceeded, _budget_exceeded)
     app.add_error_handler(BrokerUnavailable, _broker_unavailable)
+    app.add_error_handler(IdempotencyConflict, _idempotency_conflict)
+
+
+class InputGuard:
+    """Refuse NUL bytes in the path or query string: no database stores them, none is meaningful."""
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
+        values = [v for v in params.values() if isinstance(v, str)] + [req.query_string]
+        if any("\x00" in v or "%00" in v for v in values):
+            raise falcon.HTTPBadRequest(title="Invalid characters", description="NUL bytes are not accepted.")
 
 
 class BodyLimit:

@@ -12,6 +12,7 @@ from actors.errors import InvalidInput
 from actors.events import EventBus, check_event_type
 from models.events import event_view, list_events
 
+from .auth import tenant_of, visible_tenants
 from .schemas import EVENT_REQUEST
 
 __all__ = ["EventsResource", "parse_since"]
@@ -41,7 +42,9 @@ class EventsResource:
     @validate(req_schema=EVENT_REQUEST)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body: dict[str, Any] = req.get_media()
-        event_id, task_ids = self.bus.publish(body["event_type"], body.get("data") or {}, source="api")
+        event_id, task_ids = self.bus.publish(
+            body["event_type"], body.get("data") or {}, source="api", tenant=tenant_of(req)
+        )
         resp.status = falcon.HTTP_202
         resp.media = {"event_id": event_id, "task_ids": task_ids}
 
@@ -56,5 +59,10 @@ class EventsResource:
         since = parse_since(since_param) if since_param else None
         limit = req.get_param_as_int("limit", min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
         with self.bus.sessions() as session:
-            events = [event_view(e) for e in list_events(session, event_type=event_type, since=since, limit=limit)]
+            events = [
+                event_view(e)
+                for e in list_events(
+                    session, event_type=event_type, since=since, limit=limit, tenants=visible_tenants(req)
+                )
+            ]
         resp.media = {"events": events, "count": len(events), "limit": limit}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EXECUTE_REQUEST", "EVENT_REQUEST"]
+__all__ = ["EXECUTE_REQUEST", "EVENT_REQUEST", "KEY_REQUEST"]
 
 EXECUTE_REQUEST: dict[str, Any] = {
     "type": "object",
@@ -49,5 +49,28 @@ EVENT_REQUEST: dict[str, Any] = {
         "data": {"type": "object", "description": "The event's payload (free-form JSON object)."},
     },
     "required": ["event_type"],
+    "additionalProperties": False,
+}
+
+KEY_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "title": "KeyRequest",
+    "properties": {
+        "scopes": {
+            "type": "array",
+            "items": {"type": "string", "enum": ["submit", "read", "admin", "metrics"]},
+            "minItems": 1,
+            "uniqueItems": True,
+            "description": "What the key may do; `admin` includes every other scope.",
+        },
+        "tenant": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "pattern": "^[A-Za-z0-9_.-]+$",
+            "description": "The key's tenant; only your own (default).",
+        },
+    },
+    "required": ["scopes"],
     "additionalProperties": False,
 }

@@ -84,7 +84,7 @@ def _last_event_id(req: falcon.Request) -> int:
         raise falcon.HTTPBadRequest(
             title="Invalid Last-Event-ID", description="Last-Event-ID must be an event id (an integer)."
         ) from exc
-    return max(0, value)
+    return max(0, min(value, 2**63 - 1))  # event ids are 64-bit
 
 
 class StreamResource:

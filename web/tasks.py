@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,15 +14,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actors.registry import WorkflowSpec
-from actors.submit import resolve_priority, submit
+from actors.submit import Idempotency, Submission, resolve_priority, submit_once
 from models.tasks import Task, TaskState, get_task, task_status
 
+from .auth import tenant_of
 from .schemas import EXECUTE_REQUEST
 from .stream import wait_for_end
 
 __all__ = ["SubmitResource", "ExecuteResource", "StatusResource", "ResultResource", "load_task"]
 
 MAX_WAIT_SECONDS = 30
+MAX_IDEMPOTENCY_KEY = 255
 
 
 def load_task(sessions: sessionmaker[Session], task_id: str) -> tuple[Task, list[Task]]:
@@ -47,20 +51,29 @@ class SubmitResource:
         self.catalogue = catalogue
         self.max_priority = max_priority
 
-    def submit(self, workflow: str, input: dict[str, Any], priority: str | int | None) -> Task:
-        return submit(
+    def submit(
+        self,
+        req: falcon.Request,
+        workflow: str,
+        input: dict[str, Any],
+        priority: str | int | None,
+        idempotency: Idempotency | None = None,
+    ) -> Submission:
+        return submit_once(
             self.sessions,
             self.broker,
             self.catalogue,
             workflow=workflow,
             input=input,
             priority=resolve_priority(priority, max_priority=self.max_priority),
+            tenant=tenant_of(req),
+            idempotency=idempotency,
         )
 
     @staticmethod
-    def accepted(resp: falcon.Response, task: Task, **extra: Any) -> None:
+    def accepted(resp: falcon.Response, task: Task, *, replayed: bool = False, **extra: Any) -> None:
         status_url = f"/agent/status/{task.id}"
-        resp.status = falcon.HTTP_202
+        resp.status = falcon.HTTP_200 if replayed else falcon.HTTP_202
         resp.location = status_url
         resp.media = {"task_id": task.id, "status": "queued", **extra, "status_url": status_url}
 
@@ -78,16 +91,36 @@ class ExecuteResource(SubmitResource):
                 title="Unknown workflow",
                 description=f"Workflow {workflow!r} does not exist. Known workflows: {', '.join(known)}.",
             )
-        task = self.submit(
-            workflow, {"query": body["query"], "context": body.get("context") or {}}, body.get("priority")
+        submission = self.submit(
+            req,
+            workflow,
+            {"query": body["query"], "context": body.get("context") or {}},
+            body.get("priority"),
+            _idempotency(req, body),
         )
-        req.context.submitted_workflow = workflow  # counted by web.metrics
+        task = submission.task
+        if not submission.replayed:
+            req.context.submitted_workflow = workflow  # counted by web.metrics
         finished = wait_for_end(self.sessions, task.id, wait) if wait else None
         if finished is not None:
             resp.location = f"/agent/status/{task.id}"
             resp.media = finished
             return
-        self.accepted(resp, task, message=f"Workflow {workflow!r} accepted")
+        self.accepted(resp, task, replayed=submission.replayed, message=f"Workflow {workflow!r} accepted")
+
+
+def _idempotency(req: falcon.Request, body: dict[str, Any]) -> Idempotency | None:
+    """The ``Idempotency-Key`` header with a hash of the canonical body, or ``None``."""
+    key = req.get_header("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
+        raise falcon.HTTPBadRequest(
+            title="Invalid Idempotency-Key",
+            description=f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters.",
+        )
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return Idempotency(key, hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest())
 
 
 def _wait_seconds(req: falcon.Request) -> float:

@@ -30,4 +30,4 @@ class ToolResource(SubmitResource):
             args = validate_args(name, req.get_media())
         except InvalidInput as exc:
             raise falcon.HTTPBadRequest(title="Invalid tool arguments", description=f"{name}: {exc}") from exc
-        self.accepted(resp, self.submit(name, args, priority))
+        self.accepted(resp, self.submit(req, name, args, priority).task)

@@ -1,4 +1,4 @@
-"""security: API keys, tenants, idempotency keys
+"""security: API keys, tenants (limits and usage), idempotency keys
 
 Revision ID: 0006
 Revises: 0005
@@ -47,6 +47,21 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_idempotency_keys_created_at'), 'idempotency_keys', ['created_at'], unique=False)
     op.create_index(op.f('ix_idempotency_keys_task_id'), 'idempotency_keys', ['task_id'], unique=False)
+    op.create_table(
+        'tenants',
+        sa.Column('name', sa.String(length=64), nullable=False),
+        sa.Column('max_concurrency', sa.Integer(), nullable=True),
+        sa.Column('monthly_tokens', sa.BigInteger(), nullable=True),
+        sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint('name', name=op.f('pk_tenants')),
+    )
+    op.create_table(
+        'tenant_usage',
+        sa.Column('tenant', sa.String(length=64), nullable=False),
+        sa.Column('month', sa.String(length=7), nullable=False),
+        sa.Column('tokens', sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint('tenant', 'month', name=op.f('pk_tenant_usage')),
+    )
     op.add_column('tasks', sa.Column('tenant', sa.String(length=64), server_default='system', nullable=False))
     op.create_index(op.f('ix_tasks_tenant'), 'tasks', ['tenant'], unique=False)
     op.add_column('events', sa.Column('tenant', sa.String(length=64), server_default='system', nullable=False))
@@ -58,6 +73,8 @@ def downgrade() -> None:
     op.drop_column('events', 'tenant')
     op.drop_index(op.f('ix_tasks_tenant'), table_name='tasks')
     op.drop_column('tasks', 'tenant')
+    op.drop_table('tenant_usage')
+    op.drop_table('tenants')
     op.drop_index(op.f('ix_idempotency_keys_task_id'), table_name='idempotency_keys')
     op.drop_index(op.f('ix_idempotency_keys_created_at'), table_name='idempotency_keys')
     op.drop_table('idempotency_keys')

@@ -33,7 +33,8 @@ from tests.support import free_port, wait_until
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow]
 
 INTERPOLATION = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}")
-LOCAL_SETTINGS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "INTERLOCK_MODEL", "INTERLOCK_LLM_TIMEOUT")
+#: INTERLOCK_AUTH too: this test submits without a key (authentication is tested in test_security*).
+LOCAL_SETTINGS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "INTERLOCK_MODEL", "INTERLOCK_LLM_TIMEOUT", "INTERLOCK_AUTH")
 
 
 def interpolate(value: str, variables: dict[str, str]) -> str:

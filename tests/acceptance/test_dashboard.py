@@ -22,7 +22,7 @@ def test_dashboard_shows_a_task_reaching_100_percent_and_its_page(settings, fake
     fake_llm.latency = 0.4
     stack = start_stack(settings)  # the worker
     port = free_port()
-    env = base_env(settings.to_env())
+    env = base_env(settings.replace(auth="off").to_env())  # explicitly: signing in is tested in test_security
     try:
         with Proc(["api", "--bind", f"127.0.0.1:{port}", "--workers", "1"], env=env, log=tmp_path / "api.log") as api:
             base = f"http://127.0.0.1:{port}"

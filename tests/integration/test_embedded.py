@@ -21,6 +21,7 @@ def embedded(tmp_path, fake_llm) -> Settings:
         lease_seconds=3,
         maintenance_interval=0.2,
         worker_threads=2,
+        auth="off",
     )
     upgrade(settings)
     return settings

@@ -1,0 +1,232 @@
+"""Authentication and authorisation of every route, in one Falcon middleware and one scope table.
+
+A request is authenticated by ``Authorization: Bearer <key>`` or by the dashboard's signed session
+cookie (whose unsafe requests must also carry the CSRF token). Each (route template, method) names
+the scope it needs in :data:`ROUTE_SCOPES` (``None``: public); a route missing from the table needs
+``admin``, so a new route is never open by accident. A task id in the path that belongs to another
+tenant answers 404, exactly like an unknown id. The caller's :class:`Principal` is put in
+``req.context.principal`` for responders to filter lists and own new work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+import falcon
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.security import SYSTEM_TENANT, ApiKey, find_key, get_key
+from models.tasks import Task
+
+__all__ = [
+    "Auth",
+    "Principal",
+    "ROUTE_SCOPES",
+    "SessionSigner",
+    "tenant_of",
+    "visible_tenants",
+    "SESSION_COOKIE",
+    "CSRF_HEADER",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Tenant of everything done while authentication is off.
+DEFAULT_TENANT = "default"
+SESSION_COOKIE = "interlock_session"
+CSRF_HEADER = "X-CSRF-Token"
+SESSION_SECONDS = 12 * 3600
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Path parameters that name a task (a workflow's id is its task id).
+TASK_PARAMS = ("task_id", "workflow_id")
+
+#: The scope each route and method needs; ``None`` is public. Tests fail for a route not listed.
+ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
+    ("/agent/execute", "POST"): "submit",
+    ("/agent/status/{task_id}", "GET"): "read",
+    ("/agent/result/{task_id}", "GET"): "read",
+    ("/agent/history/{workflow_id}", "GET"): "read",
+    ("/agent/resume/{workflow_id}", "POST"): "submit",
+    ("/agent/cancel/{task_id}", "POST"): "submit",
+    ("/agent/stream/{task_id}", "GET"): "read",
+    ("/tools/{name}", "POST"): "submit",
+    ("/dlq", "GET"): "admin",
+    ("/dlq", "DELETE"): "admin",
+    ("/dlq/replay", "POST"): "admin",
+    ("/dlq/{task_id}", "DELETE"): "admin",
+    ("/dlq/{task_id}/replay", "POST"): "admin",
+    ("/events", "GET"): "admin",
+    ("/events", "POST"): "admin",
+    ("/keys", "GET"): "admin",
+    ("/keys", "POST"): "admin",
+    ("/keys/{key_id}", "DELETE"): "admin",
+    ("/metrics", "GET"): "metrics",
+    ("/", "GET"): "read",
+    ("/dashboard/api/tasks", "GET"): "read",
+    ("/dashboard/api/tasks/{task_id}/events", "GET"): "read",
+    ("/dashboard/api/overview", "GET"): "read",
+    ("/login", "GET"): None,
+    ("/login", "POST"): None,
+    ("/logout", "POST"): None,
+    ("/webhook/github", "POST"): None,
+    ("/webhook/slack", "POST"): None,
+    ("/webhook/custom", "POST"): None,
+    ("/healthz", "GET"): None,
+    ("/readyz", "GET"): None,
+    ("/openapi.json", "GET"): None,
+    ("/docs", "GET"): None,
+}
+
+#: Pages a browser opens: without a session they send it to the sign-in form instead of a 401.
+LOGIN_REDIRECTS = frozenset({"/"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: their tenant, their scopes and the tenants whose data they may see."""
+
+    tenant: str
+    scopes: frozenset[str]
+    key_id: str | None = None
+    #: ``None``: every tenant (authentication is off).
+    tenants: frozenset[str] | None = None
+
+    def allows(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+    @classmethod
+    def of_key(cls, key: ApiKey) -> Principal:
+        scopes = frozenset(key.scopes)
+        tenants = {key.tenant} | ({SYSTEM_TENANT} if "admin" in scopes else set())
+        return cls(key.tenant, scopes, key.id, frozenset(tenants))
+
+
+ANONYMOUS_ADMIN = Principal(DEFAULT_TENANT, frozenset({"admin"}), None, None)
+
+
+def principal_of(req: falcon.Request) -> Principal:
+    principal = getattr(req.context, "principal", None)
+    return principal if isinstance(principal, Principal) else ANONYMOUS_ADMIN
+
+
+def tenant_of(req: falcon.Request) -> str:
+    """The tenant that owns what this request creates."""
+    return principal_of(req).tenant
+
+
+def visible_tenants(req: falcon.Request) -> Collection[str] | None:
+    """The tenants whose data this request may see (``None``: all of them)."""
+    return principal_of(req).tenants
+
+
+class SessionSigner:
+    """Signs dashboard session cookies and derives their CSRF tokens (HMAC-SHA256)."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret.encode() if secret else secrets.token_bytes(32)
+        self.ephemeral = not secret
+
+    def _mac(self, text: str) -> str:
+        return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()
+
+    def sign(self, key_id: str, *, seconds: int = SESSION_SECONDS) -> str:
+        payload = f"{key_id}.{int(time.time()) + seconds}"
+        return f"{payload}.{self._mac(payload)}"
+
+    def key_id(self, cookie: str) -> str | None:
+        """The key id of a valid, unexpired session cookie."""
+        key_id, _, rest = cookie.partition(".")
+        expires, _, mac = rest.partition(".")
+        if not expires.isdigit() or not hmac.compare_digest(mac, self._mac(f"{key_id}.{expires}")):
+            return None
+        return key_id if int(expires) > time.time() else None
+
+    def csrf_token(self, cookie: str) -> str:
+        return self._mac(f"csrf.{cookie}")
+
+
+def _unauthorized(description: str) -> falcon.HTTPUnauthorized:
+    return falcon.HTTPUnauthorized(title="Authentication required", description=description, challenges=["Bearer"])
+
+
+class Auth:
+    """The middleware: authenticate, check the route's scope, hide other tenants' tasks."""
+
+    def __init__(self, sessions: sessionmaker[Session], signer: SessionSigner, *, enabled: bool) -> None:
+        self.sessions = sessions
+        self.signer = signer
+        self.enabled = enabled
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
+        if resource is None or req.uri_template is None:
+            return  # no route: Falcon answers 404
+        key = (req.uri_template, req.method)
+        if key not in ROUTE_SCOPES and not hasattr(resource, f"on_{req.method.lower()}"):
+            return  # Falcon's own 405 or OPTIONS answer
+        scope = ROUTE_SCOPES.get(key, "admin")
+        if not self.enabled:
+            req.context.principal = ANONYMOUS_ADMIN
+            return
+        if scope is None:
+            return
+        principal = self._authenticate(req)
+        if principal is None:
+            if req.uri_template in LOGIN_REDIRECTS and req.method == "GET":
+                raise falcon.HTTPSeeOther("/login")
+            raise _unauthorized("Send an API key as `Authorization: Bearer <key>` (see `interlock keys create`).")
+        if not principal.allows(scope):
+            raise falcon.HTTPForbidden(
+                title="Missing scope", description=f"This route needs a key with the {scope!r} scope."
+            )
+        req.context.principal = principal
+        self._check_tenant(principal, params)
+
+    def _authenticate(self, req: falcon.Request) -> Principal | None:
+        header = req.get_header("Authorization")
+        if header is not None:
+            kind, _, token = header.partition(" ")
+            if kind.lower() != "bearer" or not token.strip():
+                raise _unauthorized("The Authorization header must be `Bearer <key>`.")
+            with self.sessions.begin() as session:
+                record = find_key(session, token.strip())
+                if record is None:
+                    raise _unauthorized("The API key is unknown or revoked.")
+                return Principal.of_key(record)
+        cookie = req.get_cookie_values(SESSION_COOKIE)
+        if not cookie:
+            return None
+        key_id = self.signer.key_id(cookie[0])
+        if key_id is None:
+            return None
+        with self.sessions() as session:
+            record = get_key(session, key_id)
+            principal = Principal.of_key(record) if record is not None and record.revoked_at is None else None
+        if principal is None:
+            return None
+        token = self.signer.csrf_token(cookie[0])
+        req.context.csrf_token = token
+        if req.method not in SAFE_METHODS and not hmac.compare_digest(req.get_header(CSRF_HEADER) or "", token):
+            raise falcon.HTTPForbidden(
+                title="CSRF token missing", description=f"Requests signed in by cookie must send {CSRF_HEADER}."
+            )
+        return principal
+
+    def _check_tenant(self, principal: Principal, params: dict[str, Any]) -> None:
+        if principal.tenants is None:
+            return
+        for name in TASK_PARAMS:
+            task_id = params.get(name)
+            if not isinstance(task_id, str) or len(task_id) > 36 or "\x00" in task_id:
+                continue
+            with self.sessions() as session:
+                tenant = session.execute(select(Task.tenant).where(Task.id == task_id)).scalar_one_or_none()
+            if tenant is not None and tenant not in principal.tenants:
+                raise falcon.HTTPNotFound(title="Unknown task", description=f"No task has the id {task_id!r}.")
