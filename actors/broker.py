@@ -155,7 +155,8 @@ def declare_workflow(broker: dramatiq.Broker, spec: WorkflowSpec, runtime: Runti
             "max_retries": settings.max_retries if spec.max_retries is None else spec.max_retries,
             "time_limit": int(time_limit * 1000),
             "throws": (PermanentError,),
-            "store_results": True,
+            # The result is the task's (tasks.result); the result backend serves plain actors.
+            "store_results": False,
         },
     )
 

@@ -77,8 +77,8 @@ class TaskTracking(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         task_id = task_id_of(message)
-        if task_id is None:
-            return
+        if task_id is None or not self._tracks(message.actor_name):
+            return  # a plain Dramatiq actor on the same broker: not an Interlock task
         if self.exhausted.is_set():
             # This process is being recycled: hand the message back to the queue for another.
             broker.enqueue(message.copy())
@@ -137,6 +137,9 @@ class TaskTracking(Middleware):
         else:
             logger.info("task %s is %s elsewhere or finished; duplicate delivery skipped", task_id, claim.state)
         raise dramatiq.middleware.SkipMessage(claim.outcome.value)
+
+    def _tracks(self, actor_name: str) -> bool:
+        return any(spec.actor_name == actor_name for spec in self.runtime.catalogue.values())
 
     def before_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
         # Retries re-enqueue the failed message with a delay: release the lease and say why

@@ -1,0 +1,109 @@
+"""``python -m bench run --quick|--full [--only W1,W2] [--out DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Interlock against the reference article's Celery setup and plain Dramatiq (issue 6), "
+        "on the local RabbitMQ (127.0.0.1:5672, management on :15672) and PostgreSQL (127.0.0.1:5432).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the workloads and write a report")
+    mode = run.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 cores")
+    mode.add_argument("--full", action="store_true", help="the sizes issue 6 asks for (W5: 100,000 tasks)")
+    run.add_argument("--only", default="", help="comma-separated workloads, e.g. W1,W3 (default: all)")
+    run.add_argument("--out", default=None, help="output directory (default bench/out/<timestamp>)")
+    prof = sub.add_parser("profile", help="py-spy an Interlock worker process under W1's no-op load")
+    prof.add_argument("--tasks", type=int, default=4000)
+    prof.add_argument("--seconds", type=int, default=8)
+    prof.add_argument("--out", default=None, help="output directory (default bench/out/profile-<timestamp>)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if args.command == "profile":
+        from .profile import profile_worker
+
+        out = Path(args.out) if args.out else Path(__file__).resolve().parent / "out" / f"profile-{stamp}"
+        return profile_worker(out, tasks=args.tasks, seconds=args.seconds)
+    from .workloads import FULL, QUICK, WORKLOADS
+
+    chosen = [w.strip().upper() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)
+    unknown = [w for w in chosen if w not in WORKLOADS]
+    if unknown:
+        print(f"bench: unknown workload(s) {unknown}; known: {list(WORKLOADS)}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(__file__).resolve().parent / "out" / stamp
+    out.mkdir(parents=True, exist_ok=True)
+    return _run(chosen, FULL if args.full else QUICK, "full" if args.full else "quick", out, argv or sys.argv[1:])
+
+
+def _run(chosen: list[str], sizes: Any, mode: str, out: Path, argv: list[str]) -> int:
+    from .report import machine, markdown, ratios, table, targets
+    from .services import Proc, Scratch, base_env, free_port, wait_until
+    from .systems import Lab
+    from .workloads import WORKLOADS
+
+    started, t0 = datetime.now(UTC).isoformat(timespec="seconds"), time.monotonic()
+    scratch = Scratch()
+    port = free_port()
+    llm = Proc([sys.executable, "-m", "bench.llm_server", str(port), "1.0"], env=base_env(), log=out / "llm-server.log")
+    results: dict[str, Any] = {}
+    lab: Lab | None = None
+    try:
+        scratch.open()
+        print(f"bench: {mode} run; vhosts {list(scratch.vhosts.values())}, database {scratch.database}; output {out}")
+        (out / "logs").mkdir(exist_ok=True)
+        llm.start()
+        wait_until(lambda: "fake OpenAI server" in llm.log_path.read_text(), timeout=30, what="the fake LLM")
+        lab = Lab(scratch, out, f"http://127.0.0.1:{port}/v1")
+        for name in chosen:
+            print(f"{name}:")
+            begun = time.monotonic()
+            try:
+                results[name] = WORKLOADS[name](lab, sizes)
+            except Exception as exc:
+                traceback.print_exc()
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                lab.stop_all()
+            results[name]["seconds"] = round(time.monotonic() - begun, 1)
+            (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    finally:
+        if lab is not None:
+            lab.stop_all()
+        llm.stop()
+        scratch.close()
+    meta = {
+        "mode": mode,
+        "argv": argv,
+        "started": started,
+        "duration_s": time.monotonic() - t0,
+        "machine": machine(),
+        "sizes": sizes.__dict__,
+    }
+    payload = {"meta": meta, "results": results, "ratios": ratios(results), "targets": targets(results)}
+    (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
+    (out / "report.md").write_text(markdown(results, meta))
+    print()
+    print(table(results))
+    print()
+    for row in targets(results):
+        print(f"  {row['target']:<38} wanted {row['wanted']:<28} got {row['measured']:<34} {row['met']} {row['gap']}")
+    print(f"\nbench: wrote {out / 'results.json'} and {out / 'report.md'}")
+    return 0
