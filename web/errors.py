@@ -16,7 +16,7 @@ __all__ = ["register_error_handlers", "BodyLimit", "InputGuard", "strict_json_ha
 MAX_JSON_DEPTH = 64
 
 
-def _check(value: Any, depth: int) -> None:
+def check_storable(value: Any, depth: int = 0) -> None:
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep")
     if isinstance(value, str):
@@ -28,25 +28,25 @@ def _check(value: Any, depth: int) -> None:
             raise ValueError("strings must be valid Unicode (no lone surrogates)") from None
     elif isinstance(value, dict):
         for key, item in value.items():
-            _check(key, depth + 1)
-            _check(item, depth + 1)
+            check_storable(key, depth + 1)
+            check_storable(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
-            _check(item, depth + 1)
+            check_storable(item, depth + 1)
 
 
-def _strict_loads(text: str) -> Any:
+def strict_loads(text: str) -> Any:
     """``json.loads`` that refuses what no route can store: NUL characters, lone surrogates, deep nesting."""
     try:
         value = json.loads(text)
     except RecursionError:
         raise ValueError(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep") from None
-    _check(value, 0)
+    check_storable(value)
     return value
 
 
 def strict_json_handler() -> falcon.media.JSONHandler:
-    return falcon.media.JSONHandler(loads=_strict_loads)
+    return falcon.media.JSONHandler(loads=strict_loads)
 
 
 def _broker_unavailable(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:

@@ -22,6 +22,7 @@ import jsonschema
 
 from actors.events import DuplicateDelivery, EventBus
 
+from .errors import check_storable, strict_loads
 from .schemas import EVENT_REQUEST
 from .signatures import InvalidSignature, check_sha256_signature, check_slack_signature
 
@@ -49,9 +50,11 @@ def _word(value: str) -> str:
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+        value = strict_loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
         raise falcon.HTTPBadRequest(title="Malformed body", description=f"The {what} body is not JSON.") from None
+    except ValueError as exc:
+        raise falcon.HTTPBadRequest(title="Malformed body", description=f"The {what} body: {exc}") from None
     if not isinstance(value, dict):
         raise falcon.HTTPBadRequest(title="Malformed body", description=f"The {what} body is not a JSON object.")
     return value
@@ -66,7 +69,12 @@ def _form(body: bytes) -> dict[str, str]:
         pairs = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
         raise falcon.HTTPBadRequest(title="Malformed body", description="The form body is not UTF-8.") from None
-    return {key: values[0] for key, values in pairs.items()}
+    form = {key: values[0] for key, values in pairs.items()}
+    try:
+        check_storable(form)
+    except ValueError as exc:
+        raise falcon.HTTPBadRequest(title="Malformed body", description=f"The form body: {exc}") from None
+    return form
 
 
 class _Webhook:

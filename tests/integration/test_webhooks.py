@@ -215,6 +215,11 @@ def test_custom_webhook_publishes_the_event_it_is_given(api: Stack) -> None:
         "/webhook/custom", body=invalid, headers={"X-Interlock-Signature-256": sha256_signature(CUSTOM_SECRET, invalid)}
     )
     assert refused.status_code == 400
+    nul = json.dumps({"event_type": "environment_changed", "data": {"note": "a\u0000b"}}).encode()
+    refused = api.client.simulate_post(
+        "/webhook/custom", body=nul, headers={"X-Interlock-Signature-256": sha256_signature(CUSTOM_SECRET, nul)}
+    )
+    assert refused.status_code == 400 and "NUL" in refused.json["description"]
     assert count(api, Event) == 1
 
 
