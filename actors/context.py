@@ -6,17 +6,20 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from dramatiq.threading import raise_thread_exception
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from interlock.settings import Settings
 from models.base import utcnow
-from models.checkpoints import COMPLETED, FAILED, load_checkpoints, save_checkpoint
-from models.tasks import TERMINAL_STATES, Task, TaskState, record_event, record_progress
+from models.checkpoints import COMPLETED, FAILED, WorkflowCheckpoint, load_checkpoints, save_checkpoint
+from models.database import autocommit, one_statement_session, writes_in_one_statement
+from models.tasks import TERMINAL_STATES, Task, TaskState, record_event, record_progress, record_progress_at_once
 from models.tenants import add_usage, budget_exhausted
 
 from .errors import PermanentError, SoftTimeLimitExceeded, StageTimeLimitExceeded, TaskCancelled
@@ -28,6 +31,7 @@ __all__ = ["TaskContext"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 @dataclass
@@ -104,8 +108,15 @@ class TaskContext:
 
     def progress(self, percent: int, step: str, **data: Any) -> None:
         """Record progress durably and notice a cancellation or a passed soft limit."""
-        with self.runtime.sessions.begin() as session:
-            state = record_progress(session, self.task_id, progress=percent, step=step, data=data or None)
+        sessions = self.runtime.sessions
+        if writes_in_one_statement(sessions):
+            with autocommit(sessions) as connection:
+                state = record_progress_at_once(
+                    connection, self.task_id, progress=percent, step=step, data=data or None
+                )
+        else:
+            with sessions.begin() as session:
+                state = record_progress(session, self.task_id, progress=percent, step=step, data=data or None)
         if state == TaskState.CANCELLED:
             raise TaskCancelled(f"task {self.task_id} was cancelled")
         self.check()
@@ -144,13 +155,13 @@ class TaskContext:
             limits.after_call(completion.model, completion.usage.get("total_tokens", 0))
         for key, value in completion.usage.items():
             self.usage[key] = self.usage.get(key, 0) + value
-        with self.runtime.sessions.begin() as session:
+        with one_statement_session(self.runtime.sessions) as session:
             add_usage(session, tenant, int(completion.usage.get("total_tokens", 0)))
         return completion
 
     def _check_budget(self) -> str:
         """The task's tenant; stops the workflow with a clear error once the tenant's budget is used."""
-        with self.runtime.sessions() as session:
+        with one_statement_session(self.runtime.sessions) as session:
             if self._tenant is None:
                 self._tenant = session.scalar(select(Task.tenant).where(Task.id == self.task_id)) or "system"
             exhausted = budget_exhausted(session, self._tenant)
@@ -167,7 +178,7 @@ class TaskContext:
     def completed_steps(self) -> dict[str, Any]:
         """Results of the steps that finished in earlier attempts, by stage name."""
         if self._completed_steps is None:
-            with self.runtime.sessions() as session:
+            with one_statement_session(self.runtime.sessions) as session:
                 checkpoints = load_checkpoints(session, self.task_id)
             self._completed_steps = {c.stage: c.state.get("result") for c in checkpoints if c.status == COMPLETED}
             self._failures = {c.stage: list(c.meta.get("failures", [])) for c in checkpoints}
@@ -180,51 +191,122 @@ class TaskContext:
         running ``fn`` again, so paid LLM calls are never made twice. Results must be JSON.
         A step may run for ``INTERLOCK_STAGE_TIME_LIMIT`` seconds; past that it is interrupted
         with :class:`StageTimeLimitExceeded` (a transient error: the retry resumes here).
+
+        The checkpoint is its own transaction, written after ``fn`` returns: a crash in between
+        runs ``fn`` again. A step whose effect is a database write belongs in
+        :meth:`transactional_step`.
         """
         done = self.completed_steps()
         if name in done:
             logger.info("step %s already completed, reusing its checkpoint", name)
             return cast(T, done[name])
+        with self._attempt(name) as attempt:
+            result = fn(*args, **kwargs)
+            attempt.stop_watchdog()
+        with one_statement_session(self.runtime.sessions) as session:  # one upsert
+            self._save_completed(session, name, result, attempt)
+        done[name] = result
+        return result
+
+    def transactional_step(
+        self, name: str, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(session, *args, **kwargs)`` once per workflow, in the transaction of its checkpoint.
+
+        What ``fn`` writes through ``session`` commits together with the step's checkpoint or not
+        at all, so the step's database side effects happen exactly once, whenever the worker
+        process dies. A later attempt gets the stored result back without calling ``fn``.
+        ``fn`` must not commit or roll back ``session``, and should only touch the database: the
+        transaction is open while it runs, so make LLM or HTTP calls in a :meth:`step` before it
+        and pass their results in. Results must be JSON; failures and the stage time limit are
+        handled as in :meth:`step`.
+        """
+        done = self.completed_steps()
+        if name in done:
+            logger.info("step %s already completed, reusing its checkpoint", name)
+            return cast(T, done[name])
+        with self._attempt(name) as attempt, self.runtime.sessions.begin() as session:
+            stored = _locked_checkpoint(session, self.task_id, name)
+            if stored is not None and stored.status == COMPLETED:
+                # Another run of this task completed the step after we read the checkpoints.
+                logger.warning("step %s was completed by another run meanwhile, reusing its checkpoint", name)
+                result = cast(T, stored.state.get("result"))
+            else:
+                result = fn(session, *args, **kwargs)
+                attempt.stop_watchdog()  # from here on, only the commit can fail the step
+                self._save_completed(session, name, result, attempt)
+        done[name] = result
+        return result
+
+    @contextmanager
+    def _attempt(self, name: str) -> Iterator[_Attempt]:
+        """One run of a step's work: the soft-limit check, the stage watchdog, the failure record."""
         self.check()
         failures = self._failures.setdefault(name, [])
         limit = self.runtime.settings.stage_time_limit
-        started = time.monotonic()
-        self._stage_deadline = started + limit
         watchdog = threading.Timer(limit, raise_thread_exception, (threading.get_ident(), StageTimeLimitExceeded))
         watchdog.daemon = True
+        attempt = _Attempt(started=time.monotonic(), failures=failures, watchdog=watchdog)
+        self._stage_deadline = attempt.started + limit
         watchdog.start()
         try:
-            result = fn(*args, **kwargs)
-            watchdog.cancel()
+            yield attempt
         except BaseException as exc:
-            watchdog.cancel()
+            attempt.stop_watchdog()
             failures.append({"attempt": self.attempt, "error": _describe(exc), "at": utcnow().isoformat()})
             with self.runtime.sessions.begin() as session:
-                save_checkpoint(
-                    session,
-                    workflow_id=self.task_id,
-                    stage=name,
-                    status=FAILED,
-                    state={"input": self.input},
-                    meta={"traceback": traceback.format_exc(limit=20), "failures": failures},
-                    error=_describe(exc),
-                    duration_ms=int((time.monotonic() - started) * 1000),
-                )
+                stored = _locked_checkpoint(session, self.task_id, name)
+                # Never overwrite a completion (another run of the task may have made it meanwhile).
+                if stored is None or stored.status != COMPLETED:
+                    save_checkpoint(
+                        session,
+                        workflow_id=self.task_id,
+                        stage=name,
+                        status=FAILED,
+                        state={"input": self.input},
+                        meta={"traceback": traceback.format_exc(limit=20), "failures": failures},
+                        error=_describe(exc),
+                        duration_ms=attempt.elapsed_ms(),
+                    )
             raise
         finally:
+            attempt.watchdog.cancel()
             self._stage_deadline = None
-        with self.runtime.sessions.begin() as session:
-            save_checkpoint(
-                session,
-                workflow_id=self.task_id,
-                stage=name,
-                status=COMPLETED,
-                state={"result": result, "input": self.input},
-                meta={"attempt": self.attempt, "failures": failures},
-                duration_ms=int((time.monotonic() - started) * 1000),
-            )
-        done[name] = result
-        return result
+
+    def _save_completed(self, session: Session, name: str, result: Any, attempt: _Attempt) -> None:
+        save_checkpoint(
+            session,
+            workflow_id=self.task_id,
+            stage=name,
+            status=COMPLETED,
+            state={"result": result, "input": self.input},
+            meta={"attempt": self.attempt, "failures": attempt.failures},
+            duration_ms=attempt.elapsed_ms(),
+        )
+
+
+@dataclass
+class _Attempt:
+    started: float
+    failures: list[dict[str, Any]]
+    watchdog: threading.Timer
+
+    def stop_watchdog(self) -> None:
+        """Disarm the stage time limit; a limit that fired already is raised now, inside the attempt."""
+        self.watchdog.cancel()
+        self.watchdog.join()
+
+    def elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+
+def _locked_checkpoint(session: Session, task_id: str, stage: str) -> WorkflowCheckpoint | None:
+    """The step's checkpoint, locked until the transaction ends (``None`` if it has none yet)."""
+    return session.scalars(
+        select(WorkflowCheckpoint)
+        .where(WorkflowCheckpoint.workflow_id == task_id, WorkflowCheckpoint.stage == stage)
+        .with_for_update()
+    ).first()
 
 
 def _describe(exc: BaseException) -> str:

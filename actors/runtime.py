@@ -35,7 +35,7 @@ class Runtime:
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
-        engine = make_engine(settings.effective_database_url, pool_size=settings.worker_threads + 2)
+        engine = make_engine(settings.effective_database_url, pool_size=settings.database_pool_size)
         return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
 
     @property

@@ -14,8 +14,9 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.checkpoints import COMPLETED, load_checkpoints
+from models.database import autocommit, writes_in_one_statement
 from models.security import SYSTEM_TENANT, reserve_idempotency_key
-from models.tasks import Task, TaskState, create_task, finish_task, reopen_task
+from models.tasks import Task, TaskState, create_task, create_task_at_once, finish_task, reopen_task
 from models.tenants import budget_exhausted
 
 from .errors import InterlockError
@@ -151,6 +152,22 @@ def submit_once(
     if spec is None:
         raise UnknownWorkflow(workflow)
     task_id = task_id or str(uuid.uuid4())
+    if idempotency is None and writes_in_one_statement(sessions):
+        # PostgreSQL, the common case: one INSERT statement, committed alone (one round trip).
+        with autocommit(sessions) as connection:
+            task = create_task_at_once(
+                connection,
+                task_id=task_id,
+                workflow=spec.name,
+                actor=spec.actor_name,
+                queue=spec.queue,
+                input=input,
+                priority=priority,
+                parent_id=parent_id,
+                tenant=tenant,
+            )
+        if task is not None:
+            return _publish(sessions, broker, spec, task)
     try:
         with sessions.begin() as session:
             exhausted = budget_exhausted(session, tenant) if parent_id is None else None
@@ -184,12 +201,17 @@ def submit_once(
         if earlier is None:  # withdrawn after its publish failed
             raise BrokerUnavailable("the earlier submission with this key was withdrawn; retry") from None
         return Submission(earlier, replayed=True)
+    return _publish(sessions, broker, spec, task)
+
+
+def _publish(sessions: sessionmaker[Session], broker: dramatiq.Broker, spec: WorkflowSpec, task: Task) -> Submission:
+    """Publish the committed task's message (confirmed); withdraw the task if the broker refuses."""
     try:
-        broker.enqueue(task_message(queue=spec.queue, actor=spec.actor_name, task_id=task_id, priority=priority))
+        broker.enqueue(task_message(queue=spec.queue, actor=spec.actor_name, task_id=task.id, priority=task.priority))
     except (BrokerConnectionError, OSError) as exc:
-        logger.error("publishing task %s failed (%s); the submission is withdrawn", task_id, exc)
+        logger.error("publishing task %s failed (%s); the submission is withdrawn", task.id, exc)
         with sessions.begin() as session:
-            session.execute(delete(Task).where(Task.id == task_id))
+            session.execute(delete(Task).where(Task.id == task.id))
         raise BrokerUnavailable("the message broker is unreachable; nothing was enqueued") from exc
     return Submission(task)
 

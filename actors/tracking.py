@@ -21,7 +21,17 @@ from dramatiq.middleware import Middleware
 
 from interlock.limits import parse_limits
 from interlock.logs import task_id_var
-from models.tasks import ClaimOutcome, TaskState, claim_task, finish_task, mark_retrying, record_event
+from models.database import autocommit, writes_in_one_statement
+from models.tasks import (
+    ClaimOutcome,
+    TaskState,
+    claim_task,
+    claim_task_at_once,
+    finish_task,
+    finish_task_at_once,
+    mark_retrying,
+    record_event,
+)
 from models.tenants import may_start
 
 from .cancellation import record_stopped
@@ -47,6 +57,8 @@ class TaskRun:
     input: dict[str, Any]
     started: float
     priority: int = 0
+    #: The coordinating task that spawned this one, woken when it ends.
+    parent_id: str | None = None
     #: The run's LLM token usage (the TaskContext adds to it), for metrics.
     usage: dict[str, int] = field(default_factory=dict)
 
@@ -71,6 +83,8 @@ class TaskTracking(Middleware):
         self.max_tasks = runtime.settings.max_tasks_per_child
         self.limits = parse_limits(runtime.settings.rate_limits)
         self.window = SlidingWindow(runtime.sessions)
+        #: PostgreSQL: claim and finish in one statement each (one round trip).
+        self.one_statement = writes_in_one_statement(runtime.sessions)
         self.rate_limited = 0
         #: Set when this process has done its ``max_tasks`` and should be recycled.
         self.exhausted = threading.Event()
@@ -98,19 +112,20 @@ class TaskTracking(Middleware):
                 broker.enqueue(message.copy(), delay=delay)
                 raise dramatiq.middleware.SkipMessage("rate limited")
             _local.admitted_at = admitted_at
-        with self.runtime.sessions.begin() as session:
-            if not may_start(session, task_id):
-                claim = None
-            else:
-                claim = claim_task(
-                    session,
-                    task_id,
-                    owner=self.runtime.owner,
-                    lease_seconds=settings.lease_seconds,
-                    # Retries are starts too; the cap is on the starts beyond them (crash redeliveries).
-                    max_deliveries=settings.max_deliveries + int(message.options.get("retries") or 0),
-                    admitted_at=getattr(_local, "admitted_at", None) if limit is not None else None,
-                )
+        claim_args: dict[str, Any] = {
+            "owner": self.runtime.owner,
+            "lease_seconds": settings.lease_seconds,
+            # Retries are starts too; the cap is on the starts beyond them (crash redeliveries).
+            "max_deliveries": settings.max_deliveries + int(message.options.get("retries") or 0),
+            "admitted_at": getattr(_local, "admitted_at", None) if limit is not None else None,
+        }
+        claim = None
+        if self.one_statement:
+            with autocommit(self.runtime.sessions) as connection:
+                claim = claim_task_at_once(connection, task_id, **claim_args)
+        if claim is None:  # a capped tenant, a duplicate delivery, or not PostgreSQL: decide in a transaction
+            with self.runtime.sessions.begin() as session:
+                claim = claim_task(session, task_id, **claim_args) if may_start(session, task_id) else None
         if claim is None:
             # The tenant's concurrency cap is reached: the message waits its turn (parked, not failed).
             delay = int(TENANT_WAIT_MS * random.uniform(1, 2))
@@ -119,7 +134,9 @@ class TaskTracking(Middleware):
             raise dramatiq.middleware.SkipMessage("tenant concurrency cap")
         if claim.outcome is ClaimOutcome.CLAIMED:
             priority = int(message.options.get("broker_priority") or 0)
-            _local.run = TaskRun(task_id, claim.attempts, claim.input or {}, time.monotonic(), priority)
+            _local.run = TaskRun(
+                task_id, claim.attempts, claim.input or {}, time.monotonic(), priority, parent_id=claim.parent_id
+            )
             task_id_var.set(task_id)
             return
         if claim.outcome is ClaimOutcome.EXHAUSTED:
@@ -195,6 +212,13 @@ class TaskTracking(Middleware):
                 error, value = _describe(exception), None
             else:
                 return  # a retry: recorded by before_enqueue
+            if self.one_statement and run.parent_id is None:
+                with autocommit(self.runtime.sessions) as connection:
+                    ended = finish_task_at_once(
+                        connection, run.task_id, state=state, owner=self.runtime.owner, result=value, error=error
+                    )
+                if ended is not None:
+                    return
             with self.runtime.sessions.begin() as session:
                 ended = finish_task(
                     session, run.task_id, state=state, owner=self.runtime.owner, result=value, error=error

@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--tasks", type=int, default=4000)
     prof.add_argument("--seconds", type=int, default=8)
     prof.add_argument("--out", default=None, help="output directory (default bench/out/profile-<timestamp>)")
+    prof.add_argument("--gil", action="store_true", help="only the thread holding the GIL: CPU, not waits")
     return parser
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         from .profile import profile_worker
 
         out = Path(args.out) if args.out else Path(__file__).resolve().parent / "out" / f"profile-{stamp}"
-        return profile_worker(out, tasks=args.tasks, seconds=args.seconds)
+        return profile_worker(out, tasks=args.tasks, seconds=args.seconds, gil=args.gil)
     from .workloads import FULL, QUICK, WORKLOADS
 
     chosen = [w.strip().upper() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)

@@ -2,7 +2,8 @@
 
 Starts a scratch vhost and database, an ``interlock worker`` (defaults), submits no-op tasks from
 this process and samples one worker process with ``py-spy record --format raw`` (idle threads
-left out). Prints the functions with the most samples, inclusive and by leaf.
+left out; with ``--gil`` only the thread holding the GIL: CPU rather than waits). Prints the
+functions with the most samples, inclusive and by leaf.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _summarise(raw: Path, top: int) -> str:
     return "\n".join(lines)
 
 
-def profile_worker(out: Path, *, tasks: int = 4000, seconds: int = 8, top: int = 40) -> int:
+def profile_worker(out: Path, *, tasks: int = 4000, seconds: int = 8, top: int = 40, gil: bool = False) -> int:
     if shutil.which("py-spy") is None:
         print("bench: py-spy is not installed (pip install -e '.[bench]')", file=sys.stderr)
         return 2
@@ -66,7 +67,8 @@ def profile_worker(out: Path, *, tasks: int = 4000, seconds: int = 8, top: int =
         raw = out / "worker.raw.txt"
         subprocess.run(
             ["py-spy", "record", "--pid", str(child), "--duration", str(seconds), "--rate", "200"]
-            + ["--format", "raw", "--output", str(raw), "--nonblocking"],
+            + ["--format", "raw", "--output", str(raw), "--nonblocking"]
+            + (["--gil"] if gil else []),
             check=True,
             capture_output=True,
         )

@@ -33,8 +33,8 @@ def ratios(results: dict[str, Any]) -> list[tuple[str, float | None]]:
     w2 = lambda s: _get(results, "W2", "systems", s, "median")  # noqa: E731
     rows += [
         ("W2 interlock / celery (-c 4)", _ratio(w2("interlock"), w2("celery"))),
-        ("W2 interlock / dramatiq (2x8)", _ratio(w2("interlock"), w2("dramatiq"))),
-        ("W2 interlock-t20 / celery-threads", _ratio(w2("interlock-t20"), w2("celery-threads"))),
+        ("W2 interlock (defaults, 2x32) / dramatiq (2x8)", _ratio(w2("interlock"), w2("dramatiq"))),
+        ("W2 interlock-t128 / celery-threads", _ratio(w2("interlock-t128"), w2("celery-threads"))),
     ]
     w3 = lambda s: _get(results, "W3", "systems", s, "median")  # noqa: E731
     rows.append(("W3 interlock / celery (req/s)", _ratio(w3("interlock"), w3("celery"))))
@@ -65,11 +65,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             s <= 10,
             "" if s <= 10 else f"{s / 10:.1f}x too slow",
         )
-    w2t = _get(results, "W2", "systems", "interlock-t20")
+    w2t = _get(results, "W2", "systems", "interlock-t128")
     if w2t:
         s = w2t["projected_1000_s"]
         add(
-            "W2 with INTERLOCK_WORKER_THREADS=20",
+            "W2 with INTERLOCK_WORKER_THREADS=128",
             "<= 10 s",
             f"{w2t['median']:.1f} tasks/s ({s:.0f} s projected)",
             s <= 10,

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from actors.context import TaskContext
 from actors.registry import workflow
@@ -21,10 +22,17 @@ def noop(ctx: TaskContext) -> dict[str, Any]:
 
 @workflow("bench_work", queue="default")
 def work(ctx: TaskContext) -> dict[str, Any]:
-    """W5/W6: note the start, sleep ``context.sleep`` seconds, note the completion of the body."""
-    with ctx.runtime.sessions.begin() as session:
-        session.execute(_MARK, {"task_id": ctx.task_id, "kind": "start"})
+    """W5/W6: note the start, sleep ``context.sleep`` seconds, note the completion of the body.
+
+    The two notes are transactional steps: each row commits with its step's checkpoint, so it is
+    written once per task however often a crash makes the body run again (the sleep between is
+    plain code and does run again).
+    """
+    ctx.transactional_step("start", _mark, ctx.task_id, "start")
     time.sleep(float(ctx.context.get("sleep", 0)))
-    with ctx.runtime.sessions.begin() as session:
-        session.execute(_MARK, {"task_id": ctx.task_id, "kind": "done"})
+    ctx.transactional_step("done", _mark, ctx.task_id, "done")
     return {"status": "success"}
+
+
+def _mark(session: Session, task_id: str, kind: str) -> None:
+    session.execute(_MARK, {"task_id": task_id, "kind": kind})

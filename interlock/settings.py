@@ -145,7 +145,18 @@ class Settings:
         "INTERLOCK_QUEUE_MAX_PRIORITY", 10, "`x-max-priority` declared on every work queue."
     )
     worker_processes: int = _setting("INTERLOCK_WORKER_PROCESSES", 2, "Worker processes per `interlock worker`.")
-    worker_threads: int = _setting("INTERLOCK_WORKER_THREADS", 8, "Threads per worker process.")
+    worker_threads: int = _setting(
+        "INTERLOCK_WORKER_THREADS",
+        32,
+        "Threads per worker process: tasks it runs at once. Agent tasks mostly wait on LLMs and tools, so "
+        "this is well above the cores; raise it for long LLM calls (threads share the database pool).",
+    )
+    database_pool_size: int = _setting(
+        "INTERLOCK_DATABASE_POOL_SIZE",
+        10,
+        "PostgreSQL connections each process keeps (as many again on bursts). Threads share them: a task "
+        "holds one only for its short transactions, never while it waits on an LLM or a tool.",
+    )
     max_tasks_per_child: int = _setting(
         "INTERLOCK_MAX_TASKS_PER_CHILD",
         0,

@@ -3,39 +3,66 @@
 Dramatiq's own CLI stops every process when one dies. Ours replaces a dead process (a task that
 segfaults or is OOM-killed must not take the fleet down) and recycles a process after
 ``max_tasks_per_child`` tasks, for libraries that leak memory.
+
+The supervisor names each process's lease owner (a random token it hands the process). When a
+process has exited, and so certainly runs nothing any more, the supervisor makes the leases of
+that owner lapse at once: its tasks are picked up again at the next maintenance pass of any
+worker instead of when their leases would have run out.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
 
 import dramatiq
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from .logs import configure_logging
 from .settings import Settings
 
-__all__ = ["run_worker_process", "Supervisor", "start_worker"]
+__all__ = ["run_worker_process", "Supervisor", "start_worker", "worker_owner"]
 
 logger = logging.getLogger(__name__)
 
 RESTART_BACKOFF_MAX = 10.0
+#: Bounds on the supervisor's one statement after a death: a database that does not answer must
+#: not hold up the replacement of processes (the leases then lapse on their own).
+RELEASE_CONNECT_TIMEOUT = 5
+RELEASE_STATEMENT_TIMEOUT_MS = 10_000
+
+
+def worker_owner(pid: int, token: str) -> str:
+    """The lease owner name of worker process ``pid`` on this host (the format of ``Runtime.owner``)."""
+    return f"{socket.gethostname()}:{pid}:{token}"
 
 
 def start_worker(
-    settings: Settings, *, queues: Sequence[str] | None, threads: int
+    settings: Settings, *, queues: Sequence[str] | None, threads: int, owner_token: str | None = None
 ) -> tuple[dramatiq.Worker, dramatiq.Broker, object]:
-    """Build runtime, broker and a started Dramatiq worker in this process."""
+    """Build runtime, broker and a started Dramatiq worker in this process.
+
+    With ``owner_token`` (given by the supervisor) this process's leases are held under
+    ``worker_owner(pid, owner_token)``, a name the supervisor knows.
+    """
     from actors.broker import build_broker
     from actors.registry import load_catalogue
     from actors.runtime import Runtime
 
     runtime = Runtime.open(settings)
+    if owner_token is not None:
+        runtime.owner = worker_owner(os.getpid(), owner_token)
     catalogue = load_catalogue(settings)
     broker = build_broker(settings, runtime, catalogue)
     known = {spec.queue for spec in catalogue.values()}
@@ -50,13 +77,15 @@ def start_worker(
     return worker, broker, runtime
 
 
-def run_worker_process(settings: Settings, queues: Sequence[str] | None, threads: int) -> None:
+def run_worker_process(
+    settings: Settings, queues: Sequence[str] | None, threads: int, owner_token: str | None = None
+) -> None:
     """Body of one worker process: serve until SIGTERM, or until it has done ``max_tasks_per_child``."""
     configure_logging(settings.log_level, settings.log_format)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    worker, broker, runtime = start_worker(settings, queues=queues, threads=threads)
+    worker, broker, runtime = start_worker(settings, queues=queues, threads=threads, owner_token=owner_token)
     from actors.tracking import TaskTracking
 
     tracking = next(m for m in broker.middleware if isinstance(m, TaskTracking))
@@ -81,14 +110,20 @@ class Supervisor:
         self.context = multiprocessing.get_context("spawn")
         self.children: list[BaseProcess] = []
         self.stopping = threading.Event()
+        #: The lease owner of each child, by pid, until its leases were released.
+        self.owners: dict[int, str] = {}
+        self._engine: Engine | None = None
 
     def _spawn(self) -> BaseProcess:
+        token = uuid.uuid4().hex[:8]
         process = self.context.Process(
             target=run_worker_process,
-            args=(self.settings, self.queues, self.threads),
+            args=(self.settings, self.queues, self.threads, token),
             name="interlock-worker",
         )
         process.start()
+        assert process.pid is not None
+        self.owners[process.pid] = worker_owner(process.pid, token)
         logger.info("started worker process %s", process.pid)
         return process
 
@@ -113,10 +148,13 @@ class Supervisor:
                 code = child.exitcode
                 if code == 0:
                     logger.info("worker process %s exited (recycled); starting a new one", child.pid)
+                    backoff = 0.0
                 else:
                     failures += 1
                     logger.error("worker process %s died with exit code %s; replacing it", child.pid, code)
-                    time.sleep(min(RESTART_BACKOFF_MAX, 0.1 * failures))
+                    backoff = min(RESTART_BACKOFF_MAX, 0.1 * failures)
+                self.release_leases([child])
+                time.sleep(backoff)
                 self.children[index] = self._spawn()
         for child in self.children:
             if child.is_alive() and child.pid:
@@ -126,6 +164,62 @@ class Supervisor:
             child.join(timeout=max(0.1, deadline - time.monotonic()))
             if child.is_alive():
                 child.kill()
+                child.join(timeout=10)
+        self.release_leases([child for child in self.children if not child.is_alive()])
         if metrics is not None:
             metrics.close()
+        if self._engine is not None:
+            self._engine.dispose()
         return 0
+
+    def release_leases(self, dead: Sequence[BaseProcess]) -> int:
+        """Make the leases of exited children lapse now, so their tasks need not wait them out.
+
+        Only processes that have exited (``is_alive()`` is false once the child is reaped) are
+        passed in, and each owner name carries a token of its own, so no live process's lease is
+        touched, even if the system hands a dead child's pid to a new process. A clean exit
+        leaves no lease, unless its tasks outlived the shutdown. Database errors are logged: the
+        leases then lapse on their own.
+        """
+        owners = {child.pid: self.owners.pop(child.pid) for child in dead if child.pid in self.owners}
+        if not owners:
+            return 0
+        from models.leases import expire_leases
+
+        try:
+            if self._engine is None:  # built on first use: the supervisor otherwise needs no database
+                self._engine = _release_engine(self.settings.effective_database_url)
+            with Session(self._engine) as session, session.begin():
+                released = expire_leases(session, owners=list(owners.values()))
+        except SQLAlchemyError:
+            logger.warning(
+                "could not release the task leases of exited worker process(es) %s; they lapse within %gs",
+                sorted(owners),
+                self.settings.lease_seconds,
+                exc_info=True,
+            )
+            return 0
+        if released:
+            logger.warning(
+                "released %d task lease(s) of exited worker process(es) %s; maintenance re-publishes them now",
+                released,
+                sorted(owners),
+            )
+        return released
+
+
+def _release_engine(url: str) -> Engine:
+    """An engine without a pool (deaths are rare) whose connect and statements give up quickly."""
+    from models.database import make_engine
+
+    if url.startswith("sqlite"):
+        return make_engine(url)
+    timeout = RELEASE_STATEMENT_TIMEOUT_MS
+    return create_engine(
+        url,
+        poolclass=NullPool,
+        connect_args={
+            "connect_timeout": RELEASE_CONNECT_TIMEOUT,
+            "options": f"-c lock_timeout={timeout} -c statement_timeout={timeout}",
+        },
+    )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import Insert, Integer, String, Table, Text, UniqueConstraint, bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, BigIntId, iso, utcnow
@@ -52,24 +54,38 @@ def save_checkpoint(
     meta: dict[str, Any] | None = None,
     error: str | None = None,
     duration_ms: int | None = None,
-) -> WorkflowCheckpoint:
-    """Insert or overwrite the checkpoint of one stage; ``updated_at`` moves, ``created_at`` stays."""
-    checkpoint = session.scalars(
-        select(WorkflowCheckpoint)
-        .where(WorkflowCheckpoint.workflow_id == workflow_id, WorkflowCheckpoint.stage == stage)
-        .with_for_update()
-    ).first()
-    now = utcnow()
-    if checkpoint is None:
-        checkpoint = WorkflowCheckpoint(workflow_id=workflow_id, stage=stage, created_at=now)
-        session.add(checkpoint)
-    checkpoint.status = status
-    checkpoint.state = state
-    checkpoint.meta = meta or {}
-    checkpoint.error = error
-    checkpoint.duration_ms = duration_ms
-    checkpoint.updated_at = now
-    return checkpoint
+) -> None:
+    """Insert or overwrite the checkpoint of one stage; ``updated_at`` moves, ``created_at`` stays.
+
+    One upsert statement, so on PostgreSQL it may run on an autocommit connection.
+    """
+    params = {
+        "p_workflow_id": workflow_id,
+        "p_stage": stage,
+        "p_status": status,
+        "p_state": state,
+        "p_metadata": meta or {},
+        "p_error": error,
+        "p_duration_ms": duration_ms,
+        "p_now": utcnow(),
+    }
+    session.execute(_upsert_statement(session.get_bind().dialect.name), params)
+
+
+_CHANGED = ("status", "state", "metadata", "error", "duration_ms")  # "metadata": the column behind ``meta``
+
+
+@functools.cache
+def _upsert_statement(dialect: str) -> Insert:
+    """The checkpoint upsert, built once per dialect with bound parameters (no per-call compile)."""
+    table = cast(Table, WorkflowCheckpoint.__table__)
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    changes = {name: bindparam(f"p_{name}", type_=table.c[name].type) for name in _CHANGED}
+    changes["updated_at"] = bindparam("p_now", type_=table.c.updated_at.type)
+    statement = insert(table).values(
+        workflow_id=bindparam("p_workflow_id"), stage=bindparam("p_stage"), created_at=bindparam("p_now"), **changes
+    )
+    return statement.on_conflict_do_update(index_elements=["workflow_id", "stage"], set_=changes)
 
 
 def checkpoint_view(checkpoint: WorkflowCheckpoint) -> dict[str, Any]:

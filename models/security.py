@@ -13,15 +13,17 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ForeignKey, String, select, update
+from sqlalchemy import Connection, ForeignKey, String, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, JSONType, as_utc, iso, utcnow
 
 __all__ = [
+    "KeyIdentity",
+    "identify_key",
     "ApiKey",
     "IdempotencyKey",
     "SCOPES",
@@ -127,6 +129,34 @@ def find_key(session: Session, key: str, *, touch: bool = True) -> ApiKey | None
         if last is None or now - last > timedelta(minutes=1):
             record.last_used_at = now  # at most once a minute: no write per request
     return record
+
+
+@dataclass(frozen=True)
+class KeyIdentity:
+    """Who an API key speaks for: what authentication needs, read without the ORM."""
+
+    id: str
+    tenant: str
+    scopes: list[str]
+
+
+_keys = cast(Table, ApiKey.__table__)
+_KEY_BY_HASH = select(_keys.c.id, _keys.c.tenant, _keys.c.scopes, _keys.c.last_used_at).where(
+    _keys.c.hash == bindparam("p_hash"), _keys.c.revoked_at.is_(None)
+)
+_TOUCH_KEY = update(_keys).where(_keys.c.id == bindparam("p_id")).values(last_used_at=bindparam("p_now"))
+
+
+def identify_key(connection: Connection, key: str) -> KeyIdentity | None:
+    """:func:`find_key` for every request: one prepared lookup (and a write at most once a minute)."""
+    row = connection.execute(_KEY_BY_HASH, {"p_hash": hash_key(key)}).first()
+    if row is None:
+        return None
+    now = utcnow()
+    last = as_utc(row.last_used_at)
+    if last is None or now - last > timedelta(minutes=1):
+        connection.execute(_TOUCH_KEY, {"p_id": row.id, "p_now": now})
+    return KeyIdentity(row.id, row.tenant, list(row.scopes))
 
 
 def key_view(record: ApiKey) -> dict[str, Any]:

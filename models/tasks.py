@@ -6,14 +6,40 @@ Data-access functions take a ``Session`` and never commit: the caller owns the t
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, and_, case, false, func, select, update
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    false,
+    func,
+    insert,
+    literal_column,
+    null,
+    select,
+    update,
+)
+from sqlalchemy import (
+    cast as cast_,
+)
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.dml import Insert, Update
 
-from .base import Base, BigIntId, as_utc, iso, utcnow
+from .base import Base, BigIntId, JSONType, as_utc, iso, utcnow
 
 __all__ = [
     "Task",
@@ -25,6 +51,10 @@ __all__ = [
     "create_task",
     "get_task",
     "claim_task",
+    "create_task_at_once",
+    "finish_task_at_once",
+    "claim_task_at_once",
+    "record_progress_at_once",
     "record_progress",
     "record_event",
     "finish_task",
@@ -111,25 +141,96 @@ def create_task(
     parent_id: str | None = None,
     tenant: str = "system",
 ) -> Task:
-    now = utcnow()
-    task = Task(
-        id=task_id,
+    """Insert a PENDING task and its first event; returns the row as written (not tracked by the session).
+
+    Two plain INSERTs rather than the ORM's unit of work: submission is the API's hot path.
+    """
+    values = _task_values(
+        task_id=task_id,
         workflow=workflow,
         actor=actor,
         queue=queue,
-        priority=priority,
-        state=TaskState.PENDING,
-        progress=0,
         input=input,
-        attempts=0,
+        priority=priority,
         parent_id=parent_id,
         tenant=tenant,
-        created_at=now,
-        updated_at=now,
     )
-    session.add(task)
-    session.add(TaskEvent(task_id=task_id, kind="state", state=TaskState.PENDING, progress=0, created_at=now))
-    return task
+    session.execute(_INSERT_TASK, values)
+    _insert_event(
+        session,
+        task_id,
+        kind="state",
+        state=TaskState.PENDING,
+        progress=0,
+        step=None,
+        data=None,
+        at=values["created_at"],
+    )
+    return Task(**values)
+
+
+def _task_values(
+    *,
+    task_id: str,
+    workflow: str,
+    actor: str,
+    queue: str,
+    input: dict[str, Any],
+    priority: int = 0,
+    parent_id: str | None = None,
+    tenant: str = "system",
+) -> dict[str, Any]:
+    now = utcnow()
+    return {
+        "id": task_id,
+        "workflow": workflow,
+        "actor": actor,
+        "queue": queue,
+        "priority": priority,
+        "state": TaskState.PENDING,
+        "progress": 0,
+        "input": input,
+        "attempts": 0,
+        "parent_id": parent_id,
+        "tenant": tenant,
+        "wake_pending": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _insert_event(
+    session: Session,
+    task_id: str,
+    *,
+    kind: str,
+    state: str,
+    progress: int,
+    step: str | None,
+    data: Any,
+    at: datetime | None = None,
+) -> None:
+    session.execute(
+        _INSERT_EVENT,
+        {
+            "task_id": task_id,
+            "kind": kind,
+            "state": state,
+            "progress": progress,
+            "step": step,
+            "data": data,
+            "created_at": at or utcnow(),
+        },
+    )
+
+
+# The statements on every task's path (submit, claim, progress, finish) are built once, on the
+# tables rather than the mapped classes: SQLAlchemy then skips building the statement, computing
+# its cache key and the ORM's bulk-DML bookkeeping on each call (most of a worker's CPU per task).
+_tasks = cast(Table, Task.__table__)
+_INSERT_TASK = insert(_tasks)
+_events = cast(Table, TaskEvent.__table__)
+_INSERT_EVENT = insert(_events)
 
 
 def get_task(session: Session, task_id: str) -> Task | None:
@@ -150,6 +251,29 @@ class Claim:
     attempts: int = 0
     state: str | None = None
     input: dict[str, Any] | None = None
+    parent_id: str | None = None
+
+
+_CLAIM = (
+    update(_tasks)
+    .where(
+        _tasks.c.id == bindparam("p_id"),
+        _tasks.c.state.in_(RUNNABLE_STATES),
+        _tasks.c.lease_expires_at.is_(None) | (_tasks.c.lease_expires_at < bindparam("p_now")),
+    )
+    .values(
+        state=TaskState.PROCESSING,
+        # A suspended coordinator (PROCESSING, no lease) woken by a child is not a new delivery.
+        attempts=_tasks.c.attempts
+        + case((and_(_tasks.c.state == TaskState.PROCESSING, _tasks.c.lease_owner.is_(None)), 0), else_=1),
+        lease_owner=bindparam("p_owner"),
+        lease_expires_at=bindparam("p_expires"),
+        started_at=func.coalesce(_tasks.c.started_at, bindparam("p_now")),
+        updated_at=bindparam("p_now"),
+        wake_pending=False,
+    )
+    .returning(_tasks.c.attempts, _tasks.c.progress, _tasks.c.current_step, _tasks.c.input, _tasks.c.parent_id)
+)
 
 
 def claim_task(
@@ -168,24 +292,8 @@ def claim_task(
     """
     now = utcnow()
     claimed = session.execute(
-        update(Task)
-        .where(
-            Task.id == task_id,
-            Task.state.in_(RUNNABLE_STATES),
-            (Task.lease_expires_at.is_(None)) | (Task.lease_expires_at < now),
-        )
-        .values(
-            state=TaskState.PROCESSING,
-            # A suspended coordinator (PROCESSING, no lease) woken by a child is not a new delivery.
-            attempts=Task.attempts
-            + case((and_(Task.state == TaskState.PROCESSING, Task.lease_owner.is_(None)), 0), else_=1),
-            lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            started_at=func.coalesce(Task.started_at, now),
-            updated_at=now,
-            wake_pending=False,
-        )
-        .returning(Task.attempts, Task.progress, Task.current_step, Task.input)
+        _CLAIM,
+        {"p_id": task_id, "p_now": now, "p_owner": owner, "p_expires": now + timedelta(seconds=lease_seconds)},
     ).first()
     if claimed is None:
         row = session.execute(select(Task.state).where(Task.id == task_id)).first()
@@ -194,28 +302,37 @@ def claim_task(
         if row.state in TERMINAL_STATES:
             return Claim(ClaimOutcome.FINISHED, state=row.state)
         return Claim(ClaimOutcome.LEASED, state=row.state)
-    attempts, progress, step, task_input = claimed
+    attempts, progress, step, task_input, parent_id = claimed
     if attempts > max_deliveries:
         return Claim(ClaimOutcome.EXHAUSTED, attempts=attempts)
-    session.add(
-        TaskEvent(
-            task_id=task_id,
-            kind="state",
-            state=TaskState.PROCESSING,
-            progress=progress,
-            step=step,
-            data={"attempt": attempts, "worker": owner}
-            | ({"rate_limit_admitted_at": admitted_at} if admitted_at is not None else {}),
-            created_at=now,
-        )
+    _insert_event(
+        session,
+        task_id,
+        kind="state",
+        state=TaskState.PROCESSING,
+        progress=progress,
+        step=step,
+        data={"attempt": attempts, "worker": owner}
+        | ({"rate_limit_admitted_at": admitted_at} if admitted_at is not None else {}),
+        at=now,
     )
-    return Claim(ClaimOutcome.CLAIMED, attempts=attempts, state=TaskState.PROCESSING, input=task_input)
+    return Claim(
+        ClaimOutcome.CLAIMED, attempts=attempts, state=TaskState.PROCESSING, input=task_input, parent_id=parent_id
+    )
 
 
 def record_event(
     session: Session, task_id: str, *, kind: str, state: str, progress: int, step: str | None, data: Any
 ) -> None:
-    session.add(TaskEvent(task_id=task_id, kind=kind, state=state, progress=progress, step=step, data=data))
+    _insert_event(session, task_id, kind=kind, state=state, progress=progress, step=step, data=data)
+
+
+_PROGRESS = (
+    update(_tasks)
+    .where(_tasks.c.id == bindparam("p_id"))
+    .values(progress=bindparam("p_progress"), current_step=bindparam("p_step"), updated_at=bindparam("p_now"))
+    .returning(_tasks.c.state)
+)
 
 
 def record_progress(
@@ -224,23 +341,10 @@ def record_progress(
     """Store a progress update and its event; returns the task's state (to notice cancellation)."""
     now = utcnow()
     state = session.execute(
-        update(Task)
-        .where(Task.id == task_id)
-        .values(progress=progress, current_step=step, updated_at=now)
-        .returning(Task.state)
+        _PROGRESS, {"p_id": task_id, "p_progress": progress, "p_step": step, "p_now": now}
     ).scalar_one_or_none()
     if state is not None:
-        session.add(
-            TaskEvent(
-                task_id=task_id,
-                kind="progress",
-                state=state,
-                progress=progress,
-                step=step,
-                data=data,
-                created_at=now,
-            )
-        )
+        _insert_event(session, task_id, kind="progress", state=state, progress=progress, step=step, data=data, at=now)
     return state
 
 
@@ -275,18 +379,33 @@ def transition(
     ).first()
     if row is None:
         return None
-    session.add(
-        TaskEvent(
-            task_id=task_id,
-            kind=kind,
-            state=event_state,
-            progress=row.progress,
-            step=row.current_step,
-            data=data,
-            created_at=now,
-        )
+    _insert_event(
+        session, task_id, kind=kind, state=event_state, progress=row.progress, step=row.current_step, data=data, at=now
     )
     return Transition(row.progress, row.current_step, row.parent_id)
+
+
+@functools.cache
+def _finish_statement(*, success: bool, fenced: bool) -> Update:
+    conditions = [_tasks.c.id == bindparam("p_id"), _tasks.c.state.not_in(TERMINAL_STATES)]
+    if fenced:
+        conditions.append(_tasks.c.lease_owner == bindparam("p_owner"))
+    values: dict[str, Any] = {
+        "state": bindparam("p_state"),
+        "error": bindparam("p_error"),
+        "finished_at": bindparam("p_now"),
+        "updated_at": bindparam("p_now"),
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+    if success:
+        values.update(progress=100, current_step="complete", result=bindparam("p_result", type_=_tasks.c.result.type))
+    return (
+        update(_tasks)
+        .where(*conditions)
+        .values(values)
+        .returning(_tasks.c.progress, _tasks.c.current_step, _tasks.c.parent_id)
+    )
 
 
 def finish_task(
@@ -299,15 +418,21 @@ def finish_task(
     error: str | None = None,
 ) -> Transition | None:
     """Record the end of a task. With ``owner`` set, only the lease holder may finish it (fencing)."""
-    conditions: list[Any] = [Task.state.not_in(TERMINAL_STATES)]
-    if owner is not None:
-        conditions.append(Task.lease_owner == owner)
-    values: dict[str, Any] = {"state": state, "error": error, "finished_at": utcnow()}
-    values.update(lease_owner=None, lease_expires_at=None)
-    if state == TaskState.SUCCESS:
-        values.update(progress=100, current_step="complete", result=result)
-    data: dict[str, Any] = {"result": result} if state == TaskState.SUCCESS else {"error": error}
-    return transition(session, task_id, *conditions, values=values, event_state=state, data=data)
+    success = state == TaskState.SUCCESS
+    now = utcnow()
+    params = {"p_id": task_id, "p_owner": owner, "p_state": state, "p_error": error, "p_now": now, "p_result": result}
+    if not success:
+        del params["p_result"]
+    if owner is None:
+        del params["p_owner"]
+    row = session.execute(_finish_statement(success=success, fenced=owner is not None), params).first()
+    if row is None:
+        return None
+    data: dict[str, Any] = {"result": result} if success else {"error": error}
+    _insert_event(
+        session, task_id, kind="state", state=state, progress=row.progress, step=row.current_step, data=data, at=now
+    )
+    return Transition(row.progress, row.current_step, row.parent_id)
 
 
 def mark_retrying(session: Session, task_id: str, *, owner: str, error: str, delay_ms: int) -> bool:
@@ -414,3 +539,217 @@ def reopen_task(session: Session, task_id: str, *, reason: str, data: dict[str, 
         data={"reason": reason, **data},
     )
     return str(previous)
+
+
+# -- PostgreSQL: the same changes in one statement each ---------------------------------------------
+#
+# On PostgreSQL the hot paths run as one statement (data-modifying CTEs) on an autocommit
+# connection: one round trip instead of BEGIN, two or three statements and COMMIT. A single
+# statement is atomic, so the task row and its event still cannot diverge. Each returns ``None``
+# when it cannot decide alone; the caller then takes the transactional path above.
+
+_EVENT_COLUMNS = ["task_id", "kind", "state", "progress", "step", "data", "created_at"]
+
+
+def _json_param(name: str) -> Any:
+    return cast_(bindparam(name, type_=JSONType), JSONType)
+
+
+@functools.cache
+def _claim_in_one_statement() -> Select[Any]:
+    limits = cast(Table, Base.metadata.tables["tenants"])
+    capped = (
+        select(limits.c.name).where(limits.c.name == _tasks.c.tenant, limits.c.max_concurrency.is_not(None)).exists()
+    )
+    claimed = _CLAIM.where(~capped).returning(_tasks.c.id).cte("claimed")
+    data = func.jsonb_strip_nulls(
+        func.jsonb_build_object(
+            literal_column("'attempt'"),
+            claimed.c.attempts,
+            literal_column("'worker'"),
+            cast_(bindparam("p_owner"), String),
+            literal_column("'rate_limit_admitted_at'"),
+            cast_(bindparam("p_admitted"), Float),
+        )
+    )
+    event = (
+        insert(_events)
+        .from_select(
+            _EVENT_COLUMNS,
+            select(
+                claimed.c.id,
+                literal_column("'state'"),
+                literal_column(f"'{TaskState.PROCESSING}'"),
+                claimed.c.progress,
+                claimed.c.current_step,
+                data,
+                cast_(bindparam("p_now"), _tasks.c.updated_at.type),
+            ).where(claimed.c.attempts <= bindparam("p_max")),
+        )
+        .cte("event")
+    )
+    return select(
+        claimed.c.attempts, claimed.c.progress, claimed.c.current_step, claimed.c.input, claimed.c.parent_id
+    ).add_cte(event)
+
+
+def claim_task_at_once(
+    connection: Connection,
+    task_id: str,
+    *,
+    owner: str,
+    lease_seconds: float,
+    max_deliveries: int,
+    admitted_at: float | None = None,
+) -> Claim | None:
+    """PostgreSQL, autocommit: :func:`claim_task` for a tenant without a concurrency cap, or ``None``."""
+    now = utcnow()
+    params = {
+        "p_id": task_id,
+        "p_now": now,
+        "p_owner": owner,
+        "p_expires": now + timedelta(seconds=lease_seconds),
+        "p_max": max_deliveries,
+        "p_admitted": admitted_at,
+    }
+    row = connection.execute(_claim_in_one_statement(), params).first()
+    if row is None:
+        return None
+    attempts, _, _, task_input, parent_id = row
+    if attempts > max_deliveries:
+        return Claim(ClaimOutcome.EXHAUSTED, attempts=attempts)
+    return Claim(
+        ClaimOutcome.CLAIMED, attempts=attempts, state=TaskState.PROCESSING, input=task_input, parent_id=parent_id
+    )
+
+
+@functools.cache
+def _finish_in_one_statement(*, success: bool) -> Select[Any]:
+    finished = _finish_statement(success=success, fenced=True).returning(_tasks.c.id).cte("finished")
+    event = (
+        insert(_events)
+        .from_select(
+            _EVENT_COLUMNS,
+            select(
+                finished.c.id,
+                literal_column("'state'"),
+                cast_(bindparam("p_state"), String),
+                finished.c.progress,
+                finished.c.current_step,
+                _json_param("p_data"),
+                cast_(bindparam("p_now"), _tasks.c.updated_at.type),
+            ),
+        )
+        .cte("event")
+    )
+    return select(finished.c.progress, finished.c.current_step, finished.c.parent_id).add_cte(event)
+
+
+def finish_task_at_once(
+    connection: Connection,
+    task_id: str,
+    *,
+    state: TaskState,
+    owner: str,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> Transition | None:
+    """PostgreSQL, autocommit: :func:`finish_task` by the lease holder, in one statement."""
+    success = state == TaskState.SUCCESS
+    params: dict[str, Any] = {
+        "p_id": task_id,
+        "p_owner": owner,
+        "p_state": state,
+        "p_error": error,
+        "p_now": utcnow(),
+        "p_data": {"result": result} if success else {"error": error},
+    }
+    if success:
+        params["p_result"] = result
+    row = connection.execute(_finish_in_one_statement(success=success), params).first()
+    return None if row is None else Transition(row.progress, row.current_step, row.parent_id)
+
+
+_TASK_COLUMNS = [
+    "id",
+    "workflow",
+    "actor",
+    "queue",
+    "priority",
+    "state",
+    "progress",
+    "input",
+    "attempts",
+    "parent_id",
+    "tenant",
+    "wake_pending",
+    "created_at",
+    "updated_at",
+]
+
+
+@functools.cache
+def _create_in_one_statement() -> Insert:
+    limits = cast(Table, Base.metadata.tables["tenants"])
+    budgeted = (
+        select(limits.c.name)
+        .where(limits.c.name == bindparam("p_tenant"), limits.c.monthly_tokens.is_not(None))
+        .exists()
+    )
+    row = {name: bindparam(f"p_{name}", type_=_tasks.c[name].type) for name in _TASK_COLUMNS}
+    created = (
+        insert(_tasks)
+        .from_select(_TASK_COLUMNS, select(*row.values()).where(~budgeted))
+        .returning(_tasks.c.id, _tasks.c.state, _tasks.c.created_at)
+        .cte("created")
+    )
+    event = select(
+        created.c.id,
+        literal_column("'state'"),
+        created.c.state,
+        literal_column("0"),
+        null(),
+        null(),
+        created.c.created_at,
+    )
+    return insert(_events).from_select(_EVENT_COLUMNS, event).add_cte(created).returning(_events.c.task_id)
+
+
+def create_task_at_once(connection: Connection, **fields: Any) -> Task | None:
+    """PostgreSQL, autocommit: :func:`create_task` (same keywords) committed in one statement.
+
+    ``None`` (nothing written) when the tenant has a token budget: that needs a transaction.
+    """
+    values = _task_values(**fields)
+    params = {f"p_{name}": values[name] for name in _TASK_COLUMNS}
+    created = connection.execute(_create_in_one_statement(), params).first()
+    return None if created is None else Task(**values)
+
+
+@functools.cache
+def _progress_in_one_statement() -> Insert:
+    updated = (
+        update(_tasks)
+        .where(_tasks.c.id == bindparam("p_id"))
+        .values(progress=bindparam("p_progress"), current_step=bindparam("p_step"), updated_at=bindparam("p_now"))
+        .returning(_tasks.c.id, _tasks.c.state, _tasks.c.progress, _tasks.c.current_step, _tasks.c.updated_at)
+        .cte("updated")
+    )
+    event = select(
+        updated.c.id,
+        literal_column("'progress'"),
+        updated.c.state,
+        updated.c.progress,
+        updated.c.current_step,
+        _json_param("p_data"),
+        updated.c.updated_at,
+    )
+    return insert(_events).from_select(_EVENT_COLUMNS, event).add_cte(updated).returning(_events.c.state)
+
+
+def record_progress_at_once(
+    connection: Connection, task_id: str, *, progress: int, step: str, data: dict[str, Any] | None = None
+) -> str | None:
+    """PostgreSQL, autocommit: :func:`record_progress` in one statement."""
+    params = {"p_id": task_id, "p_progress": progress, "p_step": step, "p_now": utcnow(), "p_data": data}
+    return connection.execute(_progress_in_one_statement(), params).scalar_one_or_none()

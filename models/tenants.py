@@ -6,10 +6,11 @@ A tenant without a row has no limits.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, Integer, String, func, select
+from sqlalchemy import BigInteger, Insert, Integer, String, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -88,13 +89,20 @@ def add_usage(session: Session, tenant: str, tokens: int) -> None:
     """Count ``tokens`` against this month's budget (one atomic upsert)."""
     if tokens <= 0:
         return
-    dialect = session.get_bind().dialect.name
+    statement = _usage_upsert(session.get_bind().dialect.name)
+    session.execute(statement, {"p_tenant": tenant, "p_month": month_of(), "p_tokens": tokens})
+
+
+@functools.cache
+def _usage_upsert(dialect: str) -> Insert:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(TenantUsage).values(tenant=tenant, month=month_of(), tokens=tokens)
-    statement = statement.on_conflict_do_update(
-        index_elements=["tenant", "month"], set_={"tokens": TenantUsage.tokens + statement.excluded.tokens}
+    usage = cast(Table, TenantUsage.__table__)
+    statement = insert(usage).values(
+        tenant=bindparam("p_tenant"), month=bindparam("p_month"), tokens=bindparam("p_tokens")
     )
-    session.execute(statement)
+    return statement.on_conflict_do_update(
+        index_elements=["tenant", "month"], set_={"tokens": usage.c.tokens + statement.excluded.tokens}
+    )
 
 
 def tokens_used(session: Session, tenant: str, month: str | None = None) -> int:
@@ -124,12 +132,15 @@ def may_start(session: Session, task_id: str) -> bool:
 
     The tenant's row is locked, so two workers cannot both take the last slot.
     """
-    tenant = session.scalar(select(Task.tenant).where(Task.id == task_id))
-    if tenant is None:
+    # One round trip in the common case (no cap): the tenant's limits row, found through the task.
+    row = session.execute(
+        select(TenantLimits.name, TenantLimits.max_concurrency)
+        .where(TenantLimits.name == select(Task.tenant).where(Task.id == task_id).scalar_subquery())
+        .with_for_update()
+    ).first()
+    if row is None or row.max_concurrency is None:
         return True
-    cap = session.scalar(select(TenantLimits.max_concurrency).where(TenantLimits.name == tenant).with_for_update())
-    if cap is None:
-        return True
+    tenant, cap = row.name, row.max_concurrency
     running = session.scalar(
         select(func.count())
         .select_from(Task)

@@ -23,7 +23,8 @@ import falcon
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.security import SYSTEM_TENANT, ApiKey, find_key, get_key
+from models.database import autocommit
+from models.security import SYSTEM_TENANT, ApiKey, KeyIdentity, get_key, identify_key
 from models.tasks import Task
 
 __all__ = [
@@ -103,7 +104,7 @@ class Principal:
         return "admin" in self.scopes or scope in self.scopes
 
     @classmethod
-    def of_key(cls, key: ApiKey) -> Principal:
+    def of_key(cls, key: ApiKey | KeyIdentity) -> Principal:
         scopes = frozenset(key.scopes)
         tenants = {key.tenant} | ({SYSTEM_TENANT} if "admin" in scopes else set())
         return cls(key.tenant, scopes, key.id, frozenset(tenants))
@@ -195,11 +196,11 @@ class Auth:
             kind, _, token = header.partition(" ")
             if kind.lower() != "bearer" or not token.strip():
                 raise _unauthorized("The Authorization header must be `Bearer <key>`.")
-            with self.sessions.begin() as session:
-                record = find_key(session, token.strip())
-                if record is None:
-                    raise _unauthorized("The API key is unknown or revoked.")
-                return Principal.of_key(record)
+            with autocommit(self.sessions) as connection:  # one round trip: no BEGIN/COMMIT
+                identity = identify_key(connection, token.strip())
+            if identity is None:
+                raise _unauthorized("The API key is unknown or revoked.")
+            return Principal.of_key(identity)
         cookie = req.get_cookie_values(SESSION_COOKIE)
         if not cookie:
             return None

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import falcon
 import falcon.media
+from sqlalchemy.exc import DBAPIError
 
 from actors.submit import BrokerUnavailable, BudgetExceeded, IdempotencyConflict
 
 __all__ = ["register_error_handlers", "BodyLimit", "InputGuard", "strict_json_handler", "MAX_JSON_DEPTH"]
+
+logger = logging.getLogger(__name__)
 
 #: Deeper JSON is refused: no request needs it, and Python's parser would run out of stack.
 MAX_JSON_DEPTH = 64
@@ -65,7 +69,25 @@ def _budget_exceeded(req: falcon.Request, resp: falcon.Response, ex: Exception, 
     raise falcon.HTTPTooManyRequests(title="Monthly token budget used", description=str(ex))
 
 
+def _database_unavailable(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+    """The database dropped the connection (restart, failover, idle cut): nothing was written; retry.
+
+    Connections are not pinged at checkout, so the first request on a stale pool meets the cut;
+    SQLAlchemy has then discarded the pool and the retry gets a fresh connection.
+    """
+    if not (isinstance(ex, DBAPIError) and ex.connection_invalidated):
+        logger.error("database error on %s %s", req.method, req.path, exc_info=ex)
+        raise falcon.HTTPInternalServerError()
+    logger.warning("a database connection was dropped by the server; answered 503 (%s)", type(ex.orig).__name__)
+    raise falcon.HTTPServiceUnavailable(
+        title="Database connection reset",
+        description="The database closed the connection; nothing was written. Retry the request.",
+        retry_after=1,
+    )
+
+
 def register_error_handlers(app: falcon.App) -> None:
+    app.add_error_handler(DBAPIError, _database_unavailable)
     app.add_error_handler(BudgetExceeded, _budget_exceeded)
     app.add_error_handler(BrokerUnavailable, _broker_unavailable)
     app.add_error_handler(IdempotencyConflict, _idempotency_conflict)

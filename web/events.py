@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import falcon
-from falcon.media.validators.jsonschema import validate
 
 from actors.errors import InvalidInput
 from actors.events import EventBus, check_event_type
@@ -14,6 +13,7 @@ from models.events import event_view, list_events
 
 from .auth import tenant_of, visible_tenants
 from .schemas import EVENT_REQUEST
+from .validation import validate
 
 __all__ = ["EventsResource", "parse_since"]
 

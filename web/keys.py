@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import falcon
-from falcon.media.validators.jsonschema import validate
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.security import create_key, key_view, list_keys, revoke_key
 
 from .auth import tenant_of, visible_tenants
 from .schemas import KEY_REQUEST
+from .validation import validate
 
 __all__ = ["KeysResource", "KeyResource"]
 

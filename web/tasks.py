@@ -9,7 +9,6 @@ from typing import Any
 
 import dramatiq
 import falcon
-from falcon.media.validators.jsonschema import validate
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +19,7 @@ from models.tasks import Task, TaskState, get_task, task_status
 from .auth import tenant_of
 from .schemas import EXECUTE_REQUEST
 from .stream import wait_for_end
+from .validation import validate
 
 __all__ = ["SubmitResource", "ExecuteResource", "StatusResource", "ResultResource", "load_task"]
 

@@ -18,17 +18,19 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import falcon
-import jsonschema
 
 from actors.events import DuplicateDelivery, EventBus
 
 from .errors import check_storable, strict_loads
 from .schemas import EVENT_REQUEST
 from .signatures import InvalidSignature, check_sha256_signature, check_slack_signature
+from .validation import compile_schema, first_error
 
 __all__ = ["GitHubWebhook", "SlackWebhook", "CustomWebhook", "read_raw_body"]
 
 logger = logging.getLogger(__name__)
+
+_EVENT_VALIDATOR = compile_schema(EVENT_REQUEST)
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -229,10 +231,9 @@ class CustomWebhook(_Webhook):
         except InvalidSignature as exc:
             raise self._refuse(exc) from None
         payload = _json_object(body, "webhook")
-        try:
-            jsonschema.validate(payload, EVENT_REQUEST)
-        except jsonschema.ValidationError as exc:
-            raise falcon.HTTPBadRequest(title="Invalid event", description=exc.message) from None
+        error = first_error(_EVENT_VALIDATOR, payload)
+        if error is not None:
+            raise falcon.HTTPBadRequest(title="Invalid event", description=error.message)
         self._accept(
             resp, payload["event_type"], payload.get("data") or {}, delivery_id=req.get_header("X-Interlock-Delivery")
         )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.pool import NullPool
 
 from models.tasks import Task
 from tests.conftest import Stack, start_stack, stop_stack
@@ -107,3 +108,33 @@ def test_unreachable_broker_is_503_and_keeps_nothing(settings) -> None:
             assert session.scalar(select(func.count()).select_from(Task)) == before
     finally:
         stack.runtime.close()
+
+
+def test_dropped_database_connections_cost_one_503_then_recover(settings) -> None:
+    """The pool is not pinged at checkout: a server-side cut fails one request cleanly, not more."""
+    stack = start_stack(settings, worker=False)
+    try:
+        first = stack.client.simulate_post("/agent/execute", json={"query": "before the cut"})
+        assert first.status_code == 202, first.text
+        # Cut every other connection to this database from the server side (a restart or failover).
+        outside = create_engine(settings.effective_database_url, poolclass=NullPool)
+        with outside.connect() as other:
+            cut = other.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        assert cut >= 1
+        answers = [stack.client.simulate_post("/agent/execute", json={"query": f"after {i}"}) for i in range(3)]
+        codes = [a.status_code for a in answers]
+        assert codes.count(503) <= 1 and codes[-1] == 202, codes
+        for answer in answers:
+            if answer.status_code == 503:
+                assert answer.json["title"] == "Database connection reset"
+                assert answer.headers["retry-after"] == "1"
+        with stack.runtime.sessions() as session:
+            queries = set(session.scalars(select(Task.input["query"].as_string())))
+        assert {"before the cut", *(f"after {i}" for i, c in enumerate(codes) if c == 202)} <= queries
+    finally:
+        stop_stack(stack)
