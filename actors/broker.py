@@ -115,7 +115,12 @@ def declare_workflow(broker: dramatiq.Broker, spec: WorkflowSpec, runtime: Runti
     time_limit = spec.time_limit or settings.time_limit
     soft_limit = spec.soft_time_limit or min(settings.soft_time_limit, time_limit)
 
-    def run(task_id: str) -> dict[str, Any]:
+    def run(task_id: str) -> None:
+        """Run the workflow; its outcome goes to TaskTracking through the task run, not to Dramatiq.
+
+        Dramatiq's result middleware serves plain actors; handed a workflow's value, it (or the
+        worker) would log on every task that the value was discarded.
+        """
         task_run = current_run()
         if task_run is None or task_run.task_id != task_id:
             raise PermanentError(f"task {task_id} was not claimed by this worker")
@@ -131,12 +136,14 @@ def declare_workflow(broker: dramatiq.Broker, spec: WorkflowSpec, runtime: Runti
         )
         while True:
             try:
-                return spec.fn(ctx)
+                task_run.outcome = spec.fn(ctx)
+                return
             except Suspend:
                 # Children are running: sleep unless one ended during this run (then replay now).
                 with runtime.sessions.begin() as session:
                     if try_suspend(session, task_id, owner=runtime.owner):
-                        return SUSPENDED
+                        task_run.outcome = SUSPENDED
+                        return
                 ctx.forget_cached_steps()
             except TransientError as exc:
                 if exc.retry_after is None:

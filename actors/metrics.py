@@ -98,7 +98,7 @@ class WorkerMetrics(Middleware):
             return
         actor = message.actor_name
         if exception is None:
-            outcome = "suspended" if is_suspended(result) else "success"
+            outcome = "suspended" if is_suspended(run.outcome) else "success"
         elif isinstance(exception, TaskCancelled):
             outcome = "cancelled"
         elif message.failed:

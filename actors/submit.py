@@ -152,38 +152,29 @@ def submit_once(
     if spec is None:
         raise UnknownWorkflow(workflow)
     task_id = task_id or str(uuid.uuid4())
+    fields: dict[str, Any] = {
+        "task_id": task_id,
+        "workflow": spec.name,
+        "actor": spec.actor_name,
+        "queue": spec.queue,
+        "input": input,
+        "priority": priority,
+        "parent_id": parent_id,
+        "tenant": tenant,
+    }
     if idempotency is None and writes_in_one_statement(sessions):
         # PostgreSQL, the common case: one INSERT statement, committed alone (one round trip).
+        # It writes nothing when the tenant has a token budget, which is checked below.
         with autocommit(sessions) as connection:
-            task = create_task_at_once(
-                connection,
-                task_id=task_id,
-                workflow=spec.name,
-                actor=spec.actor_name,
-                queue=spec.queue,
-                input=input,
-                priority=priority,
-                parent_id=parent_id,
-                tenant=tenant,
-            )
-        if task is not None:
-            return _publish(sessions, broker, spec, task)
+            created = create_task_at_once(connection, **fields)
+        if created is not None:
+            return _publish(sessions, broker, spec, created)
     try:
         with sessions.begin() as session:
             exhausted = budget_exhausted(session, tenant) if parent_id is None else None
             if exhausted is not None:
                 raise BudgetExceeded(exhausted)
-            task = create_task(
-                session,
-                task_id=task_id,
-                workflow=spec.name,
-                actor=spec.actor_name,
-                queue=spec.queue,
-                input=input,
-                priority=priority,
-                parent_id=parent_id,
-                tenant=tenant,
-            )
+            task = create_task(session, **fields)
             if idempotency is not None:
                 session.flush()
                 reservation = reserve_idempotency_key(

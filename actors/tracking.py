@@ -59,6 +59,8 @@ class TaskRun:
     priority: int = 0
     #: The coordinating task that spawned this one, woken when it ends.
     parent_id: str | None = None
+    #: What the workflow returned (``SUSPENDED`` while it waits for children).
+    outcome: Any = None
     #: The run's LLM token usage (the TaskContext adds to it), for metrics.
     usage: dict[str, int] = field(default_factory=dict)
 
@@ -183,6 +185,7 @@ class TaskTracking(Middleware):
         if run is None:
             return
         _local.run = None
+        result = run.outcome  # the workflow hands its value here, not to Dramatiq
         self.processed += 1
         if self.max_tasks and self.processed >= self.max_tasks:
             self.exhausted.set()

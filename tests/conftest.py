@@ -18,7 +18,7 @@ import falcon.testing
 import psycopg
 import pytest
 import requests
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from actors.registry import load_catalogue
 from actors.runtime import Runtime
@@ -160,6 +160,18 @@ def stop_stack(stack: Stack) -> None:
     if stack.broker is not stack.worker_broker:
         stack.broker.close()
     stack.runtime.close()
+
+
+@pytest.fixture
+def bench_runs(settings: Settings) -> Iterator[Engine]:
+    """The benchmarks' marker table in the test database; bench.workflows' ``bench_work`` writes to it."""
+    from bench.services import BENCH_TABLES
+
+    runtime = Runtime.open(settings)
+    with runtime.engine.begin() as connection:
+        connection.exec_driver_sql(BENCH_TABLES)
+    yield runtime.engine
+    runtime.close()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import Engine, func, select, text, update
 
 from actors.runtime import Runtime
-from bench.services import BENCH_TABLES
 from interlock.settings import Settings
 from interlock.worker import Supervisor, worker_owner
 from models.base import utcnow
@@ -104,16 +103,6 @@ def test_supervisor_goes_on_when_the_database_is_unreachable(settings: Settings,
 
 
 # -- a real `interlock worker` --------------------------------------------------------------------
-
-
-@pytest.fixture
-def bench_runs(settings: Settings) -> Iterator[Engine]:
-    """The benchmarks' marker table in the test database; bench.workflows' ``bench_work`` writes to it."""
-    runtime = Runtime.open(settings)
-    with runtime.engine.begin() as connection:
-        connection.exec_driver_sql(BENCH_TABLES)
-    yield runtime.engine
-    runtime.close()
 
 
 def _holders(runtime: Runtime, task_ids: list[str]) -> dict[str, int]:

@@ -39,3 +39,22 @@ def test_worker_logs_are_json_with_the_task_id(settings, fake_llm, tmp_path) -> 
                     assert line.get("task_id") == task_id, line
     finally:
         stop_stack(stack)
+
+
+def test_a_successful_task_logs_no_warnings(settings, fake_llm, tmp_path) -> None:
+    """A healthy run is quiet: no warning per task (Dramatiq's Results used to log one for each)."""
+    settings = settings.replace(log_format="json")
+    stack = start_stack(settings, worker=False)
+    try:
+        with Proc(
+            ["worker", "--processes", "1", "--threads", "2"], env=base_env(settings.to_env()), log=tmp_path / "w.log"
+        ) as worker:
+            task_ids = [stack.submit(query=f"quiet {i}") for i in range(3)]
+            for task_id in task_ids:
+                wait_for_state(stack.runtime.sessions, task_id, "SUCCESS", timeout=30)
+            lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+            assert lines, "the worker wrote no JSON log lines at all"
+            noisy = [line for line in lines if line["level"] in ("WARNING", "ERROR", "CRITICAL")]
+            assert noisy == [], noisy
+    finally:
+        stop_stack(stack)

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 from actors.context import TaskContext
 from actors.errors import StageTimeLimitExceeded
 from actors.runtime import Runtime
-from bench.services import BENCH_TABLES
 from interlock.settings import Settings
 from models.checkpoints import COMPLETED, FAILED, WorkflowCheckpoint, load_checkpoints
 from models.tasks import TaskEvent
@@ -174,16 +173,6 @@ def test_stage_time_limit_interrupts_and_rolls_back(settings: Settings, runtime:
 
 
 # -- crashes, with a real `interlock worker` ------------------------------------------------------
-
-
-@pytest.fixture
-def bench_runs(settings: Settings) -> Iterator[Engine]:
-    """The benchmarks' marker table in the test database; bench.workflows' ``bench_work`` writes to it."""
-    runtime = Runtime.open(settings)
-    with runtime.engine.begin() as connection:
-        connection.exec_driver_sql(BENCH_TABLES)
-    yield runtime.engine
-    runtime.close()
 
 
 def _marks(engine: Engine, task_id: str) -> list[str]:
