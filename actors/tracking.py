@@ -18,6 +18,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq.middleware import Middleware
+from sqlalchemy.exc import OperationalError
 
 from interlock.limits import parse_limits
 from interlock.logs import task_id_var
@@ -43,6 +44,11 @@ from .runtime import Runtime
 __all__ = ["TaskTracking", "TaskRun", "current_run", "task_id_of"]
 
 logger = logging.getLogger(__name__)
+
+#: Times the transaction that ends a task is tried when PostgreSQL aborts it as a deadlock victim.
+FINISH_ATTEMPTS = 5
+#: PostgreSQL's SQLSTATE for "deadlock detected".
+DEADLOCK = "40P01"
 
 #: How long a task over its tenant's concurrency cap waits before it asks again (1 to 2 times this).
 TENANT_WAIT_MS = 500
@@ -222,15 +228,24 @@ class TaskTracking(Middleware):
                     )
                 if ended is not None:
                     return
-            with self.runtime.sessions.begin() as session:
-                ended = finish_task(
-                    session, run.task_id, state=state, owner=self.runtime.owner, result=value, error=error
-                )
-                if ended is not None:
-                    wake_parent(session, ended.parent_id)
-                else:
-                    # Cancelled while it ran: the row already says CANCELLED; release the lease.
-                    stopped = record_stopped(session, run.task_id, owner=self.runtime.owner)
+            for attempt in range(1, FINISH_ATTEMPTS + 1):
+                try:
+                    with self.runtime.sessions.begin() as session:
+                        ended = finish_task(
+                            session, run.task_id, state=state, owner=self.runtime.owner, result=value, error=error
+                        )
+                        if ended is not None:
+                            wake_parent(session, ended.parent_id)
+                        else:
+                            # Cancelled while it ran: the row already says CANCELLED; release the lease.
+                            stopped = record_stopped(session, run.task_id, owner=self.runtime.owner)
+                    break
+                except OperationalError as exc:
+                    # A child's row and its parent's are locked in one transaction, so siblings,
+                    # the parent and lease reclaims can deadlock; PostgreSQL aborts one: run it again.
+                    if getattr(exc.orig, "sqlstate", None) != DEADLOCK or attempt == FINISH_ATTEMPTS:
+                        raise
+                    logger.info("finishing task %s met a deadlock; retrying (%d)", run.task_id, attempt)
             if ended is None and not stopped:
                 logger.warning("task %s lost its lease before it finished; its outcome was discarded", run.task_id)
         finally:
