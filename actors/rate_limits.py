@@ -55,8 +55,13 @@ class DatabaseRateLimiterBackend(RateLimiterBackend):
         self.poll_interval = poll_interval
 
     def _update(self, key: str, ttl: int, change: Callable[[int | None], int | None]) -> bool:
-        now = utcnow()
         with self.sessions.begin() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # The window's buckets ("<name>@<second>") are summed without row locks: serialise
+                # the callers of one limiter, or two buckets could each admit past the maximum.
+                base = key.rpartition("@")[0] or key
+                session.execute(select(func.pg_advisory_xact_lock(func.hashtext(base))))
+            now = utcnow()  # read under the lock
             _upsert_placeholder(session, RateLimitCounter, {"key": key, "value": 0, "expires_at": now})
             row = session.execute(select(RateLimitCounter).where(RateLimitCounter.key == key).with_for_update())
             counter = row.scalar_one()
@@ -78,8 +83,13 @@ class DatabaseRateLimiterBackend(RateLimiterBackend):
         return self._update(key, ttl, lambda c: (c or 0) - amount if (c or 0) - amount >= minimum else None)
 
     def incr_and_sum(self, key: str, keys: Callable[[], Iterable[str]], amount: int, maximum: int, ttl: int) -> bool:
-        now = utcnow()
         with self.sessions.begin() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # The window's buckets ("<name>@<second>") are summed without row locks: serialise
+                # the callers of one limiter, or two buckets could each admit past the maximum.
+                base = key.rpartition("@")[0] or key
+                session.execute(select(func.pg_advisory_xact_lock(func.hashtext(base))))
+            now = utcnow()  # read under the lock
             _upsert_placeholder(session, RateLimitCounter, {"key": key, "value": 0, "expires_at": now})
             counter = session.execute(
                 select(RateLimitCounter).where(RateLimitCounter.key == key).with_for_update()
