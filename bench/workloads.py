@@ -170,34 +170,27 @@ def w1_noop(lab: Lab, sizes: Sizes) -> dict[str, Any]:
     n, reps, out = sizes.w1_tasks, sizes.reps, {}
     timeout = 30 + n / 20
 
-    worker = lab.interlock_worker("w1-interlock-worker")
     client = lab.interlock()
-    out["interlock"] = _measure(
-        "interlock (2x32)",
-        lambda i: client.submit("bench_noop", {"query": "noop"}),
-        lambda: interlock_done(lab),
-        n,
-        reps,
-        threads=8,
-        timeout=timeout,
-        worker=worker,
+    threads = Settings.from_env({}).worker_threads
+    # The second run is a diagnostic, not as shipped: the same workers with commits that do not wait
+    # for the WAL flush (libpq's PGOPTIONS, for these processes only), to show how much is commit latency.
+    variants = (
+        ("interlock", f"interlock (2x{threads})", {}),
+        ("interlock-async-commit", "interlock (diag: async commit)", {"PGOPTIONS": "-c synchronous_commit=off"}),
     )
-    lab.stop(worker)
-
-    # Diagnostic, not as shipped: the same workers with commits that do not wait for the WAL flush
-    # (libpq's PGOPTIONS, for these processes only), to show how much of W1 is commit latency.
-    worker = lab.interlock_worker("w1-interlock-async-commit-worker", PGOPTIONS="-c synchronous_commit=off")
-    out["interlock-async-commit"] = _measure(
-        "interlock (diag: async commit)",
-        lambda i: client.submit("bench_noop", {"query": "noop"}),
-        lambda: interlock_done(lab),
-        n,
-        reps,
-        threads=8,
-        timeout=timeout,
-        worker=worker,
-    )
-    lab.stop(worker)
+    for name, label, extra in variants:
+        worker = lab.interlock_worker(f"w1-{name}-worker", **extra)
+        out[name] = _measure(
+            label,
+            lambda i: client.submit("bench_noop", {"query": "noop"}),
+            lambda: interlock_done(lab),
+            n,
+            reps,
+            threads=8,
+            timeout=timeout,
+            worker=worker,
+        )
+        lab.stop(worker)
 
     celery = lab.celery_app()
     celery.create_result_tables()
