@@ -56,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(chosen: list[str], sizes: Any, mode: str, out: Path, argv: list[str]) -> int:
+    from testkit.processes import base_env, free_port
+    from testkit.waiting import wait_until
+
     from .report import machine, markdown, ratios, table, targets
-    from .services import Proc, Scratch, base_env, free_port, wait_until
+    from .services import Proc, Scratch
     from .systems import Lab
     from .workloads import WORKLOADS
 

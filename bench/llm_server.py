@@ -1,12 +1,15 @@
-"""Runs the test suite's OpenAI-compatible fake in a process of its own: ``python -m bench.llm_server PORT LATENCY``."""
+"""The tests' OpenAI-compatible fake (``testkit.fakes``) in a process of its own.
+
+``python -m bench.llm_server PORT LATENCY``
+"""
 
 from __future__ import annotations
 
 import sys
 import threading
 
-from tests.fakes import openai_server
-from tests.fakes.openai_server import FakeOpenAIServer
+from testkit.fakes import openai_server
+from testkit.fakes.openai_server import FakeOpenAIServer
 
 # The stdlib default listen backlog (5) drops SYNs under 100+ concurrent calls (1 s retransmits).
 openai_server._HTTPServer.request_queue_size = 1024

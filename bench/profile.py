@@ -16,7 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-from .services import Scratch, wait_until
+from testkit.waiting import wait_until
+
+from .services import Scratch
 from .systems import Lab, submit_many
 from .workloads import interlock_done
 

@@ -1,17 +1,11 @@
-"""Scratch services for one run (a RabbitMQ vhost, a PostgreSQL database) and child processes."""
+"""Scratch services for one run (a RabbitMQ vhost, a PostgreSQL database) and its measured child processes."""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -19,21 +13,14 @@ import psutil
 import psycopg
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
+from testkit import processes
+from testkit.markers import BENCH_TABLES
+
 ADMIN_DATABASE_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BROKER_BASE_URL = os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
 MANAGEMENT_URL = os.environ.get("BENCH_RABBITMQ_API", "http://127.0.0.1:15672/api")
 
 SYSTEMS = ("interlock", "celery", "dramatiq")
-
-BENCH_TABLES = """
-CREATE TABLE IF NOT EXISTS bench_runs (
-    task_id text NOT NULL, system text NOT NULL, kind text NOT NULL,
-    at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX IF NOT EXISTS ix_bench_runs_task ON bench_runs (task_id);
-CREATE TABLE IF NOT EXISTS bench_counts (pid int PRIMARY KEY, n bigint NOT NULL);
-"""
 
 
 def _admin(sql: str) -> None:
@@ -115,35 +102,8 @@ class Scratch:
         return self.sql(query, *params)[0][0]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Proc:
-    """A child command in its own process group, logged to a file; ``stop()`` ends the group."""
-
-    def __init__(self, args: list[str], *, env: dict[str, str], log: Path) -> None:
-        self.args = args
-        self.env = env
-        self.log_path = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.args, env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+class Proc(processes.Proc):
+    """A child command of the run (``testkit.processes.Proc``) whose processes can be measured."""
 
     def tree(self) -> list[psutil.Process]:
         """This process and its descendants."""
@@ -161,51 +121,3 @@ class Proc:
             except psutil.NoSuchProcess:
                 pass
         return total / 2**20
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        try:  # leftovers of the group (a pool child that ignored SIGTERM)
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self._log.close()
-        self.process = None
-
-
-def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INTERLOCK_", "OPENAI_", "BENCH_"))}
-    env["PYTHONPATH"] = str(ROOT)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
-
-
-def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0.05, what: str = "") -> float:
-    """Poll ``check`` until true; returns the monotonic time it became true. Raises TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-def wait_http(url: str, *, timeout: float = 60.0, proc: Proc | None = None) -> None:
-    def up() -> bool:
-        if proc is not None and not proc.alive():
-            raise RuntimeError(f"process exited early; see {proc.log_path}")
-        try:
-            return requests.get(url, timeout=1).status_code < 500
-        except requests.RequestException:
-            return False
-
-    wait_until(up, timeout=timeout, interval=0.2, what=url)

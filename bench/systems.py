@@ -10,7 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .services import Proc, Scratch, base_env, free_port, wait_http, wait_until
+from testkit.processes import base_env, free_port, interlock_command, wait_http
+
+from .services import Proc, Scratch
 
 SUBMIT_THREADS = 8
 
@@ -51,7 +53,7 @@ class Lab:
         return {
             "INTERLOCK_DATABASE_URL": self.scratch.database_url,
             "INTERLOCK_BROKER_URL": self.scratch.broker_url("interlock"),
-            "INTERLOCK_AGENT_MODULES": "bench.workflows",
+            "INTERLOCK_AGENT_MODULES": "testkit.workflows",
             "INTERLOCK_WORKER_METRICS_PORT": "0",  # other engineers' runs share this machine
             "OPENAI_BASE_URL": self.llm_url,
             "OPENAI_API_KEY": "sk-bench-not-a-real-key",
@@ -73,7 +75,7 @@ class Lab:
         }
 
     def interlock_worker(self, name: str, **extra: str) -> Proc:
-        return self.spawn(name, [sys.executable, "-m", "interlock.cli", "worker"], self.interlock_env(**extra))
+        return self.spawn(name, interlock_command("worker"), self.interlock_env(**extra))
 
     def interlock_api_key(self) -> str | None:
         """An API key (scopes submit, read) made with `interlock keys create`; None if auth cannot be used."""
@@ -81,7 +83,7 @@ class Lab:
             import json
             import subprocess
 
-            args = [sys.executable, "-m", "interlock.cli", "keys", "create", "--tenant", "bench"]
+            args = interlock_command("keys", "create", "--tenant", "bench")
             args += ["--scope", "submit,read", "--json"]
             done = subprocess.run(args, env=base_env(self.interlock_env()), capture_output=True, text=True, timeout=60)
             try:
@@ -94,7 +96,7 @@ class Lab:
     def interlock_api(self, name: str) -> tuple[Proc, str]:
         port = free_port()
         env = self.interlock_env() if self.interlock_api_key() else self.interlock_env(INTERLOCK_AUTH="off")
-        proc = self.spawn(name, [sys.executable, "-m", "interlock.cli", "api", "--bind", f"127.0.0.1:{port}"], env)
+        proc = self.spawn(name, interlock_command("api", "--bind", f"127.0.0.1:{port}"), env)
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz", proc=proc)
         return proc, url
@@ -156,7 +158,7 @@ class InterlockSubmitter:
             {},
             database_url=scratch.database_url,
             broker_url=scratch.broker_url("interlock"),
-            agent_modules="bench.workflows",
+            agent_modules="testkit.workflows",
             worker_threads=SUBMIT_THREADS + 4,
         )
         self.runtime = Runtime.open(self.settings)
@@ -228,4 +230,4 @@ class RssSampler:
         self._thread.join(timeout=5)
 
 
-__all__ = ["Lab", "InterlockSubmitter", "submit_many", "new_id", "RssSampler", "wait_until"]
+__all__ = ["Lab", "InterlockSubmitter", "submit_many", "new_id", "RssSampler"]

@@ -19,9 +19,10 @@ import psutil
 import requests
 
 from interlock.settings import Settings
+from testkit.waiting import WaitTimeout, wait_until
 
-from .services import wait_until
-from .systems import Lab, Proc, RssSampler, new_id, submit_many
+from .services import Proc
+from .systems import Lab, RssSampler, new_id, submit_many
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ def drain_rate(
     started = time.monotonic()
     submit_many(submit, n, threads=threads)
     submitted = time.monotonic()
-    finished = wait_until(lambda: done() >= base + n, timeout=timeout, interval=0.05, what=f"{n} completions")
+    wait_until(lambda: done() >= base + n, timeout=timeout, interval=0.05, what=f"{n} completions")
+    finished = time.monotonic()
     cpu = psutil.cpu_percent(None)
     worker_ms = 1000 * (_cpu_seconds(workers) - cpu_before[0]) / n
     submitter_ms = 1000 * (_cpu_seconds([me]) - cpu_before[1]) / n
@@ -676,7 +678,7 @@ def _w6_one(lab: Lab, sizes: Sizes, name: str, concurrency: int) -> dict[str, An
     deadline = 60 + expected * 2 + (60 if name == "interlock" else 0)
     try:
         wait_until(lambda: finished() >= n, timeout=deadline, interval=0.25, what="all tasks")
-    except TimeoutError:
+    except WaitTimeout:
         pass
     wall = time.monotonic() - started
     done_once = finished()

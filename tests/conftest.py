@@ -25,7 +25,8 @@ from actors.runtime import Runtime
 from interlock.migrations import upgrade
 from interlock.settings import Settings
 from models import Base
-from tests.fakes.openai_server import FakeOpenAIServer
+from testkit.fakes.openai_server import FakeOpenAIServer
+from testkit.markers import BENCH_TABLES
 
 ADMIN_DATABASE_URL = os.environ.get("INTERLOCK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BROKER_BASE_URL = os.environ.get("INTERLOCK_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -164,9 +165,7 @@ def stop_stack(stack: Stack) -> None:
 
 @pytest.fixture
 def bench_runs(settings: Settings) -> Iterator[Engine]:
-    """The benchmarks' marker table in the test database; bench.workflows' ``bench_work`` writes to it."""
-    from bench.services import BENCH_TABLES
-
+    """The marker tables in the test database; ``bench_work`` (``testkit.workflows``) writes to them."""
     runtime = Runtime.open(settings)
     with runtime.engine.begin() as connection:
         connection.exec_driver_sql(BENCH_TABLES)

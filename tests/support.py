@@ -1,30 +1,18 @@
-"""Helpers shared by the test suites: waiting with a deadline, reading tasks and events."""
+"""Helpers shared by the test suites: reading tasks and events, and waiting for them with a deadline
+(``wait_until`` and ``free_port`` come from ``testkit``, which the benchmarks use too)."""
 
 from __future__ import annotations
 
-import socket
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.tasks import Task, TaskEvent
+from testkit.processes import free_port
+from testkit.waiting import wait_until
 
-T = TypeVar("T")
-
-
-def wait_until(predicate: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str = "") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
+__all__ = ["events", "free_port", "get_task", "json_of", "llm_calls", "wait_for_state", "wait_until"]
 
 
 def get_task(sessions: sessionmaker[Session], task_id: str) -> Task | None:
@@ -47,12 +35,6 @@ def wait_for_state(
 def events(sessions: sessionmaker[Session], task_id: str) -> list[TaskEvent]:
     with sessions() as session:
         return list(session.scalars(select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id)))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def json_of(response: Any) -> Any:

@@ -119,7 +119,7 @@ def _holders(runtime: Runtime, task_ids: list[str]) -> dict[str, int]:
 def test_tasks_of_a_killed_worker_process_finish_long_before_its_leases_would_lapse(
     settings: Settings, bench_runs: Engine, tmp_path
 ) -> None:
-    settings = settings.replace(agent_modules="bench.workflows", lease_seconds=60.0)
+    settings = settings.replace(agent_modules="testkit.workflows", lease_seconds=60.0)
     stack = start_stack(settings, worker=False)
     env = base_env(settings.to_env())
     try:

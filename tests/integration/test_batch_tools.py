@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from testkit.fakes.http_server import FakeWebServer
 from tests.conftest import start_stack, stop_stack
-from tests.fakes.http_server import FakeWebServer
 from tests.support import wait_for_state
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]

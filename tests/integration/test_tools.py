@@ -1,6 +1,6 @@
 """Tools end to end: POST /tools/{name} -> RabbitMQ -> worker -> PostgreSQL, against loopback servers.
 
-The outside world is a threaded web server on 127.0.0.1 (tests/fakes/http_server.py); the tools
+The outside world is a threaded web server on 127.0.0.1 (testkit/fakes/http_server.py); the tools
 database is a scratch PostgreSQL database with a restricted login role, made and dropped here.
 """
 
@@ -32,8 +32,8 @@ from models.base import utcnow
 from models.breakers import CircuitBreaker, admit_call, record_failure, record_success
 from models.tasks import Task
 from models.tool_cache import ToolCacheEntry, get_cached, purge_expired_cache, store_cached
+from testkit.fakes.http_server import FakeWebServer
 from tests.conftest import ADMIN_DATABASE_URL, Stack, _admin, start_stack, stop_stack
-from tests.fakes.http_server import FakeWebServer
 from tests.support import events, wait_for_state, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]

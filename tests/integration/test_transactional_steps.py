@@ -213,7 +213,7 @@ def test_worker_killed_inside_or_after_a_transactional_step_never_repeats_its_ef
 ) -> None:
     # W6's failure, made deterministic: a test transaction holds a lock the worker needs next; while
     # the worker waits, its process is SIGKILLed and its database session ended, then the lock is let go.
-    settings = settings.replace(agent_modules="bench.workflows")
+    settings = settings.replace(agent_modules="testkit.workflows")
     stack = start_stack(settings, worker=False)
     env = base_env(settings.to_env())
     try:

@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.fakes.openai_server import FakeOpenAIServer
+from testkit.fakes.openai_server import FakeOpenAIServer
 
 MakeClient = Callable[..., openai.OpenAI]
 

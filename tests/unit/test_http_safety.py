@@ -22,7 +22,7 @@ from actors.http_safety import (
     target_of,
 )
 from interlock.settings import Settings, SettingsError
-from tests.fakes.http_server import FakeWebServer
+from testkit.fakes.http_server import FakeWebServer
 
 NOTHING_ALLOWED = parse_allow_hosts("")
 

@@ -1,4 +1,8 @@
-"""Interlock workflows used only by the benchmarks (INTERLOCK_AGENT_MODULES=bench.workflows)."""
+"""Workflows that the benchmarks and the tests both run (INTERLOCK_AGENT_MODULES=testkit.workflows).
+
+``bench_work`` writes its markers to ``bench_runs`` (``testkit.markers``). Importing this module
+registers the workflows in the process-wide catalogue: load it through ``agent_modules`` only.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from actors.context import TaskContext
 from actors.registry import workflow
+
+__all__ = ["noop", "work"]
 
 _MARK = text("INSERT INTO bench_runs (task_id, system, kind) VALUES (:task_id, 'interlock', :kind)")
 
