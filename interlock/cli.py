@@ -149,17 +149,14 @@ def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from .dev import run_dev
 
-    settings = settings.replace(auth="off")  # development only; `interlock api` keeps INTERLOCK_AUTH
+    if "INTERLOCK_AUTH" not in os.environ:  # development default; an explicit INTERLOCK_AUTH is honoured
+        settings = settings.replace(auth="off")
 
     return run_dev(settings, host=args.host, port=args.port, threads=args.threads or settings.worker_threads)
 
 
 def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     workers = args.workers or settings.api_workers
-    if not settings.session_secret:  # one secret for all of this command's gunicorn workers
-        import secrets
-
-        os.environ["INTERLOCK_SESSION_SECRET"] = secrets.token_urlsafe(32)
     command = [
         sys.executable,
         "-m",

@@ -62,6 +62,12 @@ def run_dev(settings: Settings, *, host: str, port: int, threads: int) -> int:
             f"!! Never expose it; run `interlock api` (INTERLOCK_AUTH=on) for anything shared.\n{banner}",
             flush=True,
         )
+    else:
+        print(
+            "Authentication is on (INTERLOCK_AUTH=on): send `Authorization: Bearer <key>`; "
+            "make a key with `interlock keys create --tenant <name>`.",
+            flush=True,
+        )
     print(
         f"Interlock dev running at http://{host}:{server.server_port}  "
         f"(broker: {broker_name}; database: {database}; LLM: {llm})",

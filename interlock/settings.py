@@ -13,10 +13,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .limits import LimitSyntaxError, parse_limits
 
-__all__ = ["Settings", "SettingsError", "setting_rows", "markdown_table", "parse_pairs"]
+__all__ = ["Settings", "SettingsError", "setting_rows", "markdown_table", "parse_pairs", "mask_password"]
 
 SECRET_FIELDS = frozenset(
     {
@@ -25,10 +26,11 @@ SECRET_FIELDS = frozenset(
         "slack_signing_secret",
         "webhook_secret",
         "monitor_database_url",
-        "session_secret",
         "api_key",
     }
 )
+#: URLs shown with their password masked (``postgresql://user:***@host/db``), the rest readable.
+URL_FIELDS = frozenset({"database_url", "broker_url", "tools_database_url"})
 
 
 class SettingsError(ValueError):
@@ -178,8 +180,9 @@ class Settings:
     )
     worker_metrics_host: str = _setting(
         "INTERLOCK_WORKER_METRICS_HOST",
-        "0.0.0.0",
-        "Address the worker metrics server listens on.",
+        "127.0.0.1",
+        "Address the worker metrics server listens on. It has no key: open it beyond this host "
+        "(`0.0.0.0`) only on a private network, as compose does for Prometheus.",
     )
     max_body_bytes: int = _setting(
         "INTERLOCK_MAX_BODY_BYTES", 1_048_576, "Largest request body the API accepts (413 beyond)."
@@ -304,13 +307,8 @@ class Settings:
         "INTERLOCK_AUTH",
         "on",
         "`on`: every API route but health, docs and signed webhooks needs `Authorization: Bearer <key>` "
-        "(`interlock keys create`). `off`: no keys, one shared tenant (only for development; `interlock dev` uses it).",
-    )
-    session_secret: str = _setting(
-        "INTERLOCK_SESSION_SECRET",
-        "",
-        "Secret that signs dashboard session cookies. Empty: a random one per process, so sessions do not "
-        "survive a restart; set it when running several API processes or replicas. Never logged or returned.",
+        "(`interlock keys create`). `off`: no keys, one shared tenant (only for development: `interlock dev` "
+        "uses it unless INTERLOCK_AUTH is set).",
     )
     log_level: str = _setting("INTERLOCK_LOG_LEVEL", "INFO", "Python logging level.")
     log_format: str = _setting("INTERLOCK_LOG_FORMAT", "text", "`text` or `json` (one object per line).")
@@ -418,8 +416,24 @@ def setting_rows(settings: Settings | None = None) -> Iterator[tuple[str, str, s
         value = getattr(settings, f.name) if settings else f.default
         if f.name in SECRET_FIELDS and value:
             value = "***"
+        elif f.name in URL_FIELDS and value:
+            value = mask_password(str(value))
         shown = "" if value == "" else str(value)
         yield f.metadata["env"], shown, f.metadata["help"]
+
+
+def mask_password(url: str) -> str:
+    """``scheme://user:***@host/path``: the URL with its password (if any) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL we can take apart: show nothing of it rather than a secret
+        return "***"
+    if not password:
+        return url
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
 
 
 def markdown_table() -> str:

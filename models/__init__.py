@@ -11,12 +11,14 @@ from .security import ApiKey, IdempotencyKey
 from .tasks import Task, TaskEvent, TaskState
 from .tenants import TenantLimits, TenantUsage
 from .tool_cache import ToolCacheEntry
+from .web_sessions import DashboardSession, SignInToken
 
 __all__ = [
     "ActorResult",
     "ApiKey",
     "Base",
     "CircuitBreaker",
+    "DashboardSession",
     "Event",
     "IdempotencyKey",
     "MonitorState",
@@ -30,6 +32,7 @@ __all__ = [
     "WorkflowCheckpoint",
     "ScheduledMessage",
     "ScheduleSlot",
+    "SignInToken",
     "ToolCacheEntry",
     "WebhookDelivery",
 ]

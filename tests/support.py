@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -48,3 +49,16 @@ def llm_calls(fake_llm: Any, prefix: str, *, status: int | None = 200) -> int:
         for r in list(fake_llm.requests)
         if (status is None or r["status"] == status) and r["body"]["messages"][-1]["content"].startswith(prefix)
     )
+
+
+def settings_for_database(request: Any, tmp_path: Path) -> Any:
+    """For a test parametrized over ``"postgresql"`` and ``"sqlite"``: the ``settings`` fixture (the
+    real PostgreSQL and RabbitMQ), or SQLite in ``tmp_path`` with the in-process broker, migrated."""
+    from interlock.migrations import upgrade
+    from interlock.settings import Settings
+
+    if request.param == "postgresql":
+        return request.getfixturevalue("settings")
+    settings = Settings.from_env({}, database_url=f"sqlite:///{tmp_path / 'api.db'}", auth="off")
+    upgrade(settings)
+    return settings

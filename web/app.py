@@ -7,7 +7,6 @@ from collections.abc import Mapping
 
 import dramatiq
 import falcon
-import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from actors.events import EventBus
@@ -15,13 +14,13 @@ from actors.registry import WorkflowSpec
 from actors.runtime import Runtime
 from interlock import __version__
 
-from .auth import Auth, SessionSigner
+from .auth import Auth
 from .cancellation import CancelResource
 from .dashboard import DashboardPage, Overview, RecentTasks, TaskEvents
 from .dlq import DeadLetterResource, DeadLettersResource, ReplayQueueResource, ReplayResource
 from .errors import BodyLimit, InputGuard, register_error_handlers, strict_json_handler
 from .events import EventsResource
-from .health import HealthResource, ReadyResource
+from .health import HealthResource, ReadyResource, rabbitmq_probe
 from .keys import KeyResource, KeysResource
 from .login import LoginResource, LogoutResource
 from .metrics import ApiMetrics, MetricsResource
@@ -42,17 +41,15 @@ def create_app(runtime: Runtime, broker: dramatiq.Broker, catalogue: Mapping[str
     app = falcon.App(middleware=[BodyLimit(settings.max_body_bytes)])
     metrics = ApiMetrics(runtime.sessions)
     app.add_middleware(metrics)
-    signer = SessionSigner(settings.session_secret)
     if settings.auth == "off":
         logger.warning("AUTHENTICATION IS OFF (INTERLOCK_AUTH=off): anyone who can reach this API can use all of it")
-    elif signer.ephemeral:
-        logger.info("INTERLOCK_SESSION_SECRET is not set: dashboard sessions end when this process restarts")
-    app.add_middleware(Auth(runtime.sessions, signer, enabled=settings.auth == "on"))
+    app.add_middleware(Auth(runtime.sessions, enabled=settings.auth == "on"))
     app.add_middleware(InputGuard())
     app.req_options.strip_url_path_trailing_slash = True
-    # JSON only: a form post to a JSON route is a 415, not a silently different body. Routes that
-    # take other encodings (Slack's form posts) read and verify the raw body themselves.
+    # JSON only: a form or multipart post to a JSON route is a 415, not a silently different body.
+    # Routes that take other encodings (Slack's form posts) read and verify the raw body themselves.
     app.req_options.media_handlers.pop(falcon.MEDIA_URLENCODED, None)
+    app.req_options.media_handlers.pop(falcon.MEDIA_MULTIPART, None)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = strict_json_handler()
     register_error_handlers(app)
 
@@ -82,8 +79,8 @@ def create_app(runtime: Runtime, broker: dramatiq.Broker, catalogue: Mapping[str
     app.add_route("/webhook/custom", CustomWebhook(bus, secret=settings.webhook_secret, max_body_bytes=limit))
     app.add_route("/keys", KeysResource(sessions))
     app.add_route("/keys/{key_id}", KeyResource(sessions))
-    app.add_route("/login", LoginResource(sessions, signer))
-    app.add_route("/logout", LogoutResource())
+    app.add_route("/login", LoginResource(sessions))
+    app.add_route("/logout", LogoutResource(sessions))
     app.add_route("/openapi.json", OpenApiResource(app, version=__version__))
     app.add_route("/docs", DocsResource())
     app.add_route("/healthz", HealthResource())
@@ -92,7 +89,7 @@ def create_app(runtime: Runtime, broker: dramatiq.Broker, catalogue: Mapping[str
 
 
 def check_broker(broker: dramatiq.Broker) -> None:
+    """Readiness of the broker: a short-timeout AMQP connection to RabbitMQ; the in-process one is always up."""
     if isinstance(broker, RabbitmqBroker):
         parameters = broker.parameters[0] if isinstance(broker.parameters, list) else broker.parameters
-        connection = pika.BlockingConnection(parameters)
-        connection.close()
+        rabbitmq_probe(parameters)

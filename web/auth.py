@@ -1,11 +1,12 @@
 """Authentication and authorisation of every route, in one Falcon middleware and one scope table.
 
-A request is authenticated by ``Authorization: Bearer <key>`` or by the dashboard's signed session
-cookie (whose unsafe requests must also carry the CSRF token). Each (route template, method) names
-the scope it needs in :data:`ROUTE_SCOPES` (``None``: public); a route missing from the table needs
-``admin``, so a new route is never open by accident. A task id in the path that belongs to another
-tenant answers 404, exactly like an unknown id. The caller's :class:`Principal` is put in
-``req.context.principal`` for responders to filter lists and own new work.
+A request is authenticated by ``Authorization: Bearer <key>`` or by the dashboard's session cookie
+(a random token whose session lives in the database; unsafe requests must also carry the CSRF
+token). Each (route template, method) names the scope it needs in :data:`ROUTE_SCOPES` (``None``:
+public); a route missing from the table needs ``admin``, so a new route is never open by accident.
+Routes that describe every tenant at once are for operators only (:data:`OPERATOR_ROUTES`). A task
+id in the path that belongs to another tenant answers 404, exactly like an unknown id. The caller's
+:class:`Principal` is put in ``req.context.principal`` for responders to filter lists and own new work.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import secrets
-import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -24,14 +23,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.database import autocommit
-from models.security import SYSTEM_TENANT, ApiKey, KeyIdentity, get_key, identify_key
+from models.security import SYSTEM_TENANT, ApiKey, KeyIdentity, identify_key
 from models.tasks import Task
+from models.web_sessions import session_identity
 
 __all__ = [
     "Auth",
     "Principal",
     "ROUTE_SCOPES",
-    "SessionSigner",
+    "OPERATOR_ROUTES",
+    "csrf_token_of",
+    "same_secret",
+    "principal_of",
     "tenant_of",
     "visible_tenants",
     "SESSION_COOKIE",
@@ -86,6 +89,10 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("/docs", "GET"): None,
 }
 
+#: Routes whose answers describe every tenant at once: only operators (keys of the ``system``
+#: tenant) may call them, whatever their scopes. A tenant's keys get 403.
+OPERATOR_ROUTES = frozenset({("/metrics", "GET")})
+
 #: Pages a browser opens: without a session they send it to the sign-in form instead of a 401.
 LOGIN_REDIRECTS = frozenset({"/"})
 
@@ -102,6 +109,11 @@ class Principal:
 
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
+
+    @property
+    def operator(self) -> bool:
+        """Runs the installation, not one tenant's work: a ``system`` key, or anyone with auth off."""
+        return self.tenants is None or self.tenant == SYSTEM_TENANT
 
     @classmethod
     def of_key(cls, key: ApiKey | KeyIdentity) -> Principal:
@@ -128,30 +140,14 @@ def visible_tenants(req: falcon.Request) -> Collection[str] | None:
     return principal_of(req).tenants
 
 
-class SessionSigner:
-    """Signs dashboard session cookies and derives their CSRF tokens (HMAC-SHA256)."""
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of two texts as bytes (``compare_digest`` refuses non-ASCII ``str``)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
-    def __init__(self, secret: str) -> None:
-        self.secret = secret.encode() if secret else secrets.token_bytes(32)
-        self.ephemeral = not secret
 
-    def _mac(self, text: str) -> str:
-        return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()
-
-    def sign(self, key_id: str, *, seconds: int = SESSION_SECONDS) -> str:
-        payload = f"{key_id}.{int(time.time()) + seconds}"
-        return f"{payload}.{self._mac(payload)}"
-
-    def key_id(self, cookie: str) -> str | None:
-        """The key id of a valid, unexpired session cookie."""
-        key_id, _, rest = cookie.partition(".")
-        expires, _, mac = rest.partition(".")
-        if not expires.isdigit() or not hmac.compare_digest(mac, self._mac(f"{key_id}.{expires}")):
-            return None
-        return key_id if int(expires) > time.time() else None
-
-    def csrf_token(self, cookie: str) -> str:
-        return self._mac(f"csrf.{cookie}")
+def csrf_token_of(cookie: str) -> str:
+    """The CSRF token of a session: derived from its cookie, which scripts on other sites cannot read."""
+    return hmac.new(cookie.encode("utf-8", "surrogatepass"), b"interlock csrf", hashlib.sha256).hexdigest()
 
 
 def _unauthorized(description: str) -> falcon.HTTPUnauthorized:
@@ -161,9 +157,8 @@ def _unauthorized(description: str) -> falcon.HTTPUnauthorized:
 class Auth:
     """The middleware: authenticate, check the route's scope, hide other tenants' tasks."""
 
-    def __init__(self, sessions: sessionmaker[Session], signer: SessionSigner, *, enabled: bool) -> None:
+    def __init__(self, sessions: sessionmaker[Session], *, enabled: bool) -> None:
         self.sessions = sessions
-        self.signer = signer
         self.enabled = enabled
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
@@ -187,6 +182,11 @@ class Auth:
             raise falcon.HTTPForbidden(
                 title="Missing scope", description=f"This route needs a key with the {scope!r} scope."
             )
+        if key in OPERATOR_ROUTES and not principal.operator:
+            raise falcon.HTTPForbidden(
+                title="Operators only",
+                description=f"{req.uri_template} covers every tenant: it needs a key of the {SYSTEM_TENANT!r} tenant.",
+            )
         req.context.principal = principal
         self._check_tenant(principal, params)
 
@@ -204,21 +204,17 @@ class Auth:
         cookie = req.get_cookie_values(SESSION_COOKIE)
         if not cookie:
             return None
-        key_id = self.signer.key_id(cookie[0])
-        if key_id is None:
-            return None
-        with self.sessions() as session:
-            record = get_key(session, key_id)
-            principal = Principal.of_key(record) if record is not None and record.revoked_at is None else None
-        if principal is None:
-            return None
-        token = self.signer.csrf_token(cookie[0])
+        with autocommit(self.sessions) as connection:
+            identity = session_identity(connection, cookie[0])
+        if identity is None:
+            return None  # never issued, signed out, expired, or its key was revoked
+        token = csrf_token_of(cookie[0])
         req.context.csrf_token = token
-        if req.method not in SAFE_METHODS and not hmac.compare_digest(req.get_header(CSRF_HEADER) or "", token):
+        if req.method not in SAFE_METHODS and not same_secret(req.get_header(CSRF_HEADER) or "", token):
             raise falcon.HTTPForbidden(
                 title="CSRF token missing", description=f"Requests signed in by cookie must send {CSRF_HEADER}."
             )
-        return principal
+        return Principal.of_key(identity)
 
     def _check_tenant(self, principal: Principal, params: dict[str, Any]) -> None:
         if principal.tenants is None:

@@ -2,6 +2,8 @@
 
 Nothing is kept in the API process, so the page is the same behind any replica and after restarts.
 The page follows a task's progress with ``/agent/stream``; lists are refreshed by polling.
+Tasks and events are the caller's tenant's; what describes every tenant at once (queue depths,
+circuit breakers of the hosts tools call, the broker's UI) is shown to operators only.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from models.breakers import breaker_view, list_breakers
 from models.events import list_events
 from models.tasks import Task, task_events, task_status
 
-from .auth import visible_tenants
+from .auth import principal_of, visible_tenants
+from .pages import CSP_NONCE, protect_page
 
 __all__ = ["DashboardPage", "RecentTasks", "TaskEvents", "Overview"]
 
@@ -38,8 +41,10 @@ class DashboardPage:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_HTML
         token = str(getattr(req.context, "csrf_token", ""))  # set by web.auth for a cookie session
-        resp.data = PAGE.read_bytes().replace(b"__CSRF_TOKEN__", token.encode())
-        resp.set_header("Cache-Control", "no-store")
+        nonce = protect_page(resp)
+        resp.data = (
+            PAGE.read_bytes().replace(b"__CSRF_TOKEN__", token.encode()).replace(CSP_NONCE.encode(), nonce.encode())
+        )
 
 
 class RecentTasks:
@@ -98,13 +103,15 @@ class Overview:
         self.queues = sorted({spec.queue for spec in catalogue.values()})
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        try:
-            queues: list[dict[str, Any]] | None = queue_depths(self.broker, self.queues)
-        except Exception:  # a framework boundary: the page still shows what the database knows
-            logger.exception("queue depths unavailable")
-            queues = None
+        operator = principal_of(req).operator
+        queues: list[dict[str, Any]] | None = None
+        if operator:
+            try:
+                queues = queue_depths(self.broker, self.queues)
+            except Exception:  # a framework boundary: the page still shows what the database knows
+                logger.exception("queue depths unavailable")
         with self.sessions() as session:
-            breakers = [breaker_view(b) for b in list_breakers(session)]
+            breakers = [breaker_view(b) for b in list_breakers(session)] if operator else None
             events = [
                 {"id": e.id, "type": e.type, "source": e.source, "tasks": len(e.task_ids), "at": iso(e.created_at)}
                 for e in list_events(session, limit=20, tenants=visible_tenants(req))
@@ -113,9 +120,10 @@ class Overview:
             name: f"{limit.count}/{limit.period:g}s" for name, limit in parse_limits(self.settings.rate_limits).items()
         }
         resp.media = {
+            "operator": operator,  # false: queues, breakers and broker_ui are withheld (null)
             "queues": queues,
             "rate_limits": limits,
             "breakers": breakers,
             "events": events,
-            "broker_ui": self.settings.rabbitmq_ui if self.settings.uses_rabbitmq else None,
+            "broker_ui": self.settings.rabbitmq_ui if self.settings.uses_rabbitmq and operator else None,
         }

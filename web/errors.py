@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 import falcon
@@ -39,10 +40,27 @@ def check_storable(value: Any, depth: int = 0) -> None:
             check_storable(item, depth + 1)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON: numbers must be finite (NaN, Infinity and -Infinity are not accepted)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range: numbers must be finite")
+    return value
+
+
 def strict_loads(text: str) -> Any:
-    """``json.loads`` that refuses what no route can store: NUL characters, lone surrogates, deep nesting."""
+    """``json.loads`` that refuses what no route can store or what is not JSON at all.
+
+    Python's parser accepts ``NaN``, ``Infinity`` and ``-Infinity`` and turns ``1e999999`` into
+    infinity; none of them is JSON (RFC 8259), PostgreSQL's ``jsonb`` refuses them, and SQLite
+    would store what no JSON reader can read back. Also refused: NUL characters, lone surrogates
+    and deep nesting. Every JSON body the API reads goes through here, webhooks included.
+    """
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         raise ValueError(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep") from None
     check_storable(value)

@@ -1,32 +1,112 @@
-"""Liveness and readiness: is the process up; can it reach the database, the broker, the schema head."""
+"""Liveness and readiness: is the process up; can it reach the database, the broker, the schema head.
+
+``/readyz`` is public and probed often, so it stays cheap and bounded: one pooled connection and
+``SELECT 1`` per probe; the schema's revision is read at most every few seconds (the code's own
+head once per process); the broker is probed with a fresh AMQP connection whose every timeout is
+about a second, at most once every two seconds, so a broker that accepts connections and never
+answers makes the probe fail fast instead of hanging it.
+"""
 
 from __future__ import annotations
 
+import copy
+import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import falcon
-from sqlalchemy import Engine, text
+import pika
+from sqlalchemy import Connection, Engine, text
 
-__all__ = ["HealthResource", "ReadyResource", "schema_is_current"]
+__all__ = [
+    "HealthResource",
+    "ReadyResource",
+    "CachedCheck",
+    "SchemaHead",
+    "rabbitmq_probe",
+    "schema_is_current",
+    "SCHEMA_CHECK_SECONDS",
+    "BROKER_CHECK_SECONDS",
+]
+
+T = TypeVar("T")
+
+#: How long a probe reuses the database's schema revision before reading it again.
+SCHEMA_CHECK_SECONDS = 5.0
+#: How long a probe reuses the broker's answer (or failure) before connecting again.
+BROKER_CHECK_SECONDS = 2.0
+#: Each of the broker probe's timeouts: TCP connect, socket reads, the whole AMQP handshake.
+BROKER_TIMEOUT_SECONDS = 1.0
+
+
+class CachedCheck(Generic[T]):
+    """Runs ``check`` at most once per ``seconds`` in this process; calls in between get its outcome.
+
+    Arguments are passed to ``check`` when it runs (and ignored when the outcome is reused).
+    A failure is remembered as long as a success, so a down dependency is not hammered by every
+    probe. Concurrent callers wait for the one check in flight rather than starting their own.
+    """
+
+    def __init__(self, check: Callable[..., T], seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.check = check
+        self.seconds = seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._at: float | None = None
+        self._value: T | None = None
+        self._error: Exception | None = None
+
+    def __call__(self, *args: Any) -> T:
+        with self._lock:
+            if self._at is None or self.clock() - self._at >= self.seconds:
+                try:
+                    self._value, self._error = self.check(*args), None
+                except Exception as exc:  # noqa: BLE001 - remembered and re-raised to every caller
+                    self._value, self._error = None, exc
+                self._at = self.clock()
+            if self._error is not None:
+                raise self._error
+            return self._value  # type: ignore[return-value]
+
+
+class SchemaHead:
+    """The newest migration shipped with this code (read once) compared with the database's."""
+
+    @cached_property
+    def expected(self) -> frozenset[str]:
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
+        root = Path(__file__).resolve().parent.parent
+        return frozenset(ScriptDirectory.from_config(Config(str(root / "alembic.ini"))).get_heads())
+
+    def compare(self, connection: Connection) -> tuple[bool, str]:
+        from alembic.runtime.migration import MigrationContext
+
+        current = set(MigrationContext.configure(connection).get_current_heads())
+        if current == self.expected:
+            return True, ",".join(sorted(current))
+        return False, f"database at {sorted(current) or 'no revision'}, code expects {sorted(self.expected)}"
 
 
 def schema_is_current(engine: Engine) -> tuple[bool, str]:
     """Compare the database's Alembic revision with the newest migration shipped with the code."""
-    from pathlib import Path
-
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    root = Path(__file__).resolve().parent.parent
-    script = ScriptDirectory.from_config(Config(str(root / "alembic.ini")))
-    heads = set(script.get_heads())
     with engine.connect() as connection:
-        current = set(MigrationContext.configure(connection).get_current_heads())
-    if current == heads:
-        return True, ",".join(sorted(current))
-    return False, f"database at {sorted(current) or 'no revision'}, code expects {sorted(heads)}"
+        return SchemaHead().compare(connection)
+
+
+def rabbitmq_probe(parameters: pika.ConnectionParameters, *, timeout: float = BROKER_TIMEOUT_SECONDS) -> None:
+    """Open and close one AMQP connection with every timeout at ``timeout`` (pika's are 10-15 s)."""
+    probe = copy.deepcopy(parameters)
+    probe.socket_timeout = timeout
+    probe.stack_timeout = timeout * 1.5
+    probe.blocked_connection_timeout = timeout
+    probe.connection_attempts = 1
+    probe.retry_delay = 0
+    pika.BlockingConnection(probe).close()
 
 
 class HealthResource:
@@ -37,7 +117,8 @@ class HealthResource:
 class ReadyResource:
     def __init__(self, engine: Engine, broker_check: Callable[[], None]) -> None:
         self.engine = engine
-        self.broker_check = broker_check
+        self.schema_check = CachedCheck(SchemaHead().compare, SCHEMA_CHECK_SECONDS)
+        self.broker_check = CachedCheck(broker_check, BROKER_CHECK_SECONDS)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         checks: dict[str, Any] = {}
@@ -45,8 +126,8 @@ class ReadyResource:
         try:
             with self.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-            current, detail = schema_is_current(self.engine)
+                checks["database"] = "ok"
+                current, detail = self.schema_check(connection)
             checks["schema"] = "ok" if current else f"behind: {detail}"
             ready = ready and current
         except Exception as exc:  # noqa: BLE001 - a probe reports failures, it does not raise them

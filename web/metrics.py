@@ -2,7 +2,8 @@
 
 Request metrics come from a Falcon middleware; task counts by workflow and state are read from
 PostgreSQL at scrape time, so they are the same on every API replica and survive restarts.
-Each app has its own registry (several apps may live in one test process).
+Each app has its own registry (several apps may live in one test process). Task counts cover
+every tenant, so ``/metrics`` answers operators only (``web.auth.OPERATOR_ROUTES``).
 """
 
 from __future__ import annotations
@@ -43,8 +44,18 @@ class TaskStateCollector(Collector):
         return []  # not collected at registration (no database call then)
 
 
+#: Methods counted under their own name; any other (gunicorn accepts made-up ones) is ``other``.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+#: The route label of a request that matched no route (never the raw path: every label is bounded).
+UNMATCHED = "unmatched"
+
+
 class ApiMetrics:
-    """Falcon middleware counting requests by route, method and status, with latency."""
+    """Falcon middleware counting requests by route template, method and status, with latency.
+
+    Every label takes a bounded set of values, whatever clients send: the route is the matched
+    template, the method one of :data:`KNOWN_METHODS` or ``other``.
+    """
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.registry = CollectorRegistry()
@@ -70,11 +81,12 @@ class ApiMetrics:
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
         started = getattr(req.context, "metrics_started", None)
-        route = req.uri_template or "unmatched"
+        route = req.uri_template or UNMATCHED
+        method = req.method if req.method in KNOWN_METHODS else "other"
         status = str(resp.status_code)
-        self.requests.labels(route, req.method, status).inc()
+        self.requests.labels(route, method, status).inc()
         if started is not None:
-            self.latency.labels(route, req.method).observe(time.perf_counter() - started)
+            self.latency.labels(route, method).observe(time.perf_counter() - started)
         workflow = getattr(req.context, "submitted_workflow", None)
         if workflow and resp.status_code < 300:
             self.submissions.labels(workflow).inc()

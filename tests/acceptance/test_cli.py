@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -48,6 +49,29 @@ def test_dev_runs_a_task_to_success_on_embedded_defaults(tmp_path) -> None:
         assert follow.returncode == 0, follow.stdout + follow.stderr
         assert "100%" in follow.stdout and "SUCCESS" in follow.stdout
     assert (tmp_path / "interlock.db").exists()
+
+
+def test_dev_honours_an_explicit_interlock_auth_on(tmp_path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**base_env(), "INTERLOCK_AUTH": "on"}
+    with Proc(["dev", "--port", str(port)], env=env, log=tmp_path / "dev.log", cwd=tmp_path) as dev:
+        wait_http(f"{url}/healthz", proc=dev)
+        assert "AUTHENTICATION IS OFF" not in dev.output() and "Authentication is on" in dev.output()
+        assert requests.get(f"{url}/keys", timeout=5).status_code == 401
+        assert requests.post(f"{url}/agent/execute", json={"query": "x"}, timeout=5).status_code == 401
+        made = subprocess.run(
+            [sys.executable, "-m", "interlock.cli", "keys", "create", "--tenant", "me", "--scope", "admin", "--json"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        key = json.loads(made.stdout)["key"]
+        listed = requests.get(f"{url}/keys", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+        assert listed.status_code == 200, listed.text
 
 
 @pytest.mark.rabbitmq

@@ -31,6 +31,8 @@ def test_dashboard_shows_a_task_reaching_100_percent_and_its_page(settings, fake
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
                 try:
                     page = browser.new_page()
+                    console: list[str] = []  # the page runs under a strict CSP: it must not trip it
+                    page.on("console", lambda message: console.append(message.text))
                     page.goto(f"{base}/")
                     page.fill("#query", "dashboard run")
                     page.click("#submit button")
@@ -50,6 +52,9 @@ def test_dashboard_shows_a_task_reaching_100_percent_and_its_page(settings, fake
                     assert any("synthesis" in s for s in steps), steps
                     assert "fake-llm answer" in page.locator("#result").inner_text()
                     page.screenshot(path=str(tmp_path / "task.png"), full_page=True)
+                    assert not [m for m in console if "Content Security Policy" in m], console
+                    width = page.locator("#summary .bar").evaluate("bar => bar.style.width")
+                    assert width == "100%"  # set by script: style attributes in markup are refused
                 finally:
                     browser.close()
     finally:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
+
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -83,3 +86,54 @@ def test_worker_metrics_are_summed_over_two_processes(settings, fake_llm, tmp_pa
             assert value(parsed, "interlock_worker_tasks_total", actor="interlock.agent", outcome="failure") == 0
     finally:
         stop_stack(stack)
+
+
+@pytest.mark.filterwarnings("ignore:Unknown REQUEST_METHOD")  # wsgiref's validator, which is right
+def test_made_up_methods_and_paths_do_not_grow_the_metrics(settings) -> None:
+    """gunicorn passes any token as a method; every label must still take a bounded set of values."""
+    stack = start_stack(settings, worker=False)
+    try:
+        for n in range(300):
+            stack.client.simulate_request(f"Q{n:06d}ZZ", "/healthz")
+            stack.client.simulate_get(f"/no/such/route/{n}")
+            stack.client.simulate_get(f"/agent/status/{n:036d}")
+        text = stack.client.simulate_get("/metrics").text
+    finally:
+        stop_stack(stack)
+    parsed = samples(text)
+    labels = [dict(key) for name, key in parsed if name.startswith("interlock_http_request")]
+    assert {lab["method"] for lab in labels} <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+    assert {lab["route"] for lab in labels} <= {"/healthz", "unmatched", "/agent/status/{task_id}", "/metrics"}
+    assert value(parsed, "interlock_http_requests_total", route="/healthz", method="other", status="400") == 300
+    assert value(parsed, "interlock_http_requests_total", route="unmatched", method="GET", status="404") == 300
+    assert len(text) < 20_000, len(text)
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses with a socket listening on ``port`` (what ``ss -ltn`` shows), IPv4 and IPv6."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # little-endian words
+                found.add(str(ipaddress.ip_address(words)))
+    return found
+
+
+def test_worker_metrics_listen_on_loopback_by_default(settings, tmp_path) -> None:
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("needs Linux's /proc/net/tcp to see the listening address")
+    port = free_port()
+    env = base_env(settings.replace(worker_metrics_port=port).to_env())
+    del env["INTERLOCK_WORKER_METRICS_HOST"]  # the default, as a user who never heard of it runs it
+    with Proc(["worker", "--processes", "1", "--threads", "1"], env=env, log=tmp_path / "w.log") as worker:
+        wait_http(f"http://127.0.0.1:{port}/metrics", proc=worker)
+        assert _listening_addresses(port) == {"127.0.0.1"}
+        assert f"worker metrics at http://127.0.0.1:{port}/metrics" in worker.output()

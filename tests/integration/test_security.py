@@ -147,7 +147,7 @@ def test_public_routes_need_no_key(secure: Stack) -> None:
     for path in ("/healthz", "/openapi.json", "/docs", "/login"):
         assert secure.client.simulate_get(path).status_code == 200, path
     assert secure.client.simulate_post("/webhook/custom", body=b"{}").status_code in (401, 503)
-    metrics = new_key(secure, "ops", "metrics")
+    metrics = new_key(secure, "system", "metrics")  # /metrics is for operators (see test_web_sessions)
     assert secure.client.simulate_get("/metrics", headers=bearer(metrics)).status_code == 200
 
 

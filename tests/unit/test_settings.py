@@ -72,3 +72,37 @@ def test_config_error_is_reported_not_raised() -> None:
         [sys.executable, "-m", "interlock.cli", "config"], env=env, cwd=ROOT, capture_output=True, text=True
     )
     assert out.returncode == 2 and "INTERLOCK_MAX_RETRIES" in out.stderr
+
+
+def test_config_command_masks_the_passwords_inside_urls() -> None:
+    env = {
+        "INTERLOCK_DATABASE_URL": "postgresql://interlock:db-pass-1@db.internal:5432/interlock",
+        "INTERLOCK_BROKER_URL": "amqp://worker:broker%2Fpass-2@mq.internal:5672/%2F",
+        "INTERLOCK_TOOLS_DATABASE_URL": "postgresql://reader:tools-pass-3@tools.internal/warehouse?sslmode=require",
+        "PATH": "/usr/bin:/bin",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "interlock.cli", "config"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    for secret in ("db-pass-1", "broker%2Fpass-2", "broker/pass-2", "tools-pass-3"):
+        assert secret not in out.stdout
+    assert "postgresql://interlock:***@db.internal:5432/interlock" in out.stdout
+    assert "amqp://worker:***@mq.internal:5672/%2F" in out.stdout
+    assert "postgresql://reader:***@tools.internal/warehouse?sslmode=require" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+        ("amqp://guest:guest@127.0.0.1:5672/", "amqp://guest:***@127.0.0.1:5672/"),
+        ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:p@[::1]:5432/db", "postgresql://u:***@[::1]:5432/db"),
+    ],
+)
+def test_url_passwords_are_masked_and_the_rest_kept(url: str, shown: str) -> None:
+    from interlock.settings import mask_password
+
+    assert mask_password(url) == shown
