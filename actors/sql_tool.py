@@ -1,18 +1,19 @@
-"""The SQL tool: one read-only SELECT against the tools database, never with superuser rights.
+"""The SQL tool: one checked SELECT on the tools database, read-only, never as a superuser.
 
-Layers, each of which alone would stop a write:
+Layers, each of which alone would stop a write or a read of the server's files:
 
-1. The text is parsed by PostgreSQL's own parser (``pglast``): exactly one statement, a plain
-   SELECT (or VALUES/TABLE/UNION of them), with no ``INTO``, no ``FOR UPDATE/SHARE``, no
-   data-modifying CTE and none of a short list of functions with side effects outside the table
-   data (files, other sessions, settings, advisory locks, dynamic SQL).
-2. It runs in a ``READ ONLY`` transaction with a ``statement_timeout``, fetching at most
-   ``INTERLOCK_TOOLS_MAX_ROWS`` rows through a server-side cursor, then rolls back.
-3. It never runs as a superuser (a read-only transaction does not stop ``pg_read_file``): a
-   superuser URL is refused unless ``INTERLOCK_TOOLS_DATABASE_ROLE`` names a non-superuser role
-   to ``SET ROLE`` to. The best setup is a login role with SELECT on what agents may read.
+1. The guard (:mod:`actors.sql_guard`): one plain SELECT that calls only PostgreSQL's own
+   side-effect-free functions and operators (an allowlist), run as the checked tree printed back
+   with every call qualified with ``pg_catalog``.
+2. It runs in a ``READ ONLY`` transaction with a ``statement_timeout``; rows are streamed one at a
+   time and reading stops at ``INTERLOCK_TOOLS_MAX_ROWS`` rows or ``INTERLOCK_TOOLS_MAX_RESULT_BYTES``
+   bytes of JSON (``truncated: true``), so a huge result is never held in memory nor cached.
+3. The login itself must be restricted: a session user that is a superuser, or a member of a
+   superuser role or of the roles that read and write the server's files, is refused before
+   anything runs. ``SET ROLE`` cannot make such a login safe (a session can always undo it), so
+   ``INTERLOCK_TOOLS_DATABASE_ROLE`` only narrows a restricted login further.
 
-Parameters are named (``:name``), given as a JSON object and bound by the driver, never formatted
+Parameters are named (``:name``), given as a JSON object and bound by the server, never formatted
 into the text.
 """
 
@@ -21,149 +22,55 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import json
 import logging
 import math
-import re
 import uuid
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Generator, Mapping
+from typing import Any, cast
 
-import pglast
-from pglast import ast
-from sqlalchemy import Connection, create_engine, text
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
-from sqlalchemy.sql.elements import TextClause
+import psycopg
+from psycopg import sql
 
 from interlock.settings import Settings
 
 from .errors import InvalidInput, PermanentError, TransientError
+from .sql_guard import ALLOWED_FUNCTIONS, CheckedQuery, QueryRefused, check_select, compile_select
 
-__all__ = ["QueryRefused", "check_select", "check_params", "run_query", "FORBIDDEN_FUNCTIONS"]
+__all__ = ["ALLOWED_FUNCTIONS", "QueryRefused", "check_select", "check_params", "run_query"]
 
 logger = logging.getLogger(__name__)
 
-MAX_QUERY_CHARS = 20_000
+#: Roles whose members read or write the server's files or run programs on it.
+_SERVER_FILE_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program")
 
-#: Functions whose effects reach beyond reading table data; refused wherever they appear.
-FORBIDDEN_FUNCTIONS = frozenset(
-    {
-        "set_config",
-        "pg_terminate_backend",
-        "pg_cancel_backend",
-        "pg_reload_conf",
-        "pg_rotate_logfile",
-        "pg_stat_file",
-        "pg_notify",
-        "pg_switch_wal",
-        "pg_create_restore_point",
-        "pg_promote",
-        "pg_logical_emit_message",
-        "pg_file_write",
-    }
-)
-FORBIDDEN_PREFIXES = (
-    "pg_read_",
-    "pg_ls_",
-    "lo_",
-    "dblink",
-    "pg_advisory_",
-    "pg_try_advisory_",
-    "query_to_xml",
-    "cursor_to_xml",
-)
+#: Pseudo-types of an argument that a table's row can be passed as, in ``x.name`` (attribute notation).
+_ROW_PSEUDO_TYPES = ("record", "any", "anyelement", "anynonarray", "anycompatible", "anycompatiblenonarray")
 
-#: ``:name`` is checked as ``$1000000``, ``$1000001``...; lower numbers were written by the caller.
-_OUR_PARAMS = 1_000_000
-
-#: How SQLAlchemy's ``text()`` finds ``:name`` parameters; the check must see what will run.
-_BIND = TextClause._bind_params_regex
-
-_STATEMENT_NAMES = {
-    "InsertStmt": "INSERT",
-    "UpdateStmt": "UPDATE",
-    "DeleteStmt": "DELETE",
-    "MergeStmt": "MERGE",
-    "DropStmt": "DROP",
-    "TruncateStmt": "TRUNCATE",
-    "CopyStmt": "COPY",
-    "CallStmt": "CALL",
-    "DoStmt": "DO",
-    "VariableSetStmt": "SET",
-    "ExplainStmt": "EXPLAIN",
-    "CreateStmt": "CREATE TABLE",
-    "CreateTableAsStmt": "CREATE TABLE AS",
-    "AlterTableStmt": "ALTER TABLE",
-    "GrantStmt": "GRANT",
-    "TransactionStmt": "a transaction command",
-    "LockStmt": "LOCK",
-    "VacuumStmt": "VACUUM",
-}
-
-
-class QueryRefused(InvalidInput):
-    """The query is not a single, side-effect-free SELECT."""
-
-
-def check_select(query: str) -> list[str]:
-    """Refuse anything but one plain SELECT; returns the ``:name`` parameters it uses."""
-    if not isinstance(query, str) or not query.strip():
-        raise QueryRefused("the query is empty")
-    if len(query) > MAX_QUERY_CHARS:
-        raise QueryRefused(f"the query is longer than {MAX_QUERY_CHARS} characters")
-    names: list[str] = []
-
-    def placeholder(match: re.Match[str]) -> str:
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${_OUR_PARAMS + names.index(match.group(1))}"
-
-    parseable = _BIND.sub(placeholder, query).replace("\\:", ":")
-    try:
-        statements = pglast.parse_sql(parseable)
-    except pglast.parser.ParseError as exc:
-        hint = " (write CAST(:name AS type), not :name::type)" if "::" in query else ""
-        raise QueryRefused(f"the query is not valid SQL: {exc}{hint}") from exc
-    if len(statements) != 1:
-        raise QueryRefused(f"exactly one statement is allowed; the query has {len(statements)}")
-    statement = statements[0].stmt
-    if not isinstance(statement, ast.SelectStmt):
-        kind = type(statement).__name__
-        raise QueryRefused(f"only SELECT is allowed, not {_STATEMENT_NAMES.get(kind, kind)}")
-    for node in _walk(statement):
-        _refuse_node(node)
-    return names
-
-
-def _refuse_node(node: ast.Node) -> None:
-    if isinstance(node, ast.IntoClause):
-        raise QueryRefused("SELECT ... INTO creates a table; only plain SELECT is allowed")
-    if isinstance(node, ast.LockingClause):
-        raise QueryRefused("locking clauses (FOR UPDATE / FOR SHARE) are not allowed")
-    if isinstance(node, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt | ast.MergeStmt):
-        kind = _STATEMENT_NAMES[type(node).__name__]
-        raise QueryRefused(f"data-modifying statements ({kind}) are not allowed, not even in a WITH clause")
-    if isinstance(node, ast.ParamRef) and (node.number or 0) < _OUR_PARAMS:
-        raise QueryRefused(f"positional parameters (${node.number}) are not supported; use :name")
-    if isinstance(node, ast.FuncCall):
-        name = str(getattr(node.funcname[-1], "sval", "")).lower() if node.funcname else ""
-        if name in FORBIDDEN_FUNCTIONS or name.startswith(FORBIDDEN_PREFIXES):
-            raise QueryRefused(f"the function {name}() is not allowed in tool queries")
-
-
-def _walk(node: Any) -> Iterator[ast.Node]:
-    """Every AST node below (and including) ``node``."""
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list | tuple):
-            stack.extend(item)
-        elif isinstance(item, ast.Node):
-            yield item
-            stack.extend(getattr(item, name, None) for name in getattr(type(item), "__slots__", ()))
+#: One round trip before the query: who logs in, what it may become, which functions ``x.name``
+#: could call, and this transaction's limits.
+_SETUP = """
+SELECT session_user::text,
+       (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = session_user),
+       ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_roles r
+             WHERE pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER')
+               AND (r.rolsuper OR r.rolname = ANY(%(file_roles)s))
+             ORDER BY r.rolname),
+       ARRAY(SELECT DISTINCT n.nspname || '.' || p.proname
+             FROM pg_catalog.pg_proc p
+             JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+             JOIN pg_catalog.pg_type t ON t.oid = p.proargtypes[0]
+             WHERE p.proname = ANY(%(attributes)s) AND p.pronargs >= 1
+               AND p.pronargs - p.pronargdefaults <= 1
+               AND (t.typtype IN ('c', 'd') OR t.typname = ANY(%(row_types)s))),
+       pg_catalog.set_config('statement_timeout', %(timeout)s, true),
+       pg_catalog.set_config('search_path', pg_catalog.concat_ws(', ', 'pg_catalog',
+                             NULLIF(pg_catalog.current_setting('search_path'), '')), true)
+"""
 
 
 def check_params(names: list[str], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameter values, if they are exactly the query's ``:name`` parameters and scalars (or lists)."""
     if not isinstance(params, Mapping):
         raise InvalidInput("params must be a JSON object of named parameters")
     missing = [n for n in names if n not in params]
@@ -181,81 +88,117 @@ def check_params(names: list[str], params: Mapping[str, Any]) -> dict[str, Any]:
     return dict(params)
 
 
-def run_query(query: str, params: Mapping[str, Any] | None = None, *, settings: Settings) -> dict[str, Any]:
-    """``{status, count, data, truncated}``: the rows of one checked SELECT on the tools database."""
-    names = check_select(query)
-    values = check_params(names, params or {})
-    url = _tools_url(settings.tools_database_url)
-    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+def run_query(
+    query: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    settings: Settings,
+    timeout_ms: int | None = None,
+) -> dict[str, Any]:
+    """``{status, count, data, truncated}``: the rows of one checked SELECT on the tools database.
+
+    ``timeout_ms`` shortens ``INTERLOCK_TOOLS_STATEMENT_TIMEOUT_MS`` (e.g. to a task's remaining time).
+    """
+    checked = compile_select(query)
+    values = check_params(checked.names, params or {})
+    conninfo = _conninfo(settings.tools_database_url)
+    configured = max(1, int(settings.tools_statement_timeout_ms))
+    limit_ms = configured if timeout_ms is None else max(1, min(configured, int(timeout_ms)))
+    source = "INTERLOCK_TOOLS_STATEMENT_TIMEOUT_MS" if limit_ms == configured else "the task's remaining time"
     try:
-        with engine.connect() as connection:
-            transaction = connection.begin()
-            try:
-                _restrict(connection, settings)
-                result = connection.execution_options(
-                    stream_results=True, max_row_buffer=settings.tools_max_rows + 1
-                ).execute(text(query), values)
-                columns = list(result.keys())
-                rows = result.fetchmany(settings.tools_max_rows + 1)
-                result.close()
-            finally:
-                transaction.rollback()
-    except DBAPIError as exc:
-        raise _translate(exc, settings) from exc
-    except SQLAlchemyError as exc:
-        raise PermanentError(f"the query could not run: {exc}") from exc
+        connection = psycopg.connect(conninfo, connect_timeout=max(2, min(10, math.ceil(limit_ms / 1000))))
+    except psycopg.Error as exc:
+        raise _translate(exc, f"{limit_ms} ms ({source})") from exc
+    try:
+        connection.read_only = True  # the transaction begins READ ONLY
+        _restrict(connection, checked, settings, limit_ms)
+        return _read(connection, checked, values, settings)
+    except psycopg.Error as exc:
+        raise _translate(exc, f"{limit_ms} ms ({source})") from exc
     finally:
-        engine.dispose()
-    truncated = len(rows) > settings.tools_max_rows
-    data = [{c: _jsonable(v) for c, v in zip(columns, row, strict=True)} for row in rows[: settings.tools_max_rows]]
-    return {"status": "success", "count": len(data), "data": data, "truncated": truncated}
+        connection.close()  # rolls the transaction back
 
 
-def _tools_url(url: str) -> str:
+def _conninfo(url: str) -> str:
     if not url:
         raise PermanentError(
             "the SQL tool is disabled: INTERLOCK_TOOLS_DATABASE_URL names no database "
             "(it never uses Interlock's own database unless told to)"
         )
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    if url.startswith("postgresql+"):
-        return url
+    scheme, separator, rest = url.partition("://")
+    if separator and scheme.split("+", 1)[0] in ("postgresql", "postgres"):
+        return f"postgresql://{rest}"
     raise PermanentError("INTERLOCK_TOOLS_DATABASE_URL must be a postgresql:// URL")
 
 
-def _restrict(connection: Connection, settings: Settings) -> None:
-    """Read-only, time-limited and not a superuser, for this transaction only."""
-    connection.execute(text("SET TRANSACTION READ ONLY"))
-    timeout_ms = max(1, int(settings.tools_statement_timeout_ms))
-    connection.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
-    is_superuser = text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-    role = settings.tools_database_role.strip()
-    if role:
-        quoted = connection.dialect.identifier_preparer.quote_identifier(role)
-        connection.execute(text(f"SET LOCAL ROLE {quoted}"))
-        if connection.execute(is_superuser).scalar():
+def _restrict(connection: psycopg.Connection[Any], checked: CheckedQuery, settings: Settings, limit_ms: int) -> None:
+    """Refuse a login that is or may become a superuser, and functions hiding as ``x.name``; set limits and role."""
+    setup = {
+        "file_roles": list(_SERVER_FILE_ROLES),
+        "attributes": sorted(checked.attributes),
+        "row_types": list(_ROW_PSEUDO_TYPES),
+        "timeout": str(limit_ms),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_SETUP, setup)
+        login, superuser, powers, functions, _, _ = cursor.fetchone() or ("", True, [], [], None, None)
+        if superuser or powers:
+            what = "a superuser" if superuser else f"a member of {', '.join(powers)}"
             raise PermanentError(
-                f"INTERLOCK_TOOLS_DATABASE_ROLE {role!r} is a superuser; the SQL tool needs a restricted role"
+                f"INTERLOCK_TOOLS_DATABASE_URL logs in as {login!r}, {what}: the SQL tool refuses a login that "
+                "is or may become a superuser or read the server's files, whatever INTERLOCK_TOOLS_DATABASE_ROLE "
+                "says (a session can undo SET ROLE). Log in as a role without these rights that may only "
+                "SELECT what agents may read"
             )
-    elif connection.execute(is_superuser).scalar():
-        raise PermanentError(
-            "INTERLOCK_TOOLS_DATABASE_URL logs in as a superuser, which a read-only transaction does not "
-            "restrict; use a role without superuser rights or name one in INTERLOCK_TOOLS_DATABASE_ROLE"
-        )
+        for function in functions:
+            schema, _, name = function.partition(".")
+            if schema != "pg_catalog" or name not in ALLOWED_FUNCTIONS:
+                raise QueryRefused(
+                    f"the function {function}() is not allowed in tool queries, and x.{name} may call it "
+                    f"(attribute notation); if {name} is a column, write it without the x. prefix"
+                )
+        role = settings.tools_database_role.strip()
+        if role:
+            cursor.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
 
 
-def _translate(exc: DBAPIError, settings: Settings) -> InvalidInput | PermanentError | TransientError:
-    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
-    detail = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+def _read(
+    connection: psycopg.Connection[Any], checked: CheckedQuery, values: dict[str, Any], settings: Settings
+) -> dict[str, Any]:
+    """Stream the rows; stop before the row that passes the row or byte cap."""
+    max_rows, max_bytes = settings.tools_max_rows, settings.tools_max_result_bytes
+    data: list[dict[str, Any]] = []
+    size = 2  # the brackets of the JSON array
+    truncated = False
+    cursor = psycopg.RawCursor(connection)
+    rows = cast(Generator[Any, None, None], cursor.stream(checked.sql, [values[name] for name in checked.names]))
+    try:
+        columns: list[str] | None = None
+        for row in rows:
+            if len(data) >= max_rows:
+                truncated = True
+                break
+            if columns is None:
+                columns = [column.name for column in cursor.description or ()]
+            item = {c: _jsonable(v) for c, v in zip(columns, row, strict=True)}
+            cost = len(json.dumps(item, ensure_ascii=False).encode()) + 2  # and the ", " before it
+            if size + cost > max_bytes:
+                truncated = True
+                break
+            data.append(item)
+            size += cost
+    finally:
+        rows.close()  # a stream left early is cancelled on the server, not read to its end
+    return {"status": "success", "count": len(data), "data": data, "truncated": truncated}
+
+
+def _translate(exc: psycopg.Error, timeout: str) -> InvalidInput | PermanentError | TransientError:
+    sqlstate = exc.sqlstate or ""
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if sqlstate == "57014":  # query_canceled: the statement timeout fired
-        return PermanentError(
-            f"the query was stopped by the statement timeout of {settings.tools_statement_timeout_ms} ms "
-            "(INTERLOCK_TOOLS_STATEMENT_TIMEOUT_MS)"
-        )
-    if sqlstate.startswith(("08", "53", "57P")) or exc.connection_invalidated or not sqlstate:
-        # connection failures, insufficient resources, server shutting down
+        return PermanentError(f"the query was stopped by the statement timeout of {timeout}")
+    if sqlstate.startswith(("08", "40", "53", "57P")) or not sqlstate:
+        # connection failures, serialisation failures, insufficient resources, server shutting down
         return TransientError(f"the tools database is unavailable: {detail}")
     if sqlstate == "25006":  # read_only_sql_transaction
         return PermanentError(f"the query tried to write in a read-only transaction: {detail}")

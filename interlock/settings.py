@@ -210,19 +210,27 @@ class Settings:
     tools_database_url: str = _setting(
         "INTERLOCK_TOOLS_DATABASE_URL",
         "",
-        "PostgreSQL URL `execute_database_query` runs against. Empty: the SQL tool is disabled "
-        "(never Interlock's own database by default).",
+        "PostgreSQL URL `execute_database_query` runs against, logging in as a role without superuser "
+        "rights that may only SELECT what agents may read (a superuser login is refused). Empty: the SQL "
+        "tool is disabled (never Interlock's own database by default).",
     )
     tools_database_role: str = _setting(
         "INTERLOCK_TOOLS_DATABASE_ROLE",
         "",
-        "Role the SQL tool switches to (`SET ROLE`) when its URL logs in as a superuser; the role must "
-        "not be a superuser. Empty: a superuser URL is refused.",
+        "Optional role the SQL tool switches to (`SET ROLE`) after logging in, to read with fewer rights "
+        "than the login has; the login must be a member. It narrows rights, it is no boundary: the login "
+        "itself must be a restricted role (a superuser login is refused whatever this says). Empty: no switch.",
     )
     tools_statement_timeout_ms: int = _setting(
         "INTERLOCK_TOOLS_STATEMENT_TIMEOUT_MS", 5000, "Statement timeout (ms) of one SQL tool query."
     )
     tools_max_rows: int = _setting("INTERLOCK_TOOLS_MAX_ROWS", 1000, "Most rows the SQL tool returns.")
+    tools_max_result_bytes: int = _setting(
+        "INTERLOCK_TOOLS_MAX_RESULT_BYTES",
+        2_000_000,
+        "Most bytes of JSON rows the SQL tool returns (and caches); rows are streamed and "
+        "the result ends with `truncated: true` before the one that would pass this.",
+    )
     cache_ttl_api: float = _setting(
         "INTERLOCK_CACHE_TTL_API", 1800.0, "Seconds a `call_external_api` result is cached (0: never)."
     )

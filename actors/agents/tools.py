@@ -164,15 +164,19 @@ def query_database(
     *,
     settings: Settings,
     sessions: sessionmaker[Session],
+    timeout_ms: int | None = None,
 ) -> dict[str, Any]:
-    """``{status, count, data, truncated, cached}`` of one SELECT on the tools database."""
+    """``{status, count, data, truncated, cached}`` of one SELECT on the tools database.
+
+    ``timeout_ms`` shortens the statement timeout (never lengthens it), e.g. to a task's remaining time.
+    """
     args = {"query": query, "params": dict(params or {})}
     return cached_call(
         sessions,
         "execute_database_query",
         args,
         ttl=settings.cache_ttl_sql,
-        call=lambda: run_query(query, params, settings=settings),
+        call=lambda: run_query(query, params, settings=settings, timeout_ms=timeout_ms),
     )
 
 

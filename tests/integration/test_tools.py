@@ -6,6 +6,7 @@ database is a scratch PostgreSQL database with a restricted login role, made and
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import uuid
@@ -24,7 +25,7 @@ from actors.circuit_breaker import breaker_states
 from actors.errors import PermanentError
 from actors.registry import discover
 from actors.runtime import Runtime
-from actors.sql_tool import run_query
+from actors.sql_tool import QueryRefused, run_query
 from actors.submit import submit
 from interlock.settings import Settings
 from interlock.worker import start_worker
@@ -47,6 +48,9 @@ class ToolsDatabase:
     role: str
     superuser_url: str
     restricted_url: str
+    narrow: str  # a role the restricted login may SET ROLE to, with fewer rights
+    sneaky_url: str  # a login that is no superuser itself but a member of a superuser role
+    admin: str
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +58,12 @@ def tools_db() -> Iterator[ToolsDatabase]:
     """A database for the SQL tool: ten items, and a login role that may only SELECT them."""
     suffix = uuid.uuid4().hex[:8]
     name, role = f"interlock_tools_{suffix}", f"interlock_tools_reader_{suffix}"
+    narrow, sneaky, admin = (f"interlock_tools_{kind}_{suffix}" for kind in ("narrow", "sneaky", "admin"))
     _admin(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE')
+    _admin(f'CREATE ROLE "{narrow}" NOLOGIN')
+    _admin(f'GRANT "{narrow}" TO "{role}"')
+    _admin(f'CREATE ROLE "{admin}" NOLOGIN SUPERUSER')
+    _admin(f'CREATE ROLE "{sneaky}" LOGIN NOSUPERUSER IN ROLE "{admin}"')
     _admin(f'CREATE DATABASE "{name}"')
     superuser_url = ADMIN_DATABASE_URL.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(superuser_url, autocommit=True) as connection:
@@ -66,12 +75,25 @@ def tools_db() -> Iterator[ToolsDatabase]:
             "INSERT INTO items SELECT i, 'item ' || i, i * 1.5, date '2026-01-01' + i FROM generate_series(1, 10) i"
         )
         connection.execute("CREATE SEQUENCE counter")
-        connection.execute(f'GRANT SELECT ON items TO "{role}"')
+        connection.execute("CREATE TABLE secrets (token text)")
+        connection.execute("CREATE TABLE notes AS SELECT 'for the reader only' AS note")
+        # Views run what the parser cannot see: they show the transaction's limits and try a write.
+        connection.execute(
+            "CREATE VIEW limits AS SELECT current_setting('transaction_read_only') AS read_only, "
+            "current_setting('statement_timeout') AS timeout, current_setting('search_path') AS search_path"
+        )
+        connection.execute("CREATE VIEW bump AS SELECT nextval('counter') AS n")
+        # The owner's own code, which items.leak would call (attribute notation) if nothing stopped it.
+        connection.execute("CREATE FUNCTION leak(items) RETURNS text LANGUAGE sql AS $$ SELECT 'owner code ran' $$")
+        connection.execute(f'GRANT SELECT ON items, notes, limits, bump TO "{role}"')
+        connection.execute(f'GRANT SELECT ON items TO "{narrow}"')
         connection.execute(f'GRANT USAGE, UPDATE ON SEQUENCE counter TO "{role}"')
     restricted_url = make_url(superuser_url).set(username=role).render_as_string(hide_password=False)
-    yield ToolsDatabase(name, role, superuser_url, restricted_url)
+    sneaky_url = make_url(superuser_url).set(username=sneaky).render_as_string(hide_password=False)
+    yield ToolsDatabase(name, role, superuser_url, restricted_url, narrow, sneaky_url, admin)
     _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    _admin(f'DROP ROLE IF EXISTS "{role}"')
+    for each in (sneaky, admin, role, narrow):
+        _admin(f'DROP ROLE IF EXISTS "{each}"')
 
 
 @pytest.fixture
@@ -92,6 +114,7 @@ def tool_settings(settings: Settings, tools_db: ToolsDatabase) -> Settings:
         scrape_max_bytes=20_000,
         tools_statement_timeout_ms=500,
         tools_max_rows=5,
+        tools_max_result_bytes=100_000,
         breaker_threshold=3,
         breaker_reset=2.0,
         min_backoff=0.1,
@@ -178,6 +201,7 @@ BAD_REQUESTS = [
         "exactly one statement",
     ),
     ("execute_database_query", {"query": "SELECT * FROM items WHERE id = :id"}, ":id"),
+    ("execute_database_query", {"query": "SELECT * FROM pg_settings"}, "system relation pg_settings"),
 ]
 
 
@@ -365,8 +389,134 @@ def test_sql_tool_returns_status_count_and_data(tool_stack: Stack) -> None:
     assert result["count"] == 0
 
 
+#: The escape of issue 14 and its relatives: SQL text handed to a function, run unseen by the parser.
+SQL_ESCAPES = [
+    ("SELECT * FROM ts_stat($$SELECT array_to_tsvector(ARRAY[pg_read_file('/etc/passwd')])$$)", "ts_stat"),
+    ("SELECT * FROM ts_stat($$SELECT array_to_tsvector(ARRAY[set_config('role', 'none', true)])$$)", "ts_stat"),
+    ("SELECT ts_rewrite('a'::tsquery, $$SELECT 'a'::tsquery, pg_read_file('/etc/passwd')::tsquery$$)", "ts_rewrite"),
+    ("SELECT query_to_xml('SELECT pg_read_file(''/etc/passwd'')', true, false, '')", "query_to_xml"),
+    ("SELECT set_config('role', 'none', true)", "set_config"),
+    ("SELECT pg_catalog.pg_read_file('/etc/passwd')", "pg_catalog.pg_read_file"),
+    ("SELECT * FROM items, LATERAL pg_ls_dir('.') AS f", "pg_ls_dir"),
+    ("SELECT current_setting('data_directory')", "current_setting"),
+]
+
+
+def test_sql_escapes_are_refused_naming_the_function(tool_stack: Stack) -> None:
+    for query, function in SQL_ESCAPES:
+        response = _post(tool_stack, "execute_database_query", {"query": query})
+        assert response.status_code == 400, (query, response.text)
+        assert response.json["title"] == "Invalid tool arguments"
+        assert f"the function {function}() is not allowed" in response.json["description"], response.json
+    assert _task_count(tool_stack) == 0
+
+
+def test_a_result_over_the_byte_cap_is_truncated_and_never_stored_whole(tool_stack: Stack) -> None:
+    """20 MB of rows (INTERLOCK_TOOLS_MAX_RESULT_BYTES=100000 here): what comes back and is cached stays under."""
+    sessions = tool_stack.runtime.sessions
+    huge = _run(
+        tool_stack, "execute_database_query", {"query": "SELECT repeat('x', 5000000) FROM generate_series(1, 4)"}
+    )
+    result = wait_for_state(sessions, huge, "SUCCESS", timeout=60).result
+    assert result["truncated"] is True and result["count"] == 0 and result["data"] == []
+
+    query = "SELECT n, repeat('x', 30000) AS filler FROM generate_series(1, 4) AS n"
+    some = _run(tool_stack, "execute_database_query", {"query": query})
+    result = wait_for_state(sessions, some, "SUCCESS").result
+    assert result["truncated"] is True and [row["n"] for row in result["data"]] == [1, 2, 3]
+    assert len(json.dumps(result["data"], ensure_ascii=False).encode()) <= 100_000
+
+    status = tool_stack.client.simulate_get(f"/agent/status/{some}")
+    assert status.status_code == 200 and len(status.content) < 100_000 + 5_000
+    with sessions() as session:
+        cached = session.scalars(select(ToolCacheEntry.value).where(ToolCacheEntry.tool == "execute_database_query"))
+        sizes = [len(json.dumps(value["data"]).encode()) for value in cached]
+    assert len(sizes) == 2 and max(sizes) <= 100_000
+
+
+#: What agents ask every day still runs, printed back with pg_catalog-qualified calls.
+EVERYDAY = [
+    (
+        "SELECT count(*) AS n, sum(price) AS total, round(avg(price), 2) AS mean, min(added) AS first FROM items",
+        {},
+        [{"n": 10, "total": 82.5, "mean": 8.25, "first": "2026-01-02"}],
+    ),
+    (
+        "SELECT to_char(added, 'YYYY-MM') AS month, count(*) AS n FROM items GROUP BY 1",
+        {},
+        [{"month": "2026-01", "n": 10}],
+    ),
+    (
+        "SELECT json_agg(json_build_object('id', id, 'name', upper(name)) ORDER BY id DESC) AS j FROM items "
+        "WHERE id <= 2",
+        {},
+        [{"j": [{"id": 2, "name": "ITEM 2"}, {"id": 1, "name": "ITEM 1"}]}],
+    ),
+    ("SELECT CAST(:doc AS jsonb) -> 'a' ->> 1 AS second", {"doc": '{"a": ["x", "y"]}'}, [{"second": "y"}]),
+    (
+        "SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id int, name text)",
+        {"rows": '[{"id": 1, "name": "a"}]'},
+        [{"id": 1, "name": "a"}],
+    ),
+    (
+        "SELECT id, lag(id) OVER w AS previous, sum(price) OVER w AS running FROM items WHERE id IN (1, 2) "
+        "WINDOW w AS (ORDER BY id)",
+        {},
+        [{"id": 1, "previous": None, "running": 1.5}, {"id": 2, "previous": 1, "running": 4.5}],
+    ),
+    (
+        "SELECT extract(day FROM added) AS d, added + interval '1 day' AS next, date_trunc('month', added)::date AS m "
+        "FROM items WHERE id = 1",
+        {},
+        [{"d": 2, "next": "2026-01-03T00:00:00", "m": "2026-01-01"}],
+    ),
+    (
+        "SELECT substring(name FROM 1 FOR 4) AS s, trim(BOTH ' ' FROM '  x ') AS t, position('1' IN name) AS p, "
+        "name LIKE 'item%' AS l, name ~* '^ITEM' AS r, split_part(name, ' ', 2)::int AS k FROM items WHERE id = 1",
+        {},
+        [{"s": "item", "t": "x", "p": 6, "l": True, "r": True, "k": 1}],
+    ),
+    (
+        "WITH RECURSIVE t(n) AS (VALUES (1) UNION ALL SELECT n + 1 FROM t WHERE n < 5) SELECT sum(n) AS s FROM t",
+        {},
+        [{"s": 15}],
+    ),
+    (
+        "SELECT i.id, c.n FROM items i CROSS JOIN LATERAL (SELECT count(*) AS n FROM items j WHERE j.id <= i.id) c "
+        "WHERE i.id = 3",
+        {},
+        [{"id": 3, "n": 3}],
+    ),
+    ("SELECT n, i FROM unnest(ARRAY[10, 20]) WITH ORDINALITY AS u(n, i)", {}, [{"n": 10, "i": 1}, {"n": 20, "i": 2}]),
+    (
+        "SELECT id FROM items WHERE id BETWEEN 2 AND 4 AND name IS DISTINCT FROM 'x' AND id NOT IN (3) "
+        "AND price > ALL (SELECT 0) AND id = ANY(:ids) ORDER BY id DESC",
+        {"ids": [2, 4, 9]},
+        [{"id": 4}, {"id": 2}],
+    ),
+    (
+        "SELECT CASE id WHEN 1 THEN 'one' ELSE 'other' END AS c, COALESCE(NULL, id) AS k, GREATEST(id, 5) AS g, "
+        "NULLIF(id, 1) AS z, EXISTS (SELECT 1 FROM items) AS e FROM items WHERE id = 1",
+        {},
+        [{"c": "one", "k": 1, "g": 5, "z": None, "e": True}],
+    ),
+    ("SELECT count(*) AS n FROM information_schema.columns WHERE table_name = 'items'", {}, [{"n": 4}]),
+    ("SELECT relname FROM pg_class WHERE relname = 'items'", {}, [{"relname": "items"}]),
+    ("TABLE items ORDER BY id DESC LIMIT 1", {}, [{"id": 10, "name": "item 10", "price": 15, "added": "2026-01-11"}]),
+    ("VALUES (1, 'a')", {}, [{"column1": 1, "column2": "a"}]),
+]
+
+
+@pytest.mark.parametrize(("query", "params", "rows"), EVERYDAY, ids=[q[:50] for q, _, _ in EVERYDAY])
+def test_everyday_queries_still_run(
+    tool_settings: Settings, query: str, params: dict[str, Any], rows: list[dict[str, Any]]
+) -> None:
+    assert run_query(query, params, settings=tool_settings)["data"] == rows
+
+
 def test_a_slow_query_is_stopped_by_the_statement_timeout(tool_stack: Stack) -> None:
-    task_id = _run(tool_stack, "execute_database_query", {"query": "SELECT pg_sleep(5)"})
+    slow = "SELECT count(*) FROM generate_series(1, 100000) AS a, generate_series(1, 100000) AS b"
+    task_id = _run(tool_stack, "execute_database_query", {"query": slow})
     task = wait_for_state(tool_stack.runtime.sessions, task_id, "FAILURE", timeout=10)
     assert "statement timeout of 500 ms" in (task.error or "") and task.attempts == 1
     assert task.finished_at is not None and task.started_at is not None
@@ -376,6 +526,12 @@ def test_a_slow_query_is_stopped_by_the_statement_timeout(tool_stack: Stack) -> 
 def test_the_worker_refuses_writes_that_skip_the_api(tool_stack: Stack, tools_db: ToolsDatabase) -> None:
     """Defence in depth: a task submitted in-process is checked again by the tool itself."""
     catalogue = discover(tool_stack.settings.agent_modules)
+    refused = [
+        ("DELETE FROM items", "not DELETE"),
+        ("DROP TABLE items", "not DROP"),
+        ("SELECT 1; DELETE FROM items", "exactly one statement"),
+        (SQL_ESCAPES[0][0], "the function ts_stat() is not allowed"),
+    ]
     ids = [
         submit(
             tool_stack.runtime.sessions,
@@ -385,35 +541,58 @@ def test_the_worker_refuses_writes_that_skip_the_api(tool_stack: Stack, tools_db
             input={"query": query},
             priority=4,
         ).id
-        for query in ("DELETE FROM items", "DROP TABLE items", "SELECT 1; DELETE FROM items")
+        for query, _ in refused
     ]
-    for task_id, problem in zip(ids, ("not DELETE", "not DROP", "exactly one statement"), strict=True):
+    for task_id, (_, problem) in zip(ids, refused, strict=True):
         task = wait_for_state(tool_stack.runtime.sessions, task_id, "FAILURE")
         assert problem in (task.error or "") and task.attempts == 1
     with psycopg.connect(tools_db.superuser_url) as connection:
         assert connection.execute("SELECT count(*) FROM items").fetchone() == (10,)
 
 
-def test_read_only_transaction_and_role_stop_what_the_parser_lets_through(
+def test_the_transaction_is_read_only_and_time_limited_and_the_role_restricted(
     tool_settings: Settings, tools_db: ToolsDatabase
 ) -> None:
+    """What the parser cannot see (a view's body) meets the read-only transaction and the role's rights."""
+    limits = run_query("SELECT * FROM limits", settings=tool_settings)["data"]
+    assert limits == [{"read_only": "on", "timeout": "500ms", "search_path": 'pg_catalog, "$user", public'}]
+    shorter = run_query("SELECT timeout FROM limits", settings=tool_settings, timeout_ms=200)["data"]
+    assert shorter == [{"timeout": "200ms"}]
+    slow = "SELECT count(*) FROM generate_series(1, 100000) AS a, generate_series(1, 100000) AS b"
+    with pytest.raises(PermanentError, match=r"statement timeout of 200 ms \(the task's remaining time\)"):
+        run_query(slow, settings=tool_settings, timeout_ms=200)
     with pytest.raises(PermanentError, match="read-only"):
-        run_query("SELECT nextval('counter')", settings=tool_settings)
+        run_query("SELECT n FROM bump", settings=tool_settings)
     with pytest.raises(PermanentError, match="may not"):
-        run_query("SELECT rolpassword FROM pg_authid", settings=tool_settings)
+        run_query("SELECT token FROM secrets", settings=tool_settings)
 
 
-def test_superuser_connections_are_refused(tool_settings: Settings, tools_db: ToolsDatabase) -> None:
+def test_functions_called_as_attributes_are_refused(tool_settings: Settings) -> None:
+    """``x.f`` is ``f(x)`` when no column f exists: the database is asked what f could be."""
+    for query in ("SELECT i.leak FROM items i", "SELECT (i).leak FROM items AS i", "SELECT items.leak FROM items"):
+        with pytest.raises(QueryRefused, match=r"the function public\.leak\(\) is not allowed"):
+            run_query(query, settings=tool_settings)
+    named = run_query("SELECT i.name, (i).id FROM items i WHERE i.id = 1", settings=tool_settings)["data"]
+    assert named == [{"name": "item 1", "id": 1}]
+
+
+def test_superuser_logins_are_refused_whatever_the_role(tool_settings: Settings, tools_db: ToolsDatabase) -> None:
     as_superuser = tool_settings.replace(tools_database_url=tools_db.superuser_url)
-    with pytest.raises(PermanentError, match="logs in as a superuser"):
-        run_query("SELECT 1 AS one", settings=as_superuser)
-    with pytest.raises(PermanentError, match="is a superuser"):
-        run_query("SELECT 1 AS one", settings=as_superuser.replace(tools_database_role="postgres"))
-    # Named restricted role: the superuser login switches to it for the transaction.
-    switched = as_superuser.replace(tools_database_role=tools_db.role)
-    assert run_query("SELECT current_user AS who", settings=switched)["data"] == [{"who": tools_db.role}]
+    for role in ("", tools_db.role, tools_db.narrow):
+        with pytest.raises(PermanentError, match="a superuser: the SQL tool refuses a login"):
+            run_query("SELECT 1 AS one", settings=as_superuser.replace(tools_database_role=role))
+    # No superuser itself, but it could SET ROLE to one: refused as well.
+    sneaky = tool_settings.replace(tools_database_url=tools_db.sneaky_url)
+    with pytest.raises(PermanentError, match=f"a member of {tools_db.admin}"):
+        run_query("SELECT 1 AS one", settings=sneaky)
+
+    # A restricted login may narrow its rights further with INTERLOCK_TOOLS_DATABASE_ROLE.
+    assert run_query("SELECT count(*) AS n FROM notes", settings=tool_settings)["data"] == [{"n": 1}]
+    narrowed = tool_settings.replace(tools_database_role=tools_db.narrow)
+    assert run_query("SELECT current_user AS who", settings=narrowed)["data"] == [{"who": tools_db.narrow}]
+    assert run_query("SELECT count(*) AS n FROM items", settings=narrowed)["data"] == [{"n": 10}]
     with pytest.raises(PermanentError, match="may not"):
-        run_query("SELECT rolpassword FROM pg_authid", settings=switched)
+        run_query("SELECT note FROM notes", settings=narrowed)
 
 
 # -- priorities -------------------------------------------------------------------------------
