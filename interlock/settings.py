@@ -418,8 +418,14 @@ def setting_rows(settings: Settings | None = None) -> Iterator[tuple[str, str, s
         value = getattr(settings, f.name) if settings else f.default
         if f.name in SECRET_FIELDS and value:
             value = "***"
-        shown = "" if value == "" else str(value)
-        yield f.metadata["env"], shown, f.metadata["help"]
+        yield f.metadata["env"], _shown(value), f.metadata["help"]
+
+
+def _shown(value: Any) -> str:
+    """A setting's value as a person writes it: whole seconds as ``3600``, not ``3600.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if value == "" else str(value)
 
 
 def markdown_table() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,18 @@ def test_config_error_is_reported_not_raised() -> None:
         [sys.executable, "-m", "interlock.cli", "config"], env=env, cwd=ROOT, capture_output=True, text=True
     )
     assert out.returncode == 2 and "INTERLOCK_MAX_RETRIES" in out.stderr
+
+
+def test_whole_seconds_are_printed_without_a_decimal_point() -> None:
+    env = {"INTERLOCK_SOFT_TIME_LIMIT": "60.5", "INTERLOCK_STAGE_TIME_LIMIT": "45", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-m", "interlock.cli", "config"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    shown = dict(line.split(None, 1) for line in out.stdout.splitlines() if line.startswith("INTERLOCK_"))
+    assert shown["INTERLOCK_TIME_LIMIT"] == "3600"  # a default
+    assert shown["INTERLOCK_STAGE_TIME_LIMIT"] == "45"  # set as a whole number
+    assert shown["INTERLOCK_SOFT_TIME_LIMIT"] == "60.5"  # a fraction keeps its decimals
+    table = markdown_table()
+    assert "| `INTERLOCK_TIME_LIMIT` | `3600` |" in table
+    assert not re.search(r"`\d+\.0`", table)
