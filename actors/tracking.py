@@ -39,6 +39,7 @@ from .cancellation import record_stopped
 from .errors import TaskCancelled
 from .orchestration import is_suspended, wake_parent
 from .rate_limits import SlidingWindow
+from .registry import spec_for_actor
 from .runtime import Runtime
 
 __all__ = ["TaskTracking", "TaskRun", "current_run", "task_id_of"]
@@ -164,7 +165,7 @@ class TaskTracking(Middleware):
         raise dramatiq.middleware.SkipMessage(claim.outcome.value)
 
     def _tracks(self, actor_name: str) -> bool:
-        return any(spec.actor_name == actor_name for spec in self.runtime.catalogue.values())
+        return spec_for_actor(self.runtime.catalogue, actor_name) is not None
 
     def before_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
         # Retries re-enqueue the failed message with a delay: release the lease and say why
