@@ -152,20 +152,20 @@ def declare_workflow(broker: dramatiq.Broker, spec: WorkflowSpec, runtime: Runti
                 raise dramatiq.Retry(str(exc), delay=max(int(exc.retry_after * 1000), 1)) from exc
 
     run.__name__ = spec.name
-    return dramatiq.Actor(
-        run,
-        broker=broker,
-        actor_name=spec.actor_name,
-        queue_name=spec.queue,
-        priority=0,
-        options={
-            "max_retries": settings.max_retries if spec.max_retries is None else spec.max_retries,
-            "time_limit": int(time_limit * 1000),
-            "throws": (PermanentError,),
-            # The result is the task's (tasks.result); the result backend serves plain actors.
-            "store_results": False,
-        },
-    )
+    options = {
+        "max_retries": settings.max_retries if spec.max_retries is None else spec.max_retries,
+        "time_limit": int(time_limit * 1000),
+        "throws": (PermanentError,),
+        # The result is the task's (tasks.result); the result backend serves plain actors.
+        "store_results": False,
+    }
+    # A renamed workflow also answers to its former names, so messages queued (or parked, or
+    # dead-lettered and requeued) before an upgrade still find an actor; new ones use the new name.
+    actors = [
+        dramatiq.Actor(run, broker=broker, actor_name=name, queue_name=spec.queue, priority=0, options=dict(options))
+        for name in spec.actor_names
+    ]
+    return actors[0]
 
 
 def wait_for_broker(broker: dramatiq.Broker, *, timeout: float = 30.0) -> None:

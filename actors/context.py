@@ -50,6 +50,8 @@ class TaskContext:
     _failures: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _stage_deadline: float | None = None
     _tenant: str | None = None
+    #: The last ``progress(percent, step)`` this run reported, where a gather's progress starts.
+    _reported: tuple[int, str] = (0, "")
 
     @property
     def query(self) -> str:
@@ -73,12 +75,18 @@ class TaskContext:
         return result
 
     def gather(
-        self, calls: list[tuple[str, dict[str, Any], str]], *, partial: bool = False
+        self,
+        calls: list[tuple[str, dict[str, Any], str]],
+        *,
+        partial: bool = False,
+        progress_to: int | None = None,
     ) -> list[dict[str, Any] | None]:
         """Run children in parallel and return their results in order, once all have ended.
 
         A failed child fails this task with its error, unless ``partial`` is set: then its place
-        in the list holds ``None`` and the caller decides.
+        in the list holds ``None`` and the caller decides. With ``progress_to``, this task's
+        progress moves from the percentage it last reported toward ``progress_to`` as the
+        children progress and end (recorded each time one ends and wakes this task).
         """
         from .orchestration import ChildFailed, Suspend, spawn, succeeded
 
@@ -86,6 +94,8 @@ class TaskContext:
         with self.runtime.sessions() as session:
             current = [session.get(type(child), child.id) for child in children]
         if any(child is None or child.state not in TERMINAL_STATES for child in current):
+            if progress_to is not None:
+                self._progress_towards(progress_to, current)
             raise Suspend(f"waiting for {sum(1 for c in current if c and c.state not in TERMINAL_STATES)} children")
         results: list[dict[str, Any] | None] = []
         for child in current:
@@ -107,7 +117,25 @@ class TaskContext:
             raise SoftTimeLimitExceeded(f"soft time limit of {self.runtime.settings.soft_time_limit:g}s passed")
 
     def progress(self, percent: int, step: str, **data: Any) -> None:
-        """Record progress durably and notice a cancellation or a passed soft limit."""
+        """Record progress durably and notice a cancellation or a passed soft limit.
+
+        Progress never goes back: a report below what the task already showed (a retry or a
+        replay passing an earlier report again) is not recorded.
+        """
+        self._reported = (percent, step)
+        self._record_progress(percent, step, data)
+        self.check()
+
+    def _progress_towards(self, target: int, children: list[Task | None]) -> None:
+        """While children run, move from the last reported percentage toward ``target`` with them."""
+        start, step = self._reported
+        ended = sum(1 for c in children if c is not None and c.state in TERMINAL_STATES)
+        share = sum(100 if c.state in TERMINAL_STATES else c.progress for c in children if c is not None)
+        percent = start + (target - start) * share // (100 * len(children))
+        if percent > start:
+            self._record_progress(percent, step or "waiting", {"children_ended": ended, "children": len(children)})
+
+    def _record_progress(self, percent: int, step: str, data: dict[str, Any]) -> None:
         sessions = self.runtime.sessions
         if writes_in_one_statement(sessions):
             with autocommit(sessions) as connection:
@@ -119,7 +147,6 @@ class TaskContext:
                 state = record_progress(session, self.task_id, progress=percent, step=step, data=data or None)
         if state == TaskState.CANCELLED:
             raise TaskCancelled(f"task {self.task_id} was cancelled")
-        self.check()
 
     def event(self, kind: str, step: str | None = None, **data: Any) -> None:
         with self.runtime.sessions.begin() as session:

@@ -32,6 +32,7 @@ from .circuit_breaker import breaker_states
 from .errors import TaskCancelled
 from .orchestration import is_suspended
 from .queues import rabbitmq_queue_depths
+from .registry import spec_for_actor
 from .runtime import Runtime
 from .tracking import current_run
 
@@ -96,7 +97,8 @@ class WorkerMetrics(Middleware):
         run = current_run()
         if run is None:
             return
-        actor = message.actor_name
+        spec = spec_for_actor(self.runtime.catalogue, message.actor_name)
+        actor = spec.actor_name if spec else message.actor_name  # a former name counts as the current one
         if exception is None:
             outcome = "suspended" if is_suspended(run.outcome) else "success"
         elif isinstance(exception, TaskCancelled):

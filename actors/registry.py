@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ from interlock.settings import Settings, parse_pairs
 if TYPE_CHECKING:
     from .context import TaskContext
 
-__all__ = ["WorkflowSpec", "workflow", "discover", "load_catalogue", "actor_name"]
+__all__ = ["WorkflowSpec", "workflow", "discover", "load_catalogue", "actor_name", "spec_for_actor"]
 
 WorkflowFn = Callable[["TaskContext"], dict[str, Any]]
 
@@ -34,10 +34,19 @@ class WorkflowSpec:
     soft_time_limit: float | None = None
     submittable: bool = True
     stages: tuple[str, ...] = ()
+    #: The Dramatiq actor's name, when the workflow names its own (``interlock.<name>`` otherwise).
+    actor: str | None = None
+    #: Names this workflow's actor had before: messages queued under them still run it.
+    former_actor_names: tuple[str, ...] = ()
 
     @property
     def actor_name(self) -> str:
-        return actor_name(self.name)
+        return self.actor or actor_name(self.name)
+
+    @property
+    def actor_names(self) -> tuple[str, ...]:
+        """Every actor name whose messages run this workflow, its current name first."""
+        return (self.actor_name, *self.former_actor_names)
 
 
 _CATALOGUE: dict[str, WorkflowSpec] = {}
@@ -56,11 +65,16 @@ def workflow(
     soft_time_limit: float | None = None,
     submittable: bool = True,
     stages: Sequence[str] = (),
+    actor_name: str | None = None,
+    former_actor_names: Sequence[str] = (),
 ) -> Callable[[WorkflowFn], WorkflowFn]:
     """Register ``fn(ctx) -> result`` as the workflow ``name`` served on ``queue``.
 
     ``max_retries`` and the limits (seconds) default to the settings when left ``None``.
     ``stages`` names the durable steps in order, so a resume can say where it picks up.
+    ``actor_name`` names the Dramatiq actor (shown in dead letters and metrics) when
+    ``interlock.<name>`` will not do; ``former_actor_names`` keeps messages sent under an
+    earlier name running after a rename.
     """
 
     def register(fn: WorkflowFn) -> WorkflowFn:
@@ -76,10 +90,17 @@ def workflow(
             soft_time_limit=soft_time_limit,
             submittable=submittable,
             stages=tuple(stages),
+            actor=actor_name,
+            former_actor_names=tuple(former_actor_names),
         )
         return fn
 
     return register
+
+
+def spec_for_actor(catalogue: Mapping[str, WorkflowSpec], name: str) -> WorkflowSpec | None:
+    """The workflow a message for actor ``name`` runs (current or former name), if any."""
+    return next((spec for spec in catalogue.values() if name in spec.actor_names), None)
 
 
 def discover(extra_modules: str | Sequence[str] = ()) -> dict[str, WorkflowSpec]:
@@ -102,4 +123,9 @@ def load_catalogue(settings: Settings) -> dict[str, WorkflowSpec]:
         if name not in catalogue:
             raise ValueError(f"INTERLOCK_AGENT_QUEUES names unknown agent {name!r}")
         catalogue[name] = dataclasses.replace(catalogue[name], queue=queue)
+    owners: dict[str, str] = {}
+    for spec in catalogue.values():
+        for actor in spec.actor_names:
+            if owners.setdefault(actor, spec.name) != spec.name:
+                raise ValueError(f"workflows {owners[actor]!r} and {spec.name!r} both use the actor name {actor!r}")
     return catalogue

@@ -39,7 +39,9 @@ from .cancellation import record_stopped
 from .errors import TaskCancelled
 from .orchestration import is_suspended, wake_parent
 from .rate_limits import SlidingWindow
+from .registry import spec_for_actor
 from .runtime import Runtime
+from .task_log import log_outcome
 
 __all__ = ["TaskTracking", "TaskRun", "current_run", "task_id_of"]
 
@@ -164,7 +166,7 @@ class TaskTracking(Middleware):
         raise dramatiq.middleware.SkipMessage(claim.outcome.value)
 
     def _tracks(self, actor_name: str) -> bool:
-        return any(spec.actor_name == actor_name for spec in self.runtime.catalogue.values())
+        return spec_for_actor(self.runtime.catalogue, actor_name) is not None
 
     def before_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
         # Retries re-enqueue the failed message with a delay: release the lease and say why
@@ -220,6 +222,7 @@ class TaskTracking(Middleware):
                 state = TaskState.CANCELLED if isinstance(exception, TaskCancelled) else TaskState.FAILURE
                 error, value = _describe(exception), None
             else:
+                log_outcome(self.runtime.catalogue, message, run, TaskState.RETRY)
                 return  # a retry: recorded by before_enqueue
             if self.one_statement and run.parent_id is None:
                 with autocommit(self.runtime.sessions) as connection:
@@ -227,6 +230,7 @@ class TaskTracking(Middleware):
                         connection, run.task_id, state=state, owner=self.runtime.owner, result=value, error=error
                     )
                 if ended is not None:
+                    log_outcome(self.runtime.catalogue, message, run, state)
                     return
             for attempt in range(1, FINISH_ATTEMPTS + 1):
                 try:
@@ -248,6 +252,8 @@ class TaskTracking(Middleware):
                     logger.info("finishing task %s met a deadlock; retrying (%d)", run.task_id, attempt)
             if ended is None and not stopped:
                 logger.warning("task %s lost its lease before it finished; its outcome was discarded", run.task_id)
+            else:
+                log_outcome(self.runtime.catalogue, message, run, state if ended is not None else TaskState.CANCELLED)
         finally:
             task_id_var.set(None)
 

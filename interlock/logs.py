@@ -16,11 +16,18 @@ task_id_var: ContextVar[str | None] = ContextVar("interlock_task_id", default=No
 
 class _TaskIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.task_id = task_id_var.get() or "-"
+        # A task id handed in with ``extra=`` wins over the thread's.
+        record.task_id = getattr(record, "task_id", None) or task_id_var.get() or "-"
         return True
 
 
+#: What every log record has; anything else was handed in with ``extra=`` and becomes a field.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record; attributes given with ``extra=`` are fields of their own."""
+
     def format(self, record: logging.LogRecord) -> str:
         body = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
@@ -33,6 +40,9 @@ class JsonFormatter(logging.Formatter):
         task_id = getattr(record, "task_id", "-")
         if task_id != "-":
             body["task_id"] = task_id
+        for name, value in vars(record).items():
+            if name not in _RECORD_ATTRIBUTES and name not in body and name != "task_id":
+                body[name] = value
         if record.exc_info:
             body["exc_info"] = self.formatException(record.exc_info)
         return json.dumps(body, default=str)

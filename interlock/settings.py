@@ -426,8 +426,14 @@ def setting_rows(settings: Settings | None = None) -> Iterator[tuple[str, str, s
             value = "***"
         elif f.name in URL_FIELDS and value:
             value = mask_password(str(value))
-        shown = "" if value == "" else str(value)
-        yield f.metadata["env"], shown, f.metadata["help"]
+        yield f.metadata["env"], _shown(value), f.metadata["help"]
+
+
+def _shown(value: Any) -> str:
+    """A setting's value as a person writes it: whole seconds as ``3600``, not ``3600.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if value == "" else str(value)
 
 
 def mask_password(url: str) -> str:

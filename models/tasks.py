@@ -28,6 +28,7 @@ from sqlalchemy import (
     insert,
     literal_column,
     null,
+    or_,
     select,
     update,
 )
@@ -327,24 +328,35 @@ def record_event(
     _insert_event(session, task_id, kind=kind, state=state, progress=progress, step=step, data=data)
 
 
+#: A progress report moves the task on: a higher percentage, or a new step at the same one. Anything
+#: else (a retry or a coordinator's replay passing its earlier reports again) is not recorded, so
+#: the progress a user sees never goes back.
+_ADVANCES = or_(
+    _tasks.c.progress < bindparam("p_progress"),
+    and_(_tasks.c.progress == bindparam("p_progress"), _tasks.c.current_step.is_distinct_from(bindparam("p_step"))),
+)
 _PROGRESS = (
     update(_tasks)
-    .where(_tasks.c.id == bindparam("p_id"))
+    .where(_tasks.c.id == bindparam("p_id"), _ADVANCES)
     .values(progress=bindparam("p_progress"), current_step=bindparam("p_step"), updated_at=bindparam("p_now"))
     .returning(_tasks.c.state)
 )
+_STATE = select(_tasks.c.state).where(_tasks.c.id == bindparam("p_id"))
 
 
 def record_progress(
     session: Session, task_id: str, *, progress: int, step: str, data: dict[str, Any] | None = None
 ) -> str | None:
-    """Store a progress update and its event; returns the task's state (to notice cancellation)."""
+    """Store a progress update and its event; returns the task's state (to notice cancellation).
+
+    A report below the task's progress (or repeating it) changes nothing: progress never decreases.
+    """
     now = utcnow()
-    state = session.execute(
-        _PROGRESS, {"p_id": task_id, "p_progress": progress, "p_step": step, "p_now": now}
-    ).scalar_one_or_none()
-    if state is not None:
-        _insert_event(session, task_id, kind="progress", state=state, progress=progress, step=step, data=data, at=now)
+    params = {"p_id": task_id, "p_progress": progress, "p_step": step, "p_now": now}
+    state = session.execute(_PROGRESS, params).scalar_one_or_none()
+    if state is None:
+        return session.execute(_STATE, {"p_id": task_id}).scalar_one_or_none()
+    _insert_event(session, task_id, kind="progress", state=state, progress=progress, step=step, data=data, at=now)
     return state
 
 
@@ -499,11 +511,8 @@ def task_status(task: Task, *, children: list[Task] | None = None) -> dict[str, 
         body["result"] = task.result
     elif task.error is not None:
         body["error"] = task.error
-    if children:
-        # A coordinator's progress moves with its children's.
-        combined = sum(c.progress for c in children) // len(children)
-        if task.state not in TERMINAL_STATES:
-            body["progress"] = max(task.progress, min(99, combined))
+    # A coordinator's own progress already moves with its children's (``ctx.gather(progress_to=...)``):
+    # an average taken here would fall each time a child is added.
     if children is not None:
         body["children"] = [
             {"task_id": c.id, "agent": c.workflow, "state": c.state, "progress": c.progress} for c in children
@@ -727,10 +736,10 @@ def create_task_at_once(connection: Connection, **fields: Any) -> Task | None:
 
 
 @functools.cache
-def _progress_in_one_statement() -> Insert:
+def _progress_in_one_statement() -> Select[Any]:
     updated = (
         update(_tasks)
-        .where(_tasks.c.id == bindparam("p_id"))
+        .where(_tasks.c.id == bindparam("p_id"), _ADVANCES)
         .values(progress=bindparam("p_progress"), current_step=bindparam("p_step"), updated_at=bindparam("p_now"))
         .returning(_tasks.c.id, _tasks.c.state, _tasks.c.progress, _tasks.c.current_step, _tasks.c.updated_at)
         .cte("updated")
@@ -744,7 +753,9 @@ def _progress_in_one_statement() -> Insert:
         _json_param("p_data"),
         updated.c.updated_at,
     )
-    return insert(_events).from_select(_EVENT_COLUMNS, event).add_cte(updated).returning(_events.c.state)
+    recorded = insert(_events).from_select(_EVENT_COLUMNS, event).add_cte(updated).cte("recorded")
+    # The state whether or not the report moved the task on (the UPDATE never changes the state).
+    return _STATE.add_cte(recorded)
 
 
 def record_progress_at_once(

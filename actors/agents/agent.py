@@ -13,7 +13,8 @@ SYSTEM_REASONING = "You are a helpful research agent. Analyse the query and say 
 SYSTEM_SYNTHESIS = "Synthesise the findings into a final answer."
 
 
-@workflow("agent", queue="default")
+# The actor keeps the reference article's name; messages sent before it had it still run.
+@workflow("agent", queue="default", actor_name="execute_agent_workflow", former_actor_names=("interlock.agent",))
 def execute_agent_workflow(ctx: TaskContext) -> dict[str, Any]:
     """Reason, use tools, synthesise: the reference article's agent, with durable progress."""
     if not ctx.query.strip():

@@ -20,7 +20,8 @@ def _fan_out(ctx: TaskContext, tool: str, field: str, targets: list[str]) -> dic
         raise InvalidInput(f"{field} must be a non-empty list of URLs")
     calls = [(tool, _args(tool, target), f"{tool}:{index}") for index, target in enumerate(targets)]
     ctx.progress(10, "fan_out", members=len(calls))
-    results = ctx.gather(calls, partial=True)
+    callback = ctx.input.get("callback")
+    results = ctx.gather(calls, partial=True, progress_to=90 if callback else 99)
     members = [
         {"target": target, "status": "success" if result is not None else "failed", "data": result}
         for target, result in zip(targets, results, strict=True)
@@ -30,7 +31,6 @@ def _fan_out(ctx: TaskContext, tool: str, field: str, targets: list[str]) -> dic
         "successful": sum(1 for m in members if m["status"] == "success"),
         "results": members,
     }
-    callback = ctx.input.get("callback")
     if not callback:
         return summary
     ctx.progress(90, "callback", callback=callback)

@@ -2,6 +2,7 @@
 
 Each stage's result is a checkpoint; a retry, a crash redelivery or a manual resume starts at the
 first stage without one. The query and context travel in every checkpoint, so a resume has them.
+As in the article, the last checkpoint, ``completed``, holds the workflow's whole result.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from ..context import TaskContext
 from ..errors import InvalidInput
 from ..registry import workflow
 
-STAGES = ("reasoning", "searching", "analyzing", "acting", "reflecting")
+STAGES = ("reasoning", "searching", "analyzing", "acting", "reflecting", "completed")
 
 
 @workflow("checkpointed", queue="default", stages=STAGES)
 def execute_checkpointed_workflow(ctx: TaskContext) -> dict[str, Any]:
-    """Reason, search, analyse, act, reflect: five checkpointed stages."""
+    """Reason, search, analyse, act, reflect, then record the result: six checkpointed stages."""
     if not ctx.query.strip():
         raise InvalidInput("query must be a non-empty string")
 
@@ -31,16 +32,22 @@ def execute_checkpointed_workflow(ctx: TaskContext) -> dict[str, Any]:
     action = ctx.step("acting", _act, analysis)
     ctx.progress(90, "reflecting")
     reflection = ctx.step("reflecting", _reflect, ctx, analysis, action)
+    stages = {
+        "reasoning": reasoning,
+        "search_results": search_results,
+        "analysis": analysis,
+        "action_result": action,
+        "reflection": reflection,
+    }
+    # The final checkpoint: a redelivery after it returns this result without building it again.
+    return ctx.step("completed", _complete, ctx, stages)
+
+
+def _complete(ctx: TaskContext, stages: dict[str, Any]) -> dict[str, Any]:
     return {
         "workflow_id": ctx.task_id,
         "status": "completed",
-        "result": {
-            "reasoning": reasoning,
-            "search_results": search_results,
-            "analysis": analysis,
-            "action_result": action,
-            "reflection": reflection,
-        },
+        "result": stages,
         "metadata": {"model": ctx.runtime.llm.model, "usage": dict(ctx.usage), "stages": list(STAGES)},
     }
 

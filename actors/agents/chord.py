@@ -21,7 +21,7 @@ def chord_workflow(ctx: TaskContext) -> dict[str, Any]:
         "tools": {"endpoint": ctx.context.get("endpoint"), "params": ctx.context.get("params") or {}},
     }
     results = ctx.gather(
-        [(name, {"query": ctx.query, "context": inputs[name]}, name) for name in MEMBERS], partial=True
+        [(name, {"query": ctx.query, "context": inputs[name]}, name) for name in MEMBERS], partial=True, progress_to=80
     )
     ctx.progress(80, "aggregate")
     members = [

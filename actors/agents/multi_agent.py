@@ -22,7 +22,8 @@ def multi_agent_workflow(ctx: TaskContext) -> dict[str, Any]:
         [
             ("research", {"query": ctx.query, "context": {"plan": plan["data"]["plan"]}}, "research"),
             ("scraper", {"query": ctx.query, "context": {"urls": ctx.context.get("urls") or []}}, "scraper"),
-        ]
+        ],
+        progress_to=70,
     )
     ctx.progress(70, "review")
     review = ctx.call(

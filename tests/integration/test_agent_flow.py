@@ -40,8 +40,13 @@ def test_server_error_is_retried_then_succeeds(stack: Stack, fake_llm) -> None:
     task_id = stack.submit(query="retry me")
     task = wait_for_state(stack.runtime.sessions, task_id, "SUCCESS")
     assert task.attempts == 2
-    states = [e.state for e in events(stack.runtime.sessions, task_id) if e.kind == "state"]
+    history = events(stack.runtime.sessions, task_id)
+    states = [e.state for e in history if e.kind == "state"]
     assert states == ["PENDING", "PROCESSING", "RETRY", "PROCESSING", "SUCCESS"]
+    # The retry passes its earlier progress reports again; they are not recorded, so progress never goes back.
+    progress = [e.progress for e in history if e.progress >= 0]
+    assert progress == sorted(progress), progress
+    assert [(e.progress, e.step) for e in history if e.kind == "progress"] == STEPS
 
 
 def test_rate_limited_call_waits_for_retry_after(stack: Stack, fake_llm) -> None:

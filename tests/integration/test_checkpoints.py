@@ -9,7 +9,8 @@ from tests.support import llm_calls, wait_for_state
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
-STAGES = ["reasoning", "searching", "analyzing", "acting", "reflecting"]
+#: The reference article's six stages; the last checkpoint records the finished result.
+STAGES = ["reasoning", "searching", "analyzing", "acting", "reflecting", "completed"]
 
 
 def _calls(fake_llm, stage: str, query: str, status: int = 200) -> int:
@@ -18,6 +19,19 @@ def _calls(fake_llm, stage: str, query: str, status: int = 200) -> int:
 
 
 _ok_calls = _calls
+
+
+def test_a_clean_run_records_six_stages_ending_with_completed(stack: Stack, fake_llm) -> None:
+    task_id = stack.submit(query="cp-clean", workflow="checkpointed")
+    task = wait_for_state(stack.runtime.sessions, task_id, "SUCCESS")
+
+    history = stack.client.simulate_get(f"/agent/history/{task_id}").json
+    assert [c["stage"] for c in history["checkpoints"]] == STAGES
+    assert all(c["state"] == "completed" for c in history["checkpoints"])
+    assert history["checkpoints"][-1]["stage"] == "completed"
+    assert task.result["status"] == "completed"
+    assert task.result["metadata"]["stages"] == STAGES
+    assert set(task.result["result"]) == {"reasoning", "search_results", "analysis", "action_result", "reflection"}
 
 
 def test_stage_failing_twice_does_not_repeat_earlier_stages(stack: Stack, fake_llm) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from actors.maintenance import task_message
+from models.tasks import create_task
 from tests.conftest import start_stack, stop_stack
 from tests.processes import Proc, base_env, wait_http
 from tests.support import events, free_port, wait_for_state, wait_until
@@ -59,6 +62,7 @@ def test_worker_metrics_are_summed_over_two_processes(settings, fake_llm, tmp_pa
             url = f"http://127.0.0.1:{port}/metrics"
             wait_http(url, proc=worker)
             task_ids = [stack.submit(query=f"metered {n}") for n in range(8)]
+            task_ids.append(_send_under_the_old_actor_name(stack))
             tasks = [wait_for_state(stack.runtime.sessions, t, {"SUCCESS", "FAILURE"}, timeout=60) for t in task_ids]
             assert {t.state for t in tasks} == {"SUCCESS"}
             pids = {
@@ -72,18 +76,23 @@ def test_worker_metrics_are_summed_over_two_processes(settings, fake_llm, tmp_pa
 
             def scraped() -> dict | None:
                 parsed = samples(requests.get(url, timeout=5).text)
-                done = value(parsed, "interlock_worker_tasks_total", actor="interlock.agent", outcome="success")
-                return parsed if done == 8 else None
+                done = value(parsed, "interlock_worker_tasks_total", actor="execute_agent_workflow", outcome="success")
+                return parsed if done == 9 else None
 
-            parsed = wait_until(scraped, timeout=10, what="8 successes in the worker metrics")
+            # The message sent under the actor's former name counts under its current name.
+            parsed = wait_until(scraped, timeout=10, what="9 successes in the worker metrics")
             assert (
                 value(
-                    parsed, "interlock_worker_task_duration_seconds_count", actor="interlock.agent", outcome="success"
+                    parsed,
+                    "interlock_worker_task_duration_seconds_count",
+                    actor="execute_agent_workflow",
+                    outcome="success",
                 )
-                == 8
+                == 9
             )
+            assert not any(dict(labels).get("actor") == "interlock.agent" for _, labels in parsed)
             assert value(parsed, "interlock_worker_llm_tokens_total", model="test-model", kind="total") == tokens > 0
-            assert value(parsed, "interlock_worker_tasks_total", actor="interlock.agent", outcome="failure") == 0
+            assert value(parsed, "interlock_worker_tasks_total", actor="execute_agent_workflow", outcome="failure") == 0
     finally:
         stop_stack(stack)
 
@@ -137,3 +146,19 @@ def test_worker_metrics_listen_on_loopback_by_default(settings, tmp_path) -> Non
         wait_http(f"http://127.0.0.1:{port}/metrics", proc=worker)
         assert _listening_addresses(port) == {"127.0.0.1"}
         assert f"worker metrics at http://127.0.0.1:{port}/metrics" in worker.output()
+
+
+def _send_under_the_old_actor_name(stack) -> str:
+    """An agent task as the release before the actor's rename queued it."""
+    task_id = str(uuid.uuid4())
+    with stack.runtime.sessions.begin() as session:
+        create_task(
+            session,
+            task_id=task_id,
+            workflow="agent",
+            actor="interlock.agent",
+            queue="default",
+            input={"query": "metered before the rename", "context": {}},
+        )
+    stack.broker.enqueue(task_message(queue="default", actor="interlock.agent", task_id=task_id))
+    return task_id

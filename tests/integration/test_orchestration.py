@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
 from sqlalchemy import select
 
-from models.tasks import Task
+from models.tasks import TERMINAL_STATES, Task
 from tests.conftest import start_stack, stop_stack
-from tests.support import llm_calls, wait_for_state
+from tests.fakes.openai_server import FakeOpenAIServer, message_text
+from tests.integration.test_stream import parse_sse
+from tests.support import llm_calls, wait_for_state, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -41,6 +46,50 @@ def test_multi_agent_reviewer_gets_both_results(no_limits, fake_llm) -> None:
         assert {c["agent"] for c in status["children"]} == set(children)
         assert all(c["state"] == "SUCCESS" and c["progress"] == 100 for c in status["children"])
     finally:
+        stop_stack(stack)
+
+
+def test_multi_agent_progress_never_goes_back(no_limits, fake_llm) -> None:
+    """Seen by polling the status and in the stream: the parent's progress only ever rises."""
+    research_may_answer = threading.Event()
+
+    def hold_research(body: dict[str, Any]) -> str:
+        if "[agent:research]" in message_text(body):
+            research_may_answer.wait(25)  # below the LLM timeout: the call is held, not failed
+        return FakeOpenAIServer._default_reply(body)
+
+    fake_llm.reply = hold_research
+    stack = start_stack(no_limits.replace(llm_timeout=30.0))
+    try:
+        parent = stack.submit(query="watch my progress", workflow="multi_agent")
+        streamed: dict[str, Any] = {}
+        reader = threading.Thread(
+            target=lambda: streamed.update(response=stack.client.simulate_get(f"/agent/stream/{parent}"))
+        )
+        reader.start()
+        polled: list[int] = []
+
+        def status() -> dict[str, Any]:
+            body = stack.client.simulate_get(f"/agent/status/{parent}").json
+            polled.append(body["progress"])
+            return body
+
+        # The scraper ends while research is held: the parent has moved on from 30 toward 70 with them.
+        midway = wait_until(lambda: (body := status())["progress"] > 30 and body, timeout=60, what="progress > 30")
+        assert midway["current_step"] == "gather" and midway["progress"] < 70, midway
+        research_may_answer.set()
+        done = wait_until(lambda: (body := status())["state"] in TERMINAL_STATES and body, timeout=60, what="the end")
+        assert done["state"] == "SUCCESS" and done["progress"] == 100
+        reader.join(timeout=60)
+
+        assert polled == sorted(polled), polled
+        frames = parse_sse(streamed["response"].text)
+        assert frames[-1]["data"]["state"] == "SUCCESS"
+        seen = [f["data"]["progress"] for f in frames if f["data"]["progress"] >= 0]  # -1: not a progress event
+        assert seen == sorted(seen), [(f["event"], f["data"]["progress"], f["data"]["step"]) for f in frames]
+        assert {30, 70, 100} <= set(seen)
+    finally:
+        research_may_answer.set()
         stop_stack(stack)
 
 

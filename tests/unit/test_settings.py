@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,21 @@ def test_config_command_masks_the_passwords_inside_urls() -> None:
     assert "postgresql://interlock:***@db.internal:5432/interlock" in out.stdout
     assert "amqp://worker:***@mq.internal:5672/%2F" in out.stdout
     assert "postgresql://reader:***@tools.internal/warehouse?sslmode=require" in out.stdout
+
+
+def test_whole_seconds_are_printed_without_a_decimal_point() -> None:
+    env = {"INTERLOCK_SOFT_TIME_LIMIT": "60.5", "INTERLOCK_STAGE_TIME_LIMIT": "45", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-m", "interlock.cli", "config"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    shown = dict(line.split(None, 1) for line in out.stdout.splitlines() if line.startswith("INTERLOCK_"))
+    assert shown["INTERLOCK_TIME_LIMIT"] == "3600"  # a default
+    assert shown["INTERLOCK_STAGE_TIME_LIMIT"] == "45"  # set as a whole number
+    assert shown["INTERLOCK_SOFT_TIME_LIMIT"] == "60.5"  # a fraction keeps its decimals
+    table = markdown_table()
+    assert "| `INTERLOCK_TIME_LIMIT` | `3600` |" in table
+    assert not re.search(r"`\d+\.0`", table)
 
 
 @pytest.mark.parametrize(
