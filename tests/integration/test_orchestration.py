@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from models.tasks import TERMINAL_STATES, Task
+from testkit.fakes.openai_server import FakeOpenAIServer, message_text
 from tests.conftest import start_stack, stop_stack
-from tests.fakes.openai_server import FakeOpenAIServer, message_text
 from tests.integration.test_stream import parse_sse
 from tests.support import llm_calls, wait_for_state, wait_until
 
