@@ -34,6 +34,8 @@ class WorkflowSpec:
     soft_time_limit: float | None = None
     submittable: bool = True
     stages: tuple[str, ...] = ()
+    #: Workflows that are not submittable but that this one starts itself as children.
+    children: tuple[str, ...] = ()
 
     @property
     def actor_name(self) -> str:
@@ -56,11 +58,15 @@ def workflow(
     soft_time_limit: float | None = None,
     submittable: bool = True,
     stages: Sequence[str] = (),
+    children: Sequence[str] = (),
 ) -> Callable[[WorkflowFn], WorkflowFn]:
     """Register ``fn(ctx) -> result`` as the workflow ``name`` served on ``queue``.
 
     ``max_retries`` and the limits (seconds) default to the settings when left ``None``.
     ``stages`` names the durable steps in order, so a resume can say where it picks up.
+    ``submittable`` workflows can be started with ``POST /agent/execute``, and so by any
+    workflow as a child (``ctx.call``); ``children`` names the workflows that are not
+    submittable which this one starts itself (a tenant's task may start no other).
     """
 
     def register(fn: WorkflowFn) -> WorkflowFn:
@@ -76,6 +82,7 @@ def workflow(
             soft_time_limit=soft_time_limit,
             submittable=submittable,
             stages=tuple(stages),
+            children=tuple(children),
         )
         return fn
 
