@@ -19,6 +19,7 @@ from interlock.settings import Settings
 from models.base import utcnow
 from models.checkpoints import COMPLETED, FAILED, WorkflowCheckpoint, load_checkpoints, save_checkpoint
 from models.database import autocommit, one_statement_session, writes_in_one_statement
+from models.security import SYSTEM_TENANT
 from models.tasks import TERMINAL_STATES, Task, TaskState, record_event, record_progress, record_progress_at_once
 from models.tenants import add_usage, budget_exhausted
 
@@ -65,6 +66,19 @@ class TaskContext:
     @property
     def settings(self) -> Settings:
         return self.runtime.settings
+
+    @property
+    def tenant(self) -> str:
+        """The tenant that owns this task, and so the children it starts and the events it publishes."""
+        if self._tenant is not None:
+            return self._tenant
+        with one_statement_session(self.runtime.sessions) as session:
+            return self._tenant_in(session)
+
+    def _tenant_in(self, session: Session) -> str:
+        if self._tenant is None:
+            self._tenant = session.scalar(select(Task.tenant).where(Task.id == self.task_id)) or SYSTEM_TENANT
+        return self._tenant
 
     # -- children (see actors.orchestration) ---------------------------------------------------
 
@@ -189,12 +203,11 @@ class TaskContext:
     def _check_budget(self) -> str:
         """The task's tenant; stops the workflow with a clear error once the tenant's budget is used."""
         with one_statement_session(self.runtime.sessions) as session:
-            if self._tenant is None:
-                self._tenant = session.scalar(select(Task.tenant).where(Task.id == self.task_id)) or "system"
-            exhausted = budget_exhausted(session, self._tenant)
+            tenant = self._tenant_in(session)
+            exhausted = budget_exhausted(session, tenant)
         if exhausted is not None:
             raise PermanentError(f"stopped: {exhausted}")
-        return self._tenant
+        return tenant
 
     # -- durable steps -----------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.tasks import Task, reopen_task
 
 from .errors import InterlockError
+from .events import ENVELOPE_ACTOR, SUBSCRIPTION_QUEUE_PREFIX, event_task_id
 from .maintenance import task_message
 
 __all__ = ["DeadLetter", "DeadLetterError", "list_dead_letters", "take_dead_letters", "replay_task", "purge"]
@@ -62,6 +63,9 @@ def _keep(_: DeadLetter) -> bool:
 
 def _letter(queue: str, message: dramatiq.Message[Any], dead_at: datetime | None) -> DeadLetter:
     task_id = message.args[0] if message.args else message.kwargs.get("task_id")
+    if message.actor_name == ENVELOPE_ACTOR and task_id and queue.startswith(SUBSCRIPTION_QUEUE_PREFIX):
+        # An event as it arrived on a subscription queue (``actors.event_exchange``): name its task.
+        task_id = event_task_id(str(task_id), queue.removeprefix(SUBSCRIPTION_QUEUE_PREFIX))
     return DeadLetter(
         queue=queue,
         task_id=str(task_id) if task_id else None,
@@ -177,9 +181,16 @@ def replay_task(sessions: sessionmaker[Session], broker: dramatiq.Broker, letter
     return True
 
 
-def purge(broker: dramatiq.Broker, queues: Iterable[str], task_id: str | None = None) -> list[DeadLetter]:
-    """Remove dead letters: those of ``task_id``, or all of ``queues``."""
-    return take_dead_letters(broker, queues, lambda letter: task_id is None or letter.task_id == task_id)
+def purge(
+    broker: dramatiq.Broker, queues: Iterable[str], task_id: str | None = None, *, allowed: Taker | None = None
+) -> list[DeadLetter]:
+    """Remove dead letters: those of ``task_id``, or all of ``queues``; of them only those ``allowed``
+    (a tenant's), leaving the others where they are."""
+
+    def take(letter: DeadLetter) -> bool:
+        return (task_id is None or letter.task_id == task_id) and (allowed is None or allowed(letter))
+
+    return take_dead_letters(broker, queues, take)
 
 
 def task_details(session: Session, task_ids: Iterable[str]) -> dict[str, Task]:

@@ -1,8 +1,9 @@
 """The event bus: events stored in the database, delivered to subscribed agents as tasks.
 
-``EventBus.publish(event_type, data, source=...)`` stores the event (a uuid4 id, type, source,
-data, creation and expiry time), creates one task per subscription whose pattern matches (so
-status, progress, retries and time limits work as for every other task) and hands the event to
+``EventBus.publish(event_type, data, source=..., tenant=...)`` stores the event (a uuid4 id, type,
+source, data, tenant, creation and expiry time), creates one task per subscription whose pattern
+matches, owned by the event's tenant (so status, progress, retries, time limits and the tenant's
+concurrency cap and token budget work as for every other task) and hands the event to
 the broker: on RabbitMQ one message on the topic exchange ``interlock.events`` with the event
 type as routing key (``actors.event_exchange``), on the in-process broker one task message per
 subscription. An event nobody subscribes to is stored all the same.
@@ -39,12 +40,14 @@ from models.events import (
     get_event,
     release_delivery,
 )
+from models.security import SYSTEM_TENANT
 from models.tasks import Task, create_task, get_task
+from models.tenants import budget_exhausted
 
 from .errors import InterlockError, InvalidInput
 from .maintenance import task_message
 from .registry import WorkflowFn, WorkflowSpec, actor_name, workflow
-from .submit import BrokerUnavailable
+from .submit import BrokerUnavailable, BudgetExceeded
 
 if TYPE_CHECKING:
     from .context import TaskContext
@@ -52,9 +55,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXCHANGE",
+    "ENVELOPE_ACTOR",
+    "SUBSCRIPTION_QUEUE_PREFIX",
     "EventBus",
     "EventRouting",
     "Subscription",
+    "Delivery",
     "DuplicateDelivery",
     "subscribe",
     "subscriptions_in",
@@ -72,6 +78,8 @@ EXCHANGE = "interlock.events"
 #: Actor name of the message published on the exchange; each subscription queue's consumer
 #: rewrites it into that subscription's task message (``actors.event_exchange``).
 ENVELOPE_ACTOR = "interlock.event"
+#: A subscription ``name`` is served on the queue ``events.<name>``.
+SUBSCRIPTION_QUEUE_PREFIX = "events."
 #: Message option naming the event a rewritten task message came from.
 EVENT_OPTION = "interlock_event_id"
 
@@ -80,6 +88,16 @@ _WORD = r"[A-Za-z0-9_-]+"
 _EVENT_TYPE = re.compile(rf"{_WORD}(\.{_WORD})*")
 _PATTERN = re.compile(rf"({_WORD}|\*|#)(\.({_WORD}|\*|#))*")
 MAX_EVENT_TYPE = 128
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A key that recognises a webhook delivery seen before: the provider's delivery id, or a hash
+    of the body; with ``window`` it counts for that long only (else until the retention cleanup)."""
+
+    provider: str
+    delivery_id: str
+    window: timedelta | None = None
 
 
 class DuplicateDelivery(InterlockError):
@@ -132,7 +150,7 @@ class Subscription:
 
     @property
     def queue(self) -> str:
-        return f"events.{self.name}"
+        return f"{SUBSCRIPTION_QUEUE_PREFIX}{self.name}"
 
     @property
     def actor_name(self) -> str:
@@ -209,6 +227,7 @@ def _task_input(event: Event) -> dict[str, Any]:
 
 
 def _create_event_task(session: Session, event: Event, subscription: Subscription) -> str:
+    """The subscription's task for the event, owned by the event's tenant."""
     task_id = event_task_id(event.id, subscription.name)
     create_task(
         session,
@@ -217,6 +236,7 @@ def _create_event_task(session: Session, event: Event, subscription: Subscriptio
         actor=subscription.actor_name,
         queue=subscription.queue,
         input=_task_input(event),
+        tenant=event.tenant,
     )
     return task_id
 
@@ -260,27 +280,32 @@ class EventBus:
         source: str,
         event_id: str | None = None,
         published_by: str | None = None,
-        delivery: tuple[str, str] | None = None,
-        tenant: str = "system",
+        deliveries: Sequence[Delivery] = (),
+        tenant: str = SYSTEM_TENANT,
     ) -> tuple[str, list[str]]:
         """Store the event and its tasks, then publish it; returns ``(event_id, task_ids)``.
 
-        ``delivery`` (provider, delivery id) is recorded with the event in one transaction; a
-        delivery seen before raises :class:`DuplicateDelivery` and nothing is published. Giving
-        an existing ``event_id`` publishes that event again to the same tasks (a retried
-        publisher); their leases make sure each task still runs once. If the broker cannot take
-        the event, what this call stored is withdrawn and :class:`BrokerUnavailable` is raised.
+        The event and its tasks belong to ``tenant``. A tenant's own publish (not one from its
+        running task, ``published_by``) is refused with :class:`BudgetExceeded` once the tenant
+        has used its monthly token budget, as a submission is. ``deliveries`` are recorded with
+        the event in one transaction; one seen before raises :class:`DuplicateDelivery` and
+        nothing is published. Giving an existing ``event_id`` publishes that event again to the
+        same tasks (a retried publisher); their leases make sure each task still runs once. If
+        the broker cannot take the event, what this call stored is withdrawn and
+        :class:`BrokerUnavailable` is raised.
         """
         check_event_type(event_type)
         matching = [s for s in self.subscriptions.values() if s.matches(event_type)]
         event_id = event_id or str(uuid.uuid4())
         with self.sessions.begin() as session:
-            if delivery is not None and not claim_delivery(
-                session, provider=delivery[0], delivery_id=delivery[1], event_id=event_id
-            ):
-                raise DuplicateDelivery(
-                    *delivery, delivery_event_id(session, provider=delivery[0], delivery_id=delivery[1])
-                )
+            if published_by is None and tenant != SYSTEM_TENANT:
+                exhausted = budget_exhausted(session, tenant)
+                if exhausted is not None:
+                    raise BudgetExceeded(exhausted)
+            for delivery in deliveries:
+                key = {"provider": delivery.provider, "delivery_id": delivery.delivery_id}
+                if not claim_delivery(session, **key, event_id=event_id, window=delivery.window):
+                    raise DuplicateDelivery(delivery.provider, delivery.delivery_id, delivery_event_id(session, **key))
             event = get_event(session, event_id)
             created = event is None
             if event is None:
@@ -304,7 +329,7 @@ class EventBus:
         except (BrokerConnectionError, OSError) as exc:
             logger.error("publishing event %s (%s) failed (%s); it is withdrawn", event_id, event_type, exc)
             if created:
-                self._withdraw(event_id, task_ids, delivery)
+                self._withdraw(event_id, task_ids, deliveries)
             raise BrokerUnavailable("the message broker is unreachable; the event was not published") from exc
         logger.info("published event %s (%s) from %s to %d subscription(s)", event_id, event_type, source, len(targets))
         return event_id, task_ids
@@ -315,13 +340,13 @@ class EventBus:
         else:  # a broker not built by actors.broker: plain task messages
             EventRouting.dispatch_event(cast(EventRouting, self.broker), event_id, event_type, targets)
 
-    def _withdraw(self, event_id: str, task_ids: list[str], delivery: tuple[str, str] | None) -> None:
+    def _withdraw(self, event_id: str, task_ids: list[str], deliveries: Sequence[Delivery]) -> None:
         with self.sessions.begin() as session:
             if task_ids:
                 session.execute(delete(Task).where(Task.id.in_(task_ids)))
             session.execute(delete(Event).where(Event.id == event_id))
-            if delivery is not None:
-                release_delivery(session, provider=delivery[0], delivery_id=delivery[1])
+            for delivery in deliveries:
+                release_delivery(session, provider=delivery.provider, delivery_id=delivery.delivery_id)
 
 
 def publish_from_task(
@@ -330,10 +355,11 @@ def publish_from_task(
     """Publish an event from a running task, once per (task, event type, ``key``).
 
     The event id is derived from the task id, so a retried task publishes the same event again
-    (to the same downstream tasks, which then run once) instead of a second one.
+    (to the same downstream tasks, which then run once) instead of a second one. The event and
+    its tasks belong to the task's tenant.
     """
     if ctx.broker is None:
         raise InvalidInput("this task context has no broker to publish events with")
     event_id = str(uuid.uuid5(_NAMESPACE, f"{ctx.task_id}/{event_type}/{key}"))
     bus = EventBus.for_runtime(ctx.runtime, ctx.broker)
-    return bus.publish(event_type, data, source=source, event_id=event_id, published_by=ctx.task_id)
+    return bus.publish(event_type, data, source=source, event_id=event_id, published_by=ctx.task_id, tenant=ctx.tenant)

@@ -17,6 +17,7 @@ so a child finishing at any instant is never missed and the fan-in step runs exa
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
@@ -29,11 +30,21 @@ from models.tasks import TERMINAL_STATES, Task, TaskState, create_task
 
 from .errors import InterlockError, PermanentError
 from .maintenance import task_message
+from .registry import WorkflowSpec
 
 if TYPE_CHECKING:
     from .context import TaskContext
 
-__all__ = ["Suspend", "ChildFailed", "SUSPENDED", "spawn", "wake_parent", "try_suspend", "is_suspended"]
+__all__ = [
+    "Suspend",
+    "ChildFailed",
+    "SUSPENDED",
+    "check_child",
+    "spawn",
+    "wake_parent",
+    "try_suspend",
+    "is_suspended",
+]
 
 SUSPENDED_KEY = "__interlock_suspended__"
 SUSPENDED: dict[str, Any] = {SUSPENDED_KEY: True}
@@ -62,16 +73,35 @@ def _park(session: Session, task: Task) -> None:
     schedule_message(session, queue=task.queue, message=message.asdict(), due_at=utcnow(), task_id=task.id)
 
 
-def spawn(ctx: TaskContext, workflow: str, input: dict[str, Any], *, key: str) -> Task:
-    """The child ``key`` of this task, created (and its message parked) if it does not exist yet."""
-    spec = ctx.runtime.catalogue.get(workflow)
+def check_child(catalogue: Mapping[str, WorkflowSpec], parent: Task | None, workflow: str) -> WorkflowSpec:
+    """The spec of ``workflow`` if ``parent`` may start it as a child, else a :class:`PermanentError`.
+
+    A child obeys the rules of a direct submission: a tenant's task starts submittable workflows
+    and the ones its own workflow declares (``children=``), never operator jobs or event handlers.
+    Only the system's tasks (the scheduler's, webhook events') may start any workflow.
+    """
+    spec = catalogue.get(workflow)
     if spec is None:
         raise PermanentError(f"unknown workflow {workflow!r} for a child task")
+    if spec.submittable:
+        return spec
+    parent_spec = catalogue.get(parent.workflow) if parent is not None else None
+    if parent is not None and (parent.tenant == SYSTEM_TENANT or (parent_spec and workflow in parent_spec.children)):
+        return spec
+    raise PermanentError(
+        f"a {parent.workflow if parent else 'task'!r} task may not start {workflow!r} as a child: it is not "
+        "submittable, and only the system's tasks or a workflow that declares it may start it"
+    )
+
+
+def spawn(ctx: TaskContext, workflow: str, input: dict[str, Any], *, key: str) -> Task:
+    """The child ``key`` of this task, created (and its message parked) if it does not exist yet."""
     identifier = child_id(ctx.task_id, key)
     with ctx.runtime.sessions.begin() as session:
         child = session.get(Task, identifier)
         if child is None:
             parent = session.get(Task, ctx.task_id)
+            spec = check_child(ctx.runtime.catalogue, parent, workflow)
             child = create_task(
                 session,
                 task_id=identifier,

@@ -38,6 +38,8 @@ class WorkflowSpec:
     actor: str | None = None
     #: Names this workflow's actor had before: messages queued under them still run it.
     former_actor_names: tuple[str, ...] = ()
+    #: Workflows that are not submittable but that this one starts itself as children.
+    children: tuple[str, ...] = ()
 
     @property
     def actor_name(self) -> str:
@@ -67,6 +69,7 @@ def workflow(
     stages: Sequence[str] = (),
     actor_name: str | None = None,
     former_actor_names: Sequence[str] = (),
+    children: Sequence[str] = (),
 ) -> Callable[[WorkflowFn], WorkflowFn]:
     """Register ``fn(ctx) -> result`` as the workflow ``name`` served on ``queue``.
 
@@ -75,6 +78,9 @@ def workflow(
     ``actor_name`` names the Dramatiq actor (shown in dead letters and metrics) when
     ``interlock.<name>`` will not do; ``former_actor_names`` keeps messages sent under an
     earlier name running after a rename.
+    ``submittable`` workflows can be started with ``POST /agent/execute``, and so by any
+    workflow as a child (``ctx.call``); ``children`` names the workflows that are not
+    submittable which this one starts itself (a tenant's task may start no other).
     """
 
     def register(fn: WorkflowFn) -> WorkflowFn:
@@ -92,6 +98,7 @@ def workflow(
             stages=tuple(stages),
             actor=actor_name,
             former_actor_names=tuple(former_actor_names),
+            children=tuple(children),
         )
         return fn
 

@@ -264,8 +264,9 @@ class Settings:
     webhook_secret: str = _setting(
         "INTERLOCK_WEBHOOK_SECRET",
         "",
-        "Secret of `POST /webhook/custom` (`X-Interlock-Signature-256: sha256=<hex HMAC-SHA256 of the body>`). "
-        "Empty: it answers 503.",
+        "Secret of `POST /webhook/custom`: `X-Interlock-Signature-256: v1=<hex HMAC-SHA256 of "
+        "v1:<timestamp>:<delivery id>:<body>>`, with `X-Interlock-Timestamp` (within 5 minutes) and "
+        "`X-Interlock-Delivery`. Empty: it answers 503. Never logged or returned.",
     )
     event_retention: float = _setting(
         "INTERLOCK_EVENT_RETENTION",

@@ -8,7 +8,7 @@ claimed with ``INSERT ... ON CONFLICT DO NOTHING``, so concurrent processes cann
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Index, String, Text, delete, inspect, or_, select
@@ -59,7 +59,11 @@ class Event(Base):
 
 
 class WebhookDelivery(Base):
-    """A webhook delivery already processed: (provider, delivery id) is the dedupe key."""
+    """A webhook delivery already processed: (provider, delivery id) is the dedupe key.
+
+    A key recorded with a window (a hash of a body, for providers that sign nothing else)
+    stops counting at ``expires_at``; one without counts until the retention cleanup.
+    """
 
     __tablename__ = "webhook_deliveries"
 
@@ -67,6 +71,7 @@ class WebhookDelivery(Base):
     delivery_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(36))
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class ScheduleSlot(Base):
@@ -169,6 +174,7 @@ def event_view(event: Event) -> dict[str, Any]:
         "data": event.data,
         "task_ids": list(event.task_ids or []),
         "published_by": event.published_by,
+        "tenant": event.tenant,
         "created_at": iso(event.created_at),
         "expires_at": iso(event.expires_at),
     }
@@ -177,16 +183,31 @@ def event_view(event: Event) -> dict[str, Any]:
 # -- webhook deliveries ---------------------------------------------------------------------
 
 
-def claim_delivery(session: Session, *, provider: str, delivery_id: str, event_id: str) -> bool:
-    """Record a delivery; False if it was recorded before (a redelivery or a retry).
+def claim_delivery(
+    session: Session, *, provider: str, delivery_id: str, event_id: str, window: timedelta | None = None
+) -> bool:
+    """Record a delivery; False if it was recorded before (a redelivery, a retry or a replay).
 
+    With ``window`` the record counts for that long: a claim after it expired takes the key over.
     A concurrent claim of the same delivery waits on the key until the first transaction ends.
     """
-    return _insert_ignore(
-        session,
-        WebhookDelivery,
-        {"provider": provider, "delivery_id": delivery_id, "event_id": event_id, "received_at": utcnow()},
+    now = utcnow()
+    values = {
+        "provider": provider,
+        "delivery_id": delivery_id,
+        "event_id": event_id,
+        "received_at": now,
+        "expires_at": now + window if window is not None else None,
+    }
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert(WebhookDelivery) if dialect == "postgresql" else sqlite.insert(WebhookDelivery)
+    statement = insert.values(**values).on_conflict_do_update(
+        index_elements=[WebhookDelivery.provider, WebhookDelivery.delivery_id],
+        set_={"event_id": event_id, "received_at": now, "expires_at": values["expires_at"]},
+        where=WebhookDelivery.expires_at < now,  # only an expired record is taken over
     )
+    # RETURNING, not rowcount: SQLAlchemy does not report a rowcount for this INSERT.
+    return session.execute(statement.returning(WebhookDelivery.provider)).first() is not None
 
 
 def delivery_event_id(session: Session, *, provider: str, delivery_id: str) -> str | None:
@@ -262,7 +283,10 @@ def purge_events(session: Session, *, created_before: datetime, limit: int = 500
 
 
 def purge_deliveries(session: Session, *, received_before: datetime) -> int:
-    statement = delete(WebhookDelivery).where(WebhookDelivery.received_at < received_before)
+    """Delete delivery records received before ``received_before`` or whose window has passed."""
+    statement = delete(WebhookDelivery).where(
+        or_(WebhookDelivery.received_at < received_before, WebhookDelivery.expires_at < utcnow())
+    )
     return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
 
 

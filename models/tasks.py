@@ -99,7 +99,7 @@ class Task(Base):
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     parent_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    #: Who owns the task (the API key's tenant); children inherit it, event tasks are the system's.
+    #: Who owns the task (the API key's tenant); children and event tasks inherit it (webhooks, scheduler: system).
     tenant: Mapped[str] = mapped_column(String(64), default="system", server_default="system", index=True)
     #: Set when a child finished while this (coordinating) task was running; see actors.orchestration.
     wake_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -7,6 +7,7 @@ import signal
 from typing import Any
 
 from actors.context import TaskContext
+from actors.errors import PermanentError
 from actors.registry import workflow
 
 
@@ -24,3 +25,28 @@ def echo(ctx: TaskContext) -> dict[str, Any]:
     """Returns at once: for tests that count tasks, not LLM calls."""
     ctx.progress(50, "echo")
     return {"status": "success", "result": ctx.query}
+
+
+@workflow("test_fail", queue="default", max_retries=0)
+def fail(ctx: TaskContext) -> dict[str, Any]:
+    """Fails at once and for good: its message is dead-lettered."""
+    raise PermanentError(f"test_fail: {ctx.query}")
+
+
+@workflow("test_internal", queue="default", submittable=False)
+def internal(ctx: TaskContext) -> dict[str, Any]:
+    """Not submittable: only the system's tasks may start it as a child."""
+    return {"status": "success", "ran": "test_internal"}
+
+
+@workflow("test_spawn", queue="default")
+def spawn_child(ctx: TaskContext) -> dict[str, Any]:
+    """Starts the workflow named in `context.child` as a child and returns its result."""
+    return ctx.call(str(ctx.context["child"]), {"query": "child of test_spawn", "context": {}}, key="child")
+
+
+@workflow("test_publish", queue="default")
+def publish(ctx: TaskContext) -> dict[str, Any]:
+    """Publishes `context.event_type` with `context.data` (ctx.publish), as its task's tenant."""
+    event_id, task_ids = ctx.publish(str(ctx.context["event_type"]), dict(ctx.context.get("data") or {}), source="test")
+    return {"event_id": event_id, "task_ids": task_ids}

@@ -104,7 +104,7 @@ class Principal:
     tenant: str
     scopes: frozenset[str]
     key_id: str | None = None
-    #: ``None``: every tenant (authentication is off).
+    #: ``None``: every tenant (a system operator: authentication off, or an admin key of ``system``).
     tenants: frozenset[str] | None = None
 
     def allows(self, scope: str) -> bool:
@@ -117,7 +117,10 @@ class Principal:
 
     @classmethod
     def of_key(cls, key: ApiKey | KeyIdentity) -> Principal:
+        """A tenant's admin also sees the system's work; the system's admin is the operator: all of it."""
         scopes = frozenset(key.scopes)
+        if key.tenant == SYSTEM_TENANT and "admin" in scopes:
+            return cls(key.tenant, scopes, key.id, None)
         tenants = {key.tenant} | ({SYSTEM_TENANT} if "admin" in scopes else set())
         return cls(key.tenant, scopes, key.id, frozenset(tenants))
 

@@ -1,4 +1,10 @@
-"""Dead-lettered tasks: ``GET /dlq``, replay and purge, one task or a whole queue."""
+"""Dead-lettered tasks: ``GET /dlq``, replay and purge, one task or a whole queue.
+
+A system operator (authentication off, or an admin key of the ``system`` tenant) sees and acts on
+every dead letter. A tenant's admin sees and acts on its own tenant's only: a queue-wide purge or
+replay takes that tenant's letters and leaves every other one in its place, in order; another
+tenant's task id (or a letter whose task is gone) answers as if it were not there.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from typing import Any
 
 import dramatiq
 import falcon
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actors.dead_letters import (
@@ -20,10 +27,31 @@ from actors.dead_letters import (
 )
 from actors.registry import WorkflowSpec
 from models.base import iso
+from models.tasks import Task
 
-from .auth import visible_tenants
+from .auth import tenant_of, visible_tenants
 
 __all__ = ["DeadLettersResource", "DeadLetterResource", "ReplayResource", "ReplayQueueResource"]
+
+
+class _Owner:
+    """Whose dead letters the caller may touch: all of them (an operator) or its tenant's."""
+
+    def __init__(self, sessions: sessionmaker[Session], req: falcon.Request) -> None:
+        self.sessions = sessions
+        self.tenant = None if visible_tenants(req) is None else tenant_of(req)
+        self._tenants: dict[str, str | None] = {}
+
+    def owns(self, letter: DeadLetter) -> bool:
+        if self.tenant is None:
+            return True
+        task_id = letter.task_id
+        if task_id is None or len(task_id) > 36:
+            return False
+        if task_id not in self._tenants:
+            with self.sessions() as session:
+                self._tenants[task_id] = session.scalar(select(Task.tenant).where(Task.id == task_id))
+        return self._tenants[task_id] == self.tenant
 
 
 class _Base:
@@ -56,7 +84,7 @@ class DeadLettersResource(_Base):
             letters = list_dead_letters(self.broker, self._queues(req))
         except DeadLetterError as exc:
             raise self._unavailable(exc) from exc
-        tenants = visible_tenants(req)
+        tenant = None if visible_tenants(req) is None else tenant_of(req)
         with self.sessions() as session:
             tasks = task_details(session, (m.task_id or "" for ms in letters.values() for m in ms))
             queues: list[dict[str, Any]] = []
@@ -64,8 +92,8 @@ class DeadLettersResource(_Base):
                 rows = []
                 for letter in messages:
                     task = tasks.get(letter.task_id or "")
-                    if tenants is not None and task is not None and task.tenant not in tenants:
-                        continue  # another tenant's dead letter
+                    if tenant is not None and (task is None or task.tenant != tenant):
+                        continue  # another tenant's dead letter, or one nobody owns: for the operator
                     rows.append(
                         {
                             "task_id": letter.task_id,
@@ -82,8 +110,9 @@ class DeadLettersResource(_Base):
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         queues = self._queues(req, required=True)
+        owner = _Owner(self.sessions, req)
         try:
-            purged = purge(self.broker, queues)
+            purged = purge(self.broker, queues, allowed=owner.owns)
         except DeadLetterError as exc:
             raise self._unavailable(exc) from exc
         resp.media = {"queue": queues[0], "purged": len(purged), "task_ids": [p.task_id for p in purged]}
@@ -91,8 +120,9 @@ class DeadLettersResource(_Base):
 
 class DeadLetterResource(_Base):
     def on_delete(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
+        owner = _Owner(self.sessions, req)
         try:
-            purged = purge(self.broker, self.queues, task_id)
+            purged = purge(self.broker, self.queues, task_id, allowed=owner.owns)
         except DeadLetterError as exc:
             raise self._unavailable(exc) from exc
         if not purged:
@@ -103,9 +133,10 @@ class DeadLetterResource(_Base):
 class ReplayResource(_Base):
     def on_post(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
         refused: list[DeadLetter] = []
+        owner = _Owner(self.sessions, req)
 
         def take(letter: DeadLetter) -> bool:
-            if letter.task_id != task_id:
+            if letter.task_id != task_id or not owner.owns(letter):
                 return False
             if replay_task(self.sessions, self.broker, letter):
                 return True
@@ -137,8 +168,11 @@ class ReplayQueueResource(_Base):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         queues = self._queues(req, required=True)
         refused: list[str | None] = []
+        owner = _Owner(self.sessions, req)
 
         def take(letter: DeadLetter) -> bool:
+            if not owner.owns(letter):
+                return False  # another tenant's: left in place
             if replay_task(self.sessions, self.broker, letter):
                 return True
             refused.append(letter.task_id)

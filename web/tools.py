@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import falcon
 
+from actors.agents.batch_tools import check_callback
 from actors.agents.tools import TOOL_SCHEMAS, validate_args
 from actors.errors import InvalidInput
 from actors.submit import PRIORITIES
@@ -28,6 +29,8 @@ class ToolResource(SubmitResource):
             )
         try:
             args = validate_args(name, req.get_media())
+            if args.get("callback") is not None:
+                check_callback(self.catalogue, args["callback"])
         except InvalidInput as exc:
             raise falcon.HTTPBadRequest(title="Invalid tool arguments", description=f"{name}: {exc}") from exc
         self.accepted(resp, self.submit(req, name, args, priority).task)

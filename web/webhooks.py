@@ -1,29 +1,33 @@
 """Webhooks from GitHub, Slack and custom senders, verified before anything parses their body.
 
 Each reads the raw body itself (within ``INTERLOCK_MAX_BODY_BYTES``), checks its signature in
-constant time (401 if missing or wrong), then publishes an event and answers
-``202 {status: "accepted", event_id, task_ids}``. A delivery seen before (GitHub's
-``X-GitHub-Delivery``, Slack's ``event_id`` or ``trigger_id``, a custom ``X-Interlock-Delivery``)
-is answered ``200 {status: "duplicate"}`` and not processed again. An endpoint whose secret is not
-configured answers 503: it is closed, not open.
+constant time (401 if missing, wrong or, for Slack and custom, more than five minutes old), then
+publishes an event as the system tenant and answers ``202 {status: "accepted", event_id, task_ids}``.
+A delivery seen before (GitHub's ``X-GitHub-Delivery`` or, for a day, the same body; Slack's
+``event_id`` or ``trigger_id``; a custom ``X-Interlock-Delivery``) is answered
+``200 {status: "duplicate"}`` and not processed again. An endpoint whose secret is not configured
+answers 503: it is closed, not open.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import time
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
 import falcon
 
-from actors.events import DuplicateDelivery, EventBus
+from actors.events import Delivery, DuplicateDelivery, EventBus
 
 from .errors import check_storable, strict_loads
 from .schemas import EVENT_REQUEST
-from .signatures import InvalidSignature, check_sha256_signature, check_slack_signature
+from .signatures import InvalidSignature, check_custom_signature, check_sha256_signature, check_slack_signature
 from .validation import compile_schema, first_error
 
 __all__ = ["GitHubWebhook", "SlackWebhook", "CustomWebhook", "read_raw_body"]
@@ -33,6 +37,11 @@ logger = logging.getLogger(__name__)
 _EVENT_VALIDATOR = compile_schema(EVENT_REQUEST)
 
 FORM = "application/x-www-form-urlencoded"
+#: GitHub signs only the body: the same body again within this window is a replay (or a redelivery).
+GITHUB_BODY_WINDOW = timedelta(days=1)
+#: The dedupe key of a GitHub body (its SHA-256), next to ``github`` for ``X-GitHub-Delivery``.
+GITHUB_BODY_PROVIDER = "github-body"
+MAX_DELIVERY_ID = 255
 
 
 def read_raw_body(req: falcon.Request, max_bytes: int) -> bytes:
@@ -100,10 +109,20 @@ class _Webhook:
         logger.warning("%s webhook refused: %s", self.provider, exc)
         return falcon.HTTPUnauthorized(title="Invalid signature", description=str(exc))
 
-    def _accept(self, resp: falcon.Response, event_type: str, data: dict[str, Any], *, delivery_id: str | None) -> None:
-        delivery = (self.provider, delivery_id[:255]) if delivery_id else None
+    def _accept(
+        self,
+        resp: falcon.Response,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        delivery_id: str | None,
+        also: Sequence[Delivery] = (),
+    ) -> None:
+        deliveries = [Delivery(self.provider, delivery_id[:MAX_DELIVERY_ID])] if delivery_id else []
         try:
-            event_id, task_ids = self.bus.publish(event_type, data, source=self.provider, delivery=delivery)
+            event_id, task_ids = self.bus.publish(
+                event_type, data, source=self.provider, deliveries=[*deliveries, *also]
+            )
         except DuplicateDelivery as duplicate:
             logger.info("%s delivery %s seen before; not processed again", self.provider, delivery_id)
             resp.status = falcon.HTTP_200
@@ -115,7 +134,11 @@ class _Webhook:
 
 
 class GitHubWebhook(_Webhook):
-    """``POST /webhook/github``: publishes ``github.<X-GitHub-Event>``; ``ping`` is answered 200."""
+    """``POST /webhook/github``: publishes ``github.<X-GitHub-Event>``; ``ping`` is answered 200.
+
+    GitHub signs the body only: not ``X-GitHub-Event``, not ``X-GitHub-Delivery``, and no time. So a
+    captured body sent again under a new delivery id is recognised by its SHA-256 for a day.
+    """
 
     provider = "github"
     setting_env = "INTERLOCK_GITHUB_WEBHOOK_SECRET"
@@ -150,7 +173,8 @@ class GitHubWebhook(_Webhook):
             "sender": sender.get("login"),
             "payload": payload,
         }
-        self._accept(resp, f"github.{_word(event)}", data, delivery_id=delivery_id)
+        body_key = Delivery(GITHUB_BODY_PROVIDER, hashlib.sha256(body).hexdigest(), window=GITHUB_BODY_WINDOW)
+        self._accept(resp, f"github.{_word(event)}", data, delivery_id=delivery_id, also=[body_key])
 
 
 class SlackWebhook(_Webhook):
@@ -217,23 +241,37 @@ class SlackWebhook(_Webhook):
 
 
 class CustomWebhook(_Webhook):
-    """``POST /webhook/custom``: ``{event_type, data}`` signed with ``INTERLOCK_WEBHOOK_SECRET``."""
+    """``POST /webhook/custom``: ``{event_type, data}`` signed with ``INTERLOCK_WEBHOOK_SECRET``.
+
+    The signature covers ``v1:<X-Interlock-Timestamp>:<X-Interlock-Delivery>:<body>``; a timestamp
+    more than five minutes away is refused and a delivery id seen before is a duplicate, so a
+    captured request can be replayed neither later nor under another delivery id.
+    """
 
     provider = "custom"
     setting_env = "INTERLOCK_WEBHOOK_SECRET"
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         secret, body = self._verified_body(req)
+        delivery_id = req.get_header("X-Interlock-Delivery") or ""
         try:
-            check_sha256_signature(
-                secret, body, req.get_header("X-Interlock-Signature-256"), header_name="X-Interlock-Signature-256"
+            check_custom_signature(
+                secret,
+                body,
+                timestamp=req.get_header("X-Interlock-Timestamp"),
+                delivery_id=delivery_id,
+                signature=req.get_header("X-Interlock-Signature-256"),
+                now=time.time(),
             )
         except InvalidSignature as exc:
             raise self._refuse(exc) from None
+        if len(delivery_id) > MAX_DELIVERY_ID or not (delivery_id.isascii() and delivery_id.isprintable()):
+            raise falcon.HTTPBadRequest(
+                title="Invalid header",
+                description=f"X-Interlock-Delivery must be 1 to {MAX_DELIVERY_ID} printable ASCII characters.",
+            )
         payload = _json_object(body, "webhook")
         error = first_error(_EVENT_VALIDATOR, payload)
         if error is not None:
             raise falcon.HTTPBadRequest(title="Invalid event", description=error.message)
-        self._accept(
-            resp, payload["event_type"], payload.get("data") or {}, delivery_id=req.get_header("X-Interlock-Delivery")
-        )
+        self._accept(resp, payload["event_type"], payload.get("data") or {}, delivery_id=delivery_id)

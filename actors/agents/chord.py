@@ -31,9 +31,9 @@ def chord_workflow(ctx: TaskContext) -> dict[str, Any]:
     return ctx.call("aggregate", {"query": ctx.query, "context": {"results": members}}, key="aggregate")
 
 
-@workflow("aggregate", queue="default", submittable=False)
+@workflow("aggregate", queue="default")
 def aggregate_agent_results(ctx: TaskContext) -> dict[str, Any]:
-    """The chord's callback: count and combine the members' results."""
+    """The chord's callback: count and combine the members' results (also a batch tool's callback)."""
     results = ctx.context.get("results") or []
     return {
         "total_agents": len(results),

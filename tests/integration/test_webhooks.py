@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from interlock.settings import Settings, setting_rows
-from models.events import Event
+from models.base import utcnow
+from models.events import Event, WebhookDelivery, purge_deliveries
 from models.tasks import Task
 from tests.conftest import Stack, start_stack, stop_stack
 from tests.support import wait_for_state
-from web.signatures import sha256_signature, slack_signature
+from web.signatures import custom_signature, sha256_signature, slack_signature
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -65,6 +69,21 @@ def slack_post(stack: Stack, body: bytes, content_type: str, *, age: float = 0, 
     return stack.client.simulate_post("/webhook/slack", body=body, headers=sent)
 
 
+def custom_headers(body: bytes, *, delivery: str | None = None, age: float = 0) -> dict[str, str]:
+    """What a sender of the custom webhook sends: timestamp, delivery id and their v1 signature."""
+    timestamp, delivery = str(int(time.time() - age)), delivery or str(uuid.uuid4())
+    return {
+        "Content-Type": "application/json",
+        "X-Interlock-Timestamp": timestamp,
+        "X-Interlock-Delivery": delivery,
+        "X-Interlock-Signature-256": custom_signature(CUSTOM_SECRET, timestamp, delivery, body),
+    }
+
+
+def custom_post(stack: Stack, body: bytes, headers: dict[str, str]):
+    return stack.client.simulate_post("/webhook/custom", body=body, headers=headers)
+
+
 # -- GitHub ---------------------------------------------------------------------------------
 
 
@@ -104,6 +123,31 @@ def test_signed_push_delivered_twice_is_one_event(api: Stack) -> None:
     event = api.client.simulate_get("/events", params={"type": "github.push"}).json["events"][0]
     assert event["source"] == "github"
     assert event["data"]["repository"] == "acme/app" and event["data"]["sender"] == "octocat"
+
+
+def test_a_github_body_replayed_under_a_new_delivery_id_is_a_duplicate_for_a_day(api: Stack) -> None:
+    body = json.dumps({"ref": "refs/heads/main", "after": "6113728f27ae82c7b1a177c8d03f9e96e0adf246"}).encode()
+    first = github_post(api, body, delivery="d6b1f4a0-0001-11f0-8000-000000000001")
+    assert first.status_code == 202, first.text
+    # The signature covers the body only: a captured delivery resent with a new id (and another
+    # X-GitHub-Event, which is not signed either) still carries a valid signature.
+    for event in ("push", "release"):
+        replay = github_post(api, body, event=event, delivery=f"d6b1f4a0-0002-11f0-8000-00000000000{len(event)}")
+        assert replay.status_code == 200, replay.text
+        assert replay.json == {"status": "duplicate", "event_id": first.json["event_id"], "task_ids": []}
+    assert count(api, Event) == 1 and count(api, Task) == 1
+
+    # A day later the body is new again (GitHub itself never resends one after so long) and the
+    # retention cleanup deletes the hash.
+    with api.runtime.sessions.begin() as session:
+        session.execute(update(WebhookDelivery).values(expires_at=utcnow() - timedelta(seconds=1)))
+    later = github_post(api, body, delivery="d6b1f4a0-0003-11f0-8000-000000000003")
+    assert later.status_code == 202, later.text
+    digest = hashlib.sha256(body).hexdigest()
+    with api.runtime.sessions.begin() as session:
+        session.execute(update(WebhookDelivery).values(expires_at=utcnow() - timedelta(seconds=1)))
+        assert purge_deliveries(session, received_before=utcnow() - timedelta(days=7)) >= 1
+    assert count(api, WebhookDelivery, WebhookDelivery.delivery_id == digest) == 0
 
 
 def test_github_ping_form_bodies_and_other_events(api: Stack) -> None:
@@ -197,30 +241,51 @@ def test_custom_webhook_publishes_the_event_it_is_given(api: Stack) -> None:
     body = json.dumps(
         {"event_type": "environment_changed", "data": {"change_type": "api_rate_limit_increased", "impact": "high"}}
     ).encode()
-    signature = sha256_signature(CUSTOM_SECRET, body)
-    answer = api.client.simulate_post(
-        "/webhook/custom",
-        body=body,
-        headers={"X-Interlock-Signature-256": signature, "Content-Type": "application/json"},
-    )
+    answer = custom_post(api, body, custom_headers(body))
     assert answer.status_code == 202, answer.text
     assert answer.json["status"] == "accepted" and len(answer.json["task_ids"]) == 1
     status = api.client.simulate_get(f"/agent/status/{answer.json['task_ids'][0]}").json
     assert status["workflow"] == "agent_on_environment_change"
 
     unsigned = api.client.simulate_post("/webhook/custom", body=body)
-    assert unsigned.status_code == 401
+    assert unsigned.status_code == 401 and "missing" in unsigned.json["description"]
     invalid = json.dumps({"event_type": "two words"}).encode()
-    refused = api.client.simulate_post(
-        "/webhook/custom", body=invalid, headers={"X-Interlock-Signature-256": sha256_signature(CUSTOM_SECRET, invalid)}
-    )
+    refused = custom_post(api, invalid, custom_headers(invalid))
     assert refused.status_code == 400
     nul = json.dumps({"event_type": "environment_changed", "data": {"note": "a\u0000b"}}).encode()
-    refused = api.client.simulate_post(
-        "/webhook/custom", body=nul, headers={"X-Interlock-Signature-256": sha256_signature(CUSTOM_SECRET, nul)}
-    )
+    refused = custom_post(api, nul, custom_headers(nul))
     assert refused.status_code == 400 and "NUL" in refused.json["description"]
+    long_id = custom_post(api, body, custom_headers(body, delivery="x" * 256))
+    assert long_id.status_code == 400 and "X-Interlock-Delivery" in long_id.json["description"]
     assert count(api, Event) == 1
+
+
+def test_a_captured_custom_delivery_cannot_be_replayed(api: Stack) -> None:
+    body = json.dumps({"event_type": "environment_changed", "data": {"change_type": "deploy"}}).encode()
+    captured = custom_headers(body)
+    first = custom_post(api, body, captured)
+    assert first.status_code == 202, first.text
+
+    # Sent again as it was: acknowledged, not run again.
+    again = custom_post(api, body, captured)
+    assert again.status_code == 200, again.text
+    assert again.json == {"status": "duplicate", "event_id": first.json["event_id"], "task_ids": []}
+    # Under a new delivery id, or with a fresher timestamp: the signature no longer matches.
+    new_id = {**captured, "X-Interlock-Delivery": str(uuid.uuid4())}
+    new_time = {**captured, "X-Interlock-Timestamp": str(int(captured["X-Interlock-Timestamp"]) + 1)}
+    for headers in (new_id, new_time):
+        replay = custom_post(api, body, headers)
+        assert replay.status_code == 401, replay.text
+        assert "does not match" in replay.json["description"]
+    # Properly signed, but six minutes old: refused, whatever its delivery id.
+    stale = custom_post(api, body, custom_headers(body, age=360))
+    assert stale.status_code == 401 and "300 seconds" in stale.json["description"]
+    # The body-only signature of the old scheme is refused with a message that says so.
+    old = {**captured, "X-Interlock-Signature-256": sha256_signature(CUSTOM_SECRET, body)}
+    old["X-Interlock-Delivery"] = str(uuid.uuid4())
+    legacy = custom_post(api, body, old)
+    assert legacy.status_code == 401 and "no longer accepted" in legacy.json["description"]
+    assert count(api, Event) == 1 and count(api, Task) == 1
 
 
 def test_unconfigured_webhooks_are_closed(settings: Settings) -> None:

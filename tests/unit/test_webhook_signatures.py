@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from web.signatures import (
     InvalidSignature,
+    check_custom_signature,
     check_sha256_signature,
     check_slack_signature,
+    custom_base_string,
+    custom_signature,
     sha256_signature,
     slack_signature,
 )
@@ -84,9 +90,58 @@ def test_slack_signature_is_refused(
         )
 
 
-def test_custom_signature_uses_the_same_scheme_as_github() -> None:
-    body = b'{"event_type": "environment_changed", "data": {}}'
-    header = sha256_signature("custom-secret", body)
-    check_sha256_signature("custom-secret", body, header, header_name="X-Interlock-Signature-256")
-    with pytest.raises(InvalidSignature, match="X-Interlock-Signature-256"):
-        check_sha256_signature("other-secret", body, header, header_name="X-Interlock-Signature-256")
+# The worked example in the README (section Webhooks): the same values, the same signature.
+CUSTOM_SECRET = "It's a Secret to Everybody"
+CUSTOM_TIMESTAMP = "1767225600"
+CUSTOM_DELIVERY = "4f9a2c1e-7b3d-4e8a-9c61-2d5f0b8e7a13"
+CUSTOM_BODY = b'{"event_type": "environment_changed", "data": {"change_type": "api_rate_limit_increased"}}'
+CUSTOM_SIGNATURE = "v1=757ab4f72b2a24476aceaa8eaedd1d594dd2b4d48ca33672d78875c78b9e779b"
+
+
+def custom(
+    body: bytes = CUSTOM_BODY,
+    *,
+    timestamp: str | None = CUSTOM_TIMESTAMP,
+    delivery_id: str | None = CUSTOM_DELIVERY,
+    signature: str | None = CUSTOM_SIGNATURE,
+    delay: float = 10,
+) -> None:
+    check_custom_signature(
+        CUSTOM_SECRET,
+        body,
+        timestamp=timestamp,
+        delivery_id=delivery_id,
+        signature=signature,
+        now=int(CUSTOM_TIMESTAMP) + delay,
+    )
+
+
+def test_the_readmes_custom_webhook_example_passes_and_is_in_the_readme() -> None:
+    base = custom_base_string(CUSTOM_TIMESTAMP, CUSTOM_DELIVERY, CUSTOM_BODY)
+    assert base == b"v1:1767225600:4f9a2c1e-7b3d-4e8a-9c61-2d5f0b8e7a13:" + CUSTOM_BODY
+    assert custom_signature(CUSTOM_SECRET, CUSTOM_TIMESTAMP, CUSTOM_DELIVERY, CUSTOM_BODY) == CUSTOM_SIGNATURE
+    custom()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for value in (CUSTOM_TIMESTAMP, CUSTOM_DELIVERY, CUSTOM_BODY.decode(), CUSTOM_SIGNATURE, base.decode()):
+        assert value in readme, value
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"delay": 301}, "more than 300 seconds"),  # a captured request, replayed five minutes later
+        ({"delay": -301}, "more than 300 seconds"),  # from the future
+        ({"delivery_id": "another-delivery-id"}, "does not match"),  # replayed under a new delivery id
+        ({"timestamp": str(int(CUSTOM_TIMESTAMP) + 5)}, "does not match"),  # a fresher timestamp, same signature
+        ({"body": CUSTOM_BODY + b" "}, "does not match"),
+        ({"signature": sha256_signature(CUSTOM_SECRET, CUSTOM_BODY)}, "no longer accepted"),  # the old scheme
+        ({"signature": CUSTOM_SIGNATURE.replace("v1=", "v0=")}, "must be v1="),
+        ({"timestamp": "1767225600.5"}, "not a Unix time"),
+        ({"timestamp": None}, "missing header.*X-Interlock-Timestamp"),
+        ({"delivery_id": ""}, "missing header.*X-Interlock-Delivery"),
+        ({"signature": None}, "missing header.*X-Interlock-Signature-256"),
+    ],
+)
+def test_custom_signature_is_refused(changes: dict[str, Any], reason: str) -> None:
+    with pytest.raises(InvalidSignature, match=reason):
+        custom(**changes)
