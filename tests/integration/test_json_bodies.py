@@ -7,6 +7,8 @@ reader can read back). Multipart bodies reached the schema check as a Python obj
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from models.events import Event
 from models.tasks import Task
 from tests.conftest import Stack, start_stack, stop_stack
 from tests.support import settings_for_database
-from web.signatures import sha256_signature
+from web.signatures import custom_signature
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -35,7 +37,13 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
 
 def signed(body: bytes) -> dict[str, str]:
     """Headers of a correctly signed custom webhook delivery: the body is refused for what it is."""
-    return {**JSON_CT, "X-Interlock-Signature-256": sha256_signature(WEBHOOK_SECRET, body)}
+    timestamp, delivery = str(int(time.time())), uuid.uuid4().hex
+    return {
+        **JSON_CT,
+        "X-Interlock-Timestamp": timestamp,
+        "X-Interlock-Delivery": delivery,
+        "X-Interlock-Signature-256": custom_signature(WEBHOOK_SECRET, timestamp, delivery, body),
+    }
 
 
 def stored(stack: Stack) -> tuple[int, int]:
