@@ -39,6 +39,11 @@ class WorkflowSpec:
     def actor_name(self) -> str:
         return actor_name(self.name)
 
+    def limits(self, settings: Settings) -> tuple[float, float]:
+        """(hard, soft) time limits in seconds: the workflow's own, else the settings'."""
+        hard = self.time_limit or settings.time_limit
+        return hard, min(self.soft_time_limit or settings.soft_time_limit, hard)
+
 
 _CATALOGUE: dict[str, WorkflowSpec] = {}
 

@@ -181,8 +181,14 @@ def check_params(names: list[str], params: Mapping[str, Any]) -> dict[str, Any]:
     return dict(params)
 
 
-def run_query(query: str, params: Mapping[str, Any] | None = None, *, settings: Settings) -> dict[str, Any]:
-    """``{status, count, data, truncated}``: the rows of one checked SELECT on the tools database."""
+def run_query(
+    query: str, params: Mapping[str, Any] | None = None, *, settings: Settings, timeout_ms: int | None = None
+) -> dict[str, Any]:
+    """``{status, count, data, truncated}``: the rows of one checked SELECT on the tools database.
+
+    ``timeout_ms`` (default ``INTERLOCK_TOOLS_STATEMENT_TIMEOUT_MS``) bounds the statement; a task
+    passes its remaining time when that is shorter.
+    """
     names = check_select(query)
     values = check_params(names, params or {})
     url = _tools_url(settings.tools_database_url)
@@ -191,7 +197,7 @@ def run_query(query: str, params: Mapping[str, Any] | None = None, *, settings: 
         with engine.connect() as connection:
             transaction = connection.begin()
             try:
-                _restrict(connection, settings)
+                _restrict(connection, settings, timeout_ms)
                 result = connection.execution_options(
                     stream_results=True, max_row_buffer=settings.tools_max_rows + 1
                 ).execute(text(query), values)
@@ -225,10 +231,10 @@ def _tools_url(url: str) -> str:
     raise PermanentError("INTERLOCK_TOOLS_DATABASE_URL must be a postgresql:// URL")
 
 
-def _restrict(connection: Connection, settings: Settings) -> None:
+def _restrict(connection: Connection, settings: Settings, timeout_ms: int | None = None) -> None:
     """Read-only, time-limited and not a superuser, for this transaction only."""
     connection.execute(text("SET TRANSACTION READ ONLY"))
-    timeout_ms = max(1, int(settings.tools_statement_timeout_ms))
+    timeout_ms = max(1, int(timeout_ms or settings.tools_statement_timeout_ms))
     connection.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
     is_superuser = text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
     role = settings.tools_database_role.strip()

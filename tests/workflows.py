@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 from actors.context import TaskContext
@@ -24,3 +25,12 @@ def echo(ctx: TaskContext) -> dict[str, Any]:
     """Returns at once: for tests that count tasks, not LLM calls."""
     ctx.progress(50, "echo")
     return {"status": "success", "result": ctx.query}
+
+
+@workflow("test_busy", queue="default")
+def busy(ctx: TaskContext) -> dict[str, Any]:
+    """Works for ``context.seconds`` in short slices, with no call or step boundary that could stop it."""
+    until = time.monotonic() + float(ctx.context.get("seconds", 10))
+    while time.monotonic() < until:
+        time.sleep(0.01)
+    return {"status": "success", "result": "done"}
