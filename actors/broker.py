@@ -18,10 +18,13 @@ import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Retries, ShutdownNotifications, TimeLimit
+from dramatiq.middleware.time_limit import TimeLimitExceeded as DramatiqTimeLimitExceeded
 from dramatiq.results import Results
+from sqlalchemy.exc import DBAPIError
 
 from interlock.settings import Settings
 from models.base import utcnow
+from models.database import is_transient, retry_transient
 from models.scheduled import schedule_message
 
 from .context import TaskContext
@@ -33,12 +36,19 @@ from .metrics import WorkerMetrics
 from .orchestration import SUSPENDED, Suspend, try_suspend
 from .registry import WorkflowSpec
 from .results import DatabaseResultBackend
+from .running import running_as
 from .runtime import Runtime
-from .tracking import TaskTracking, current_run, task_id_of
+from .tracking import TaskTracking, current_run, release_for_retry, task_id_of
 
 __all__ = ["build_broker", "InterlockRabbitmqBroker", "InterlockStubBroker"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a delayed message's parking keeps trying through a database outage before the message
+#: goes to RabbitMQ's delay queue instead.
+PARK_RETRY_SECONDS = 5.0
+#: Seconds after a task's hard limit at which Dramatiq's TimeLimit interrupts code that is still running.
+TIME_LIMIT_GRACE = 1.0
 
 
 class _ParksDelays:
@@ -50,15 +60,30 @@ class _ParksDelays:
         if delay is None or self.runtime is None:
             return super().enqueue(message, delay=None)  # type: ignore[misc]
         self.emit_before("enqueue", message, delay)  # type: ignore[attr-defined]
+        runtime = self.runtime
         data = message.asdict()
-        with self.runtime.sessions.begin() as session:
-            schedule_message(
-                session,
-                queue=message.queue_name,
-                message=data,
-                due_at=utcnow() + timedelta(milliseconds=delay),
-                task_id=task_id_of(message),
-            )
+
+        def park() -> None:
+            with runtime.sessions.begin() as session:
+                schedule_message(
+                    session,
+                    queue=message.queue_name,
+                    message=data,
+                    due_at=utcnow() + timedelta(milliseconds=delay),
+                    task_id=task_id_of(message),
+                )
+                # A retry of the running task: its lease is released in the same transaction.
+                release_for_retry(session, message, delay=delay, owner=runtime.owner)
+
+        try:
+            retry_transient(park, within=PARK_RETRY_SECONDS, what=f"parking message {message.message_id}")
+        except DBAPIError as exc:
+            if not is_transient(exc):
+                raise
+            # The database is away: Dramatiq's own delay queue holds the message instead of losing it.
+            # A retry's task keeps its lease, unrenewed: it lapses, and the retry or a reclaim runs it.
+            logger.warning("parking message %s failed; it waits in the broker's delay queue", message.message_id)
+            return super().enqueue(message, delay=delay)  # type: ignore[misc]
         self.emit_after("enqueue", message, delay)  # type: ignore[attr-defined]
         return message
 
@@ -76,12 +101,15 @@ def build_broker(settings: Settings, runtime: Runtime, catalogue: Mapping[str, W
     # Dramatiq runs ``after_*`` hooks in reverse order: TaskTracking comes first so that its
     # after_process_message sees the verdict of Retries (message.failed or a retry enqueued).
     # EventDelivery (before hooks only) makes sure an event's task row exists before it is claimed.
+    # TimeLimit comes last: it arms after the claim and disarms first, before any after hook
+    # writes. It is the backstop for code that neither waits on a call nor reaches a step boundary
+    # (where the task's own limits stop it, see actors.running), so it fires TIME_LIMIT_GRACE late:
+    # its exception, raised into the thread, never races a task that is already ending on time.
     middleware = [
         EventDelivery(runtime),
         TaskTracking(runtime),
         WorkerMetrics(runtime),  # after hooks run after Retries' and before TaskTracking's
         Maintenance(runtime),
-        TimeLimit(time_limit=settings.time_limit * 1000),
         ShutdownNotifications(),
         Retries(
             max_retries=settings.max_retries,
@@ -89,6 +117,7 @@ def build_broker(settings: Settings, runtime: Runtime, catalogue: Mapping[str, W
             max_backoff=int(settings.max_backoff * 1000),
         ),
         Results(backend=DatabaseResultBackend(runtime.sessions), result_ttl=int(settings.result_ttl * 1000)),
+        TimeLimit(time_limit=settings.time_limit * 1000),
     ]
     broker: InterlockRabbitmqBroker | InterlockStubBroker
     if settings.uses_rabbitmq:
@@ -112,8 +141,7 @@ def build_broker(settings: Settings, runtime: Runtime, catalogue: Mapping[str, W
 
 def declare_workflow(broker: dramatiq.Broker, spec: WorkflowSpec, runtime: Runtime) -> dramatiq.Actor[Any, Any]:
     settings = runtime.settings
-    time_limit = spec.time_limit or settings.time_limit
-    soft_limit = spec.soft_time_limit or min(settings.soft_time_limit, time_limit)
+    time_limit, _ = spec.limits(settings)
 
     def run(task_id: str) -> None:
         """Run the workflow; its outcome goes to TaskTracking through the task run, not to Dramatiq.
@@ -122,40 +150,47 @@ def declare_workflow(broker: dramatiq.Broker, spec: WorkflowSpec, runtime: Runti
         worker) would log on every task that the value was discarded.
         """
         task_run = current_run()
-        if task_run is None or task_run.task_id != task_id:
+        if task_run is None or task_run.task_id != task_id or task_run.running is None:
             raise PermanentError(f"task {task_id} was not claimed by this worker")
+        running = task_run.running
         ctx = TaskContext(
             task_id=task_id,
             input=task_run.input,
             attempt=task_run.attempt,
             runtime=runtime,
-            soft_deadline=task_run.started + soft_limit,
+            soft_deadline=running.soft_deadline,
             priority=task_run.priority,
             broker=broker,
             usage=task_run.usage,
+            running=running,
         )
-        while True:
-            try:
-                task_run.outcome = spec.fn(ctx)
-                return
-            except Suspend:
-                # Children are running: sleep unless one ended during this run (then replay now).
-                with runtime.sessions.begin() as session:
-                    if try_suspend(session, task_id, owner=runtime.owner):
-                        task_run.outcome = SUSPENDED
-                        return
-                ctx.forget_cached_steps()
-            except TransientError as exc:
-                if exc.retry_after is None:
-                    raise
-                # Dramatiq's Retry carries the delay the server asked for (Retry-After).
-                raise dramatiq.Retry(str(exc), delay=max(int(exc.retry_after * 1000), 1)) from exc
+        with running_as(running):
+            while True:
+                try:
+                    task_run.outcome = spec.fn(ctx)
+                    return
+                except Suspend:
+                    # Children are running: sleep unless one ended during this run (then replay now).
+                    with runtime.sessions.begin() as session:
+                        if try_suspend(session, task_id, owner=runtime.owner):
+                            task_run.outcome = SUSPENDED
+                            return
+                    ctx.forget_cached_steps()
+                except TransientError as exc:
+                    if exc.retry_after is None:
+                        raise
+                    # Dramatiq's Retry carries the delay the server asked for (Retry-After).
+                    raise dramatiq.Retry(str(exc), delay=max(int(exc.retry_after * 1000), 1)) from exc
+                except DramatiqTimeLimitExceeded as exc:
+                    # Dramatiq's backstop interrupted code that computed past the limit.
+                    raise running.time_limit_exceeded() from exc
 
     run.__name__ = spec.name
     options = {
         "max_retries": settings.max_retries if spec.max_retries is None else spec.max_retries,
-        "time_limit": int(time_limit * 1000),
-        "throws": (PermanentError,),
+        "time_limit": int((time_limit + TIME_LIMIT_GRACE) * 1000),
+        # Not retried: bad input, refusals, cancellation and the hard time limit (errors.TimeLimitExceeded).
+        "throws": (PermanentError, DramatiqTimeLimitExceeded),
         # The result is the task's (tasks.result); the result backend serves plain actors.
         "store_results": False,
     }

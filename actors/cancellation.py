@@ -1,9 +1,12 @@
-"""Cancelling tasks: a queued task never starts, a running one stops at its next step boundary.
+"""Cancelling tasks: a queued task never starts, a running one stops waiting and ends.
 
 Cancellation is a state in the task row, never a message: the claim refuses terminal states, so
-a queued (or parked) message of a cancelled task is skipped wherever it is delivered, and a
-running workflow's next ``ctx.progress()`` sees CANCELLED and raises ``TaskCancelled``. Children
-of a cancelled workflow are cancelled with it, recursively, in the same transaction.
+a queued (or parked) message of a cancelled task is skipped wherever it is delivered. A running
+task's worker sees the row say CANCELLED within about a second (its maintenance thread looks for
+the tasks it runs, ``actors.maintenance.heartbeat``) and abandons the LLM or tool call the task
+waits on; a workflow that waits on nothing sees it at its next ``ctx.progress()``. Either way it
+raises ``TaskCancelled``. Children of a cancelled workflow are cancelled with it, recursively, in
+the same transaction, running ones the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ __all__ = ["CancelOutcome", "Cancellation", "cancel_task", "record_stopped"]
 
 class CancelOutcome(enum.Enum):
     CANCELLED = "CANCELLED"  # it had not started (or was suspended): it never runs again
-    CANCELLING = "CANCELLING"  # it is running: it stops at its next progress update or step
+    CANCELLING = "CANCELLING"  # it is running: its call is abandoned, or it stops at its next step
     FINISHED = "FINISHED"
     MISSING = "MISSING"
 

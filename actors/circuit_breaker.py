@@ -27,7 +27,15 @@ from models.breakers import (
     release_probe,
 )
 
-from .errors import InvalidInput, PermanentError, TransientError
+from .errors import (
+    InvalidInput,
+    PermanentError,
+    SoftTimeLimitExceeded,
+    StageTimeLimitExceeded,
+    TaskCancelled,
+    TimeLimitExceeded,
+    TransientError,
+)
 from .http_safety import HostUnavailable, UnsafeURL
 
 __all__ = ["CircuitOpen", "guard", "breaker_states", "probe_lease"]
@@ -79,7 +87,8 @@ def guard(sessions: sessionmaker[Session], target: str, *, settings: Settings) -
         if state == OPEN:
             logger.warning("circuit breaker for %s is open for %.1fs", target, settings.breaker_reset)
         raise
-    except (UnsafeURL, InvalidInput):
+    except (UnsafeURL, InvalidInput, TaskCancelled, TimeLimitExceeded, SoftTimeLimitExceeded, StageTimeLimitExceeded):
+        # Refused before any contact, or the task stopped waiting (cancelled, out of time): no verdict.
         _no_verdict(sessions, target, probe)
         raise
     except (PermanentError, TransientError):

@@ -7,7 +7,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
@@ -25,6 +25,7 @@ from models.tenants import add_usage, budget_exhausted
 
 from .errors import PermanentError, SoftTimeLimitExceeded, StageTimeLimitExceeded, TaskCancelled
 from .llm import Completion
+from .running import RunningTask
 from .runtime import Runtime
 
 __all__ = ["TaskContext"]
@@ -53,6 +54,12 @@ class TaskContext:
     _tenant: str | None = None
     #: The last ``progress(percent, step)`` this run reported, where a gather's progress starts.
     _reported: tuple[int, str] = (0, "")
+    #: Its deadlines and cancellation; a workflow called outside a worker has no hard limit.
+    running: RunningTask = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.running is None:
+            self.running = RunningTask(self.task_id, soft_deadline=self.soft_deadline)
 
     @property
     def query(self) -> str:
@@ -126,9 +133,19 @@ class TaskContext:
         return self.soft_deadline - time.monotonic()
 
     def check(self) -> None:
-        """Step boundary: stop here if the soft limit passed."""
+        """Step boundary: stop here if the task was cancelled, or the hard or the soft limit passed."""
+        self.running.check()
         if self.soft_time_left() <= 0:
             raise SoftTimeLimitExceeded(f"soft time limit of {self.runtime.settings.soft_time_limit:g}s passed")
+
+    def until_soft_limit(self) -> AbstractContextManager[None]:
+        """Mark the part of a workflow that can answer with what it has: a call still waiting at
+        the soft limit is abandoned there with SoftTimeLimitExceeded, for the workflow to catch.
+
+        Elsewhere an LLM or tool call may wait until the hard limit (then the task fails with
+        "time limit exceeded"), so that an answer that would come in time is not thrown away.
+        """
+        return self.running.until_soft_limit()
 
     def progress(self, percent: int, step: str, **data: Any) -> None:
         """Record progress durably and notice a cancellation or a passed soft limit.
@@ -181,17 +198,21 @@ class TaskContext:
         return publish_from_task(self, event_type, data, source=source, key=key)
 
     def complete(self, messages: list[dict[str, str]]) -> Completion:
-        """One LLM call; its token usage is added to the task's."""
-        timeout = None
+        """One LLM call; its token usage is added to the task's.
+
+        The call waits no longer than the task may (see :meth:`RunningTask.wait`): past the hard
+        limit it is abandoned with TimeLimitExceeded, past a step's limit with
+        StageTimeLimitExceeded, on cancellation with TaskCancelled.
+        """
         tenant = self._check_budget()
-        deadline = self._stage_deadline or self.soft_deadline
+        running = self.running
+        timeout = running.timeout(self.runtime.settings.llm_timeout)
         limits = self.runtime.llm_limits
         if limits is not None:
+            deadline = min(self._stage_deadline or self.soft_deadline, running.deadline)
             limits.before_call(self.runtime.llm.model, deadline=deadline)
-        if self._stage_deadline is not None:
-            # Never let one call outlive its stage: the socket wait is bounded too.
-            timeout = max(0.1, min(self.runtime.settings.llm_timeout, self._stage_deadline - time.monotonic()))
-        completion = self.runtime.llm.complete(messages, timeout=timeout)
+        call = self.runtime.llm.start(messages, timeout=timeout)
+        completion = running.wait(call, what="LLM call", stage_deadline=self._stage_deadline)
         if limits is not None:
             limits.after_call(completion.model, completion.usage.get("total_tokens", 0))
         for key, value in completion.usage.items():

@@ -9,6 +9,7 @@ __all__ = [
     "TransientError",
     "SoftTimeLimitExceeded",
     "StageTimeLimitExceeded",
+    "TimeLimitExceeded",
     "TaskCancelled",
 ]
 
@@ -37,6 +38,14 @@ class SoftTimeLimitExceeded(InterlockError):
     """The soft time limit passed: finish early with what you have, the hard limit is near."""
 
 
+class TimeLimitExceeded(PermanentError):
+    """The hard time limit passed: the task ends FAILURE, its in-flight call abandoned.
+
+    Not retried, as Celery does not retry its own: a retry would get the same limit, and
+    ``INTERLOCK_MAX_RETRIES`` attempts would stretch the limit an operator set to that many times it.
+    """
+
+
 class StageTimeLimitExceeded(TransientError):
     """One durable step ran past ``INTERLOCK_STAGE_TIME_LIMIT``; the retry resumes at that step."""
 
@@ -45,4 +54,4 @@ class StageTimeLimitExceeded(TransientError):
 
 
 class TaskCancelled(PermanentError):
-    """Somebody cancelled the task; it stops at its next step boundary."""
+    """Somebody cancelled the task: its in-flight call is abandoned, or it stops at its next step boundary."""

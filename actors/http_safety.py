@@ -12,6 +12,11 @@
 Errors are translated at this boundary: refusals are :class:`UnsafeURL` (permanent), network
 trouble and 5xx answers :class:`HostUnavailable` (transient, counted by the circuit breaker),
 429 a :class:`TransientError` carrying ``Retry-After``, other 4xx :class:`PermanentError`.
+
+Within a task, ``INTERLOCK_HTTP_TIMEOUT`` is cut to the task's remaining time (``requests``
+applies it to each socket operation), and a body is read in chunks with the task's limits and
+cancellation checked between them (:mod:`actors.running`), so a slow or trickling host cannot
+hold a task past its time limit.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -27,11 +32,13 @@ from typing import Any
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from interlock.settings import Settings, SettingsError
 
 from .errors import PermanentError, TransientError
+from .running import call_timeout, check_interrupted
 
 __all__ = [
     "USER_AGENT",
@@ -52,6 +59,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "Interlock/0.1 (+tools)"
+#: Bytes read between two looks at the task's limits (a trickling host sends few bytes per wait).
+READ_CHUNK = 16 * 1024
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -235,12 +244,14 @@ def guarded_get(
     current = url
     for _hop in range(settings.http_max_redirects + 1):
         target = check_url(current, allow=allow)
+        timeout = call_timeout(settings.http_timeout)
         try:
-            response = _send(target, params=params, headers=headers or {}, timeout=settings.http_timeout)
+            response = _send(target, params=params, headers=headers or {}, timeout=timeout)
         except requests.exceptions.SSLError as exc:
             raise PermanentError(f"TLS failed for {target.host}: {exc}") from exc
         except requests.Timeout as exc:
-            raise HostUnavailable(f"{target.host} did not answer within {settings.http_timeout:g}s") from exc
+            check_interrupted()  # the task's time ran out, not the host's patience
+            raise HostUnavailable(f"{target.host} did not answer within {timeout:g}s") from exc
         except requests.RequestException as exc:
             raise HostUnavailable(f"{target.host} is unreachable: {type(exc).__name__}") from exc
         location = response.headers.get("Location")
@@ -295,12 +306,21 @@ def read_capped(response: requests.Response, *, limit: int, what: str, setting: 
         raise PermanentError(f"{what} is {int(declared)} bytes, over the {limit}-byte limit ({setting})")
     body = bytearray()
     try:
-        for chunk in response.iter_content(chunk_size=64 * 1024):
+        for chunk in _arriving(response):
+            check_interrupted()
             body.extend(chunk)
             if len(body) > limit:
                 raise PermanentError(f"{what} is larger than the {limit}-byte limit ({setting})")
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        check_interrupted()
         raise HostUnavailable(f"reading {what} failed: {type(exc).__name__}") from exc
     finally:
         response.close()
     return bytes(body)
+
+
+def _arriving(response: requests.Response) -> Iterator[bytes]:
+    """The (decoded) body as it arrives: each piece is what one read from the socket got, so a
+    host that trickles its answer is seen between pieces rather than after a whole buffer."""
+    while chunk := response.raw.read1(READ_CHUNK, decode_content=True):
+        yield chunk

@@ -2,18 +2,25 @@
 
 Errors are translated at this boundary into :mod:`actors.errors`, so retry policy is decided by
 what happened (429, 5xx, timeout, 4xx) and not by which SDK raised it.
+
+A call is started with :meth:`LLMClient.start` and handed back as a future: ``openai.AsyncOpenAI``
+runs it on the process's I/O loop (:mod:`actors.io_loop`), so the task's thread waits on a future
+that a time limit or a cancellation can stop waiting on, and cancelling it closes the request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import openai
 
 from .errors import PermanentError, TransientError
+from .io_loop import IOLoop
 
 __all__ = ["Completion", "LLMClient", "OpenAIChat", "OfflineModel", "build_llm", "OFFLINE_MODEL_NAME"]
 
@@ -32,28 +39,53 @@ class Completion:
 class LLMClient(Protocol):
     model: str
 
-    def complete(self, messages: list[dict[str, str]], *, timeout: float | None = None) -> Completion: ...
+    def start(self, messages: list[dict[str, str]], *, timeout: float | None = None) -> Future[Completion]:
+        """Begin one call; the future holds its :class:`Completion` or its translated error."""
+        ...
+
+    def complete(self, messages: list[dict[str, str]], *, timeout: float | None = None) -> Completion:
+        """One call, waited for (outside a task, where nothing can interrupt the wait)."""
+        ...
 
     def close(self) -> None: ...
 
 
 class OpenAIChat:
-    """Chat completions on any OpenAI-compatible endpoint; retries are the task's, not the SDK's."""
+    """Chat completions on any OpenAI-compatible endpoint; retries are the task's, not the SDK's.
 
-    def __init__(self, *, api_key: str, base_url: str | None, model: str, timeout: float) -> None:
+    ``timeout`` bounds a whole call (the SDK's own timeout applies to each socket operation).
+    Without ``io`` the client runs its own I/O loop, closed with it.
+    """
+
+    def __init__(
+        self, *, api_key: str, base_url: str | None, model: str, timeout: float, io: IOLoop | None = None
+    ) -> None:
         self.model = model
         self.timeout = timeout
-        self._client = openai.OpenAI(
+        self._own_io = io is None
+        self.io = io or IOLoop(helper_threads=1)
+        self._client = openai.AsyncOpenAI(
             api_key=api_key or "unused", base_url=base_url or None, timeout=timeout, max_retries=0
         )
 
+    def start(self, messages: list[dict[str, str]], *, timeout: float | None = None) -> Future[Completion]:
+        return self.io.submit(self._complete(messages, timeout or self.timeout))
+
     def complete(self, messages: list[dict[str, str]], *, timeout: float | None = None) -> Completion:
+        return self.start(messages, timeout=timeout).result()
+
+    async def _complete(self, messages: list[dict[str, str]], timeout: float) -> Completion:
         try:
-            response = self._client.chat.completions.create(
-                model=self.model,
-                messages=messages,  # type: ignore[arg-type]
-                timeout=timeout or self.timeout,
+            response = await asyncio.wait_for(
+                self._client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,  # type: ignore[arg-type]
+                    timeout=timeout,
+                ),
+                timeout,
             )
+        except TimeoutError as exc:
+            raise TransientError("LLM call timed out") from exc
         except openai.RateLimitError as exc:
             raise TransientError(f"LLM rate limited (429): {_message(exc)}", retry_after=_retry_after(exc)) from exc
         except openai.APITimeoutError as exc:
@@ -79,13 +111,22 @@ class OpenAIChat:
         )
 
     def close(self) -> None:
-        self._client.close()
+        try:
+            self.io.submit(self._client.close()).result(timeout=10)
+        finally:
+            if self._own_io:
+                self.io.close()
 
 
 class OfflineModel:
     """A deterministic stand-in for development without an API key. It says what it is."""
 
     model = OFFLINE_MODEL_NAME
+
+    def start(self, messages: list[dict[str, str]], *, timeout: float | None = None) -> Future[Completion]:
+        future: Future[Completion] = Future()
+        future.set_result(self.complete(messages, timeout=timeout))
+        return future
 
     def complete(self, messages: list[dict[str, str]], *, timeout: float | None = None) -> Completion:
         prompt = messages[-1]["content"] if messages else ""
@@ -110,11 +151,11 @@ class OfflineModel:
         return None
 
 
-def build_llm(*, api_key: str, base_url: str, model: str, timeout: float) -> LLMClient:
+def build_llm(*, api_key: str, base_url: str, model: str, timeout: float, io: IOLoop | None = None) -> LLMClient:
     if not api_key and not base_url:
         logger.warning("No OPENAI_API_KEY or OPENAI_BASE_URL: using the offline stand-in model")
         return OfflineModel()
-    return OpenAIChat(api_key=api_key, base_url=base_url or None, model=model, timeout=timeout)
+    return OpenAIChat(api_key=api_key, base_url=base_url or None, model=model, timeout=timeout, io=io)
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:

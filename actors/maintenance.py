@@ -1,7 +1,11 @@
-"""A background thread in every worker process: heartbeats, due messages, lapsed leases.
+"""A background thread in every worker process: heartbeats, cancellations, due messages, lapsed leases.
 
 Each pass is a few short transactions. Rows are taken with ``FOR UPDATE SKIP LOCKED``, so any
 number of worker processes on any number of hosts share the work without doing it twice.
+
+The heartbeat renews the leases of the tasks this process runs at that moment (``Runtime.running``)
+and nothing else. Between heartbeats it asks which of them were cancelled, at least every
+``CANCEL_CHECK_INTERVAL`` seconds, and wakes those tasks' threads out of the call they wait on.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -17,14 +22,18 @@ from dramatiq.middleware import Middleware
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from models.database import is_transient, one_statement_session
 from models.scheduled import due_messages
-from models.tasks import TaskEvent, TaskState, lapsed_tasks, renew_leases, utcnow
+from models.tasks import TaskEvent, TaskState, cancelled_among, lapsed_tasks, renew_leases, utcnow
 
 from .runtime import Runtime
 
-__all__ = ["Maintenance", "publish_due_messages", "reclaim_lapsed_tasks", "task_message"]
+__all__ = ["Maintenance", "heartbeat", "publish_due_messages", "reclaim_lapsed_tasks", "task_message"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds at most between two looks for cancelled running tasks: how soon a cancellation bites.
+CANCEL_CHECK_INTERVAL = 0.5
 
 
 def task_message(*, queue: str, actor: str, task_id: str, priority: int = 0) -> Message[Any]:
@@ -85,6 +94,25 @@ def reclaim_lapsed_tasks(runtime: Runtime, broker: dramatiq.Broker, *, limit: in
     return len(tasks)
 
 
+def heartbeat(runtime: Runtime, *, renew: bool) -> list[str]:
+    """Signal the cancellation of this process's running tasks that were cancelled; with ``renew``,
+    also extend their leases (one statement either way). Returns the ids signalled.
+    """
+    task_ids = runtime.running.ids()
+    if not task_ids:
+        return []
+    with one_statement_session(runtime.sessions) as session:
+        if renew:
+            states = renew_leases(session, task_ids, owner=runtime.owner, lease_seconds=runtime.settings.lease_seconds)
+            cancelled = [task_id for task_id, state in states.items() if state == TaskState.CANCELLED]
+        else:
+            cancelled = cancelled_among(session, task_ids)
+    signalled = runtime.running.cancel(cancelled)
+    for task_id in signalled:
+        logger.info("task %s was cancelled while it ran; interrupting it", task_id)
+    return signalled
+
+
 def _lease_lapses(session: Session, task_id: str) -> int:
     """RETRY events written by this reaper (not by Retries) for ``task_id``."""
     rows = session.scalars(
@@ -114,15 +142,25 @@ class Maintenance(Middleware):
     def _loop(self, broker: dramatiq.Broker) -> None:
         settings = self.runtime.settings
         heartbeat_every = max(0.2, settings.lease_seconds / 3)
-        next_heartbeat = 0.0
-        while not self._stop.wait(settings.maintenance_interval):
-            try:
-                now = time.monotonic()
-                if now >= next_heartbeat:
-                    with self.runtime.sessions.begin() as session:
-                        renew_leases(session, owner=self.runtime.owner, lease_seconds=settings.lease_seconds)
-                    next_heartbeat = now + heartbeat_every
-                publish_due_messages(self.runtime, broker)
-                reclaim_lapsed_tasks(self.runtime, broker)
-            except Exception:  # a framework boundary: log, keep the loop alive for the next pass
-                logger.exception("maintenance pass failed; retrying in %.1fs", settings.maintenance_interval)
+        tick = min(settings.maintenance_interval, CANCEL_CHECK_INTERVAL)
+        next_heartbeat = next_pass = 0.0
+        while not self._stop.wait(tick):
+            now = time.monotonic()
+            renew = now >= next_heartbeat
+            self._guarded(heartbeat, self.runtime, renew=renew)
+            if renew:
+                next_heartbeat = now + heartbeat_every
+            if now >= next_pass:
+                next_pass = now + settings.maintenance_interval
+                self._guarded(publish_due_messages, self.runtime, broker)
+                self._guarded(reclaim_lapsed_tasks, self.runtime, broker)
+
+    def _guarded(self, work: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        """A framework boundary: log a failed step, keep the loop alive for the next pass."""
+        try:
+            work(*args, **kwargs)
+        except Exception as exc:
+            if is_transient(exc):  # the database restarts or is away: one line, not a traceback a tick
+                logger.warning("maintenance: %s failed (%s); trying again", work.__name__, exc.__class__.__name__)
+            else:
+                logger.exception("maintenance: %s failed; trying again", work.__name__)

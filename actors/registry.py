@@ -50,6 +50,11 @@ class WorkflowSpec:
         """Every actor name whose messages run this workflow, its current name first."""
         return (self.actor_name, *self.former_actor_names)
 
+    def limits(self, settings: Settings) -> tuple[float, float]:
+        """(hard, soft) time limits in seconds: the workflow's own, else the settings'."""
+        hard = self.time_limit or settings.time_limit
+        return hard, min(self.soft_time_limit or settings.soft_time_limit, hard)
+
 
 _CATALOGUE: dict[str, WorkflowSpec] = {}
 

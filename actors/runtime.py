@@ -1,9 +1,10 @@
-"""Per-process resources (database engine, LLM client), built after the process starts."""
+"""Per-process resources (database engine, I/O loop, LLM client), built after the process starts."""
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
 from dataclasses import dataclass, field
 
@@ -14,9 +15,11 @@ from interlock.limits import parse_limits
 from interlock.settings import Settings
 from models.database import make_engine, make_sessionmaker
 
+from .io_loop import IOLoop
 from .llm import LLMClient, build_llm
 from .rate_limits import LLMLimits, SlidingWindow
 from .registry import WorkflowSpec
+from .running import RunningTasks
 
 __all__ = ["Runtime"]
 
@@ -32,6 +35,10 @@ class Runtime:
     _llm: LLMClient | None = None
     catalogue: dict[str, WorkflowSpec] = field(default_factory=dict)
     _llm_limits: LLMLimits | None = None
+    _io: IOLoop | None = None
+    #: The tasks this process runs right now (the heartbeat renews their leases only).
+    running: RunningTasks = field(default_factory=RunningTasks)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -39,12 +46,27 @@ class Runtime:
         return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
 
     @property
+    def io(self) -> IOLoop:
+        """The process's loop for outbound calls (LLM on it, tools in its helper threads)."""
+        with self._lock:  # worker threads ask at once on the first tasks
+            if self._io is None:
+                self._io = IOLoop(helper_threads=max(8, 2 * self.settings.worker_threads))
+            return self._io
+
+    @property
     def llm(self) -> LLMClient:
         if self._llm is None:
-            s = self.settings
-            self._llm = build_llm(
-                api_key=s.openai_api_key, base_url=s.openai_base_url, model=s.model, timeout=s.llm_timeout
-            )
+            io = self.io
+            with self._lock:
+                if self._llm is None:
+                    s = self.settings
+                    self._llm = build_llm(
+                        api_key=s.openai_api_key,
+                        base_url=s.openai_base_url,
+                        model=s.model,
+                        timeout=s.llm_timeout,
+                        io=io,
+                    )
         return self._llm
 
     @property
@@ -66,4 +88,6 @@ class Runtime:
     def close(self) -> None:
         if self._llm is not None:
             self._llm.close()
+        if self._io is not None:
+            self._io.close()
         self.engine.dispose()

@@ -107,12 +107,16 @@ class Settings:
     model: str = _setting("INTERLOCK_MODEL", "gpt-4o-mini", "Model name sent to the LLM endpoint.")
     llm_timeout: float = _setting("INTERLOCK_LLM_TIMEOUT", 60.0, "Seconds one LLM call may take.")
     time_limit: float = _setting(
-        "INTERLOCK_TIME_LIMIT", 3600.0, "Hard limit in seconds for one task attempt; the task is stopped."
+        "INTERLOCK_TIME_LIMIT",
+        3600.0,
+        "Hard limit in seconds for one task attempt: the call it waits on is abandoned and it ends FAILURE, "
+        "not retried.",
     )
     soft_time_limit: float = _setting(
         "INTERLOCK_SOFT_TIME_LIMIT",
         3300.0,
-        "Soft limit in seconds; at the next step boundary the actor sees SoftTimeLimitExceeded and can finish early.",
+        "Soft limit in seconds; at the next step boundary (inside `ctx.until_soft_limit()`, also in a waiting "
+        "call) the workflow sees SoftTimeLimitExceeded and can finish early.",
     )
     stage_time_limit: float = _setting(
         "INTERLOCK_STAGE_TIME_LIMIT",

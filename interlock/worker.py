@@ -69,6 +69,8 @@ def start_worker(
     unknown = set(queues or ()) - known
     if unknown:
         raise SystemExit(f"unknown queue(s) {sorted(unknown)}; known queues: {sorted(known)}")
+    # Dramatiq's own CLI says this; without it TimeLimit's watcher thread never starts.
+    broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, queues=set(queues) if queues else None, worker_threads=threads)
     # Prefetch no more than we can run: a prefetched message waits unacknowledged, and priority
     # only reorders what is still in RabbitMQ.

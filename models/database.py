@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = [
@@ -17,7 +22,16 @@ __all__ = [
     "one_statement_session",
     "writes_in_one_statement",
     "is_postgres",
+    "is_transient",
+    "retry_transient",
 ]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: PostgreSQL's SQLSTATEs for "deadlock detected" and "could not serialize access".
+_TRANSACTION_LOST = frozenset({"40P01", "40001"})
 
 #: Connections older than this are replaced at checkout (below common proxy and firewall idle cuts).
 POOL_RECYCLE_SECONDS = 1800
@@ -102,3 +116,40 @@ def writes_in_one_statement(sessions: sessionmaker[Session]) -> bool:
     """Whether the database can make a task change and its event in one statement (PostgreSQL)."""
     engine: Engine = sessions.kw["bind"]
     return engine.dialect.name == "postgresql"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether running the same work again may succeed: the server went away or restarted, or a deadlock.
+
+    Connection failures (SQLSTATE class 08, or no answer from the server at all), a server shutting
+    down (57P, e.g. ``pg_ctl restart``) and a transaction chosen as a deadlock or serialization victim.
+    """
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is None:
+        return isinstance(exc, OperationalError)
+    return sqlstate in _TRANSACTION_LOST or sqlstate.startswith(("08", "57P"))
+
+
+def retry_transient(work: Callable[[], T], *, within: float, what: str) -> T:
+    """``work()``, run again after a transient database error (:func:`is_transient`) for up to ``within`` seconds.
+
+    For the writes that end a task or hand it back, so that a database restart of a few seconds
+    delays them instead of losing them. ``work`` must be safe to run twice: a commit may have
+    succeeded just before the connection broke.
+    """
+    deadline = time.monotonic() + within
+    attempt = 0
+    while True:
+        try:
+            return work()
+        except DBAPIError as exc:
+            attempt += 1
+            pause = min(2.0, 0.05 * 2**attempt) * random.uniform(1.0, 1.5)
+            if not is_transient(exc) or time.monotonic() + pause > deadline:
+                raise
+            logger.warning("%s failed (%s); trying again in %.2fs", what, type(exc.orig).__name__, pause)
+            time.sleep(pause)

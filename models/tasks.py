@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -63,6 +64,7 @@ __all__ = [
     "Transition",
     "mark_retrying",
     "renew_leases",
+    "cancelled_among",
     "lapsed_tasks",
     "task_events",
     "task_status",
@@ -461,13 +463,31 @@ def mark_retrying(session: Session, task_id: str, *, owner: str, error: str, del
     return done is not None
 
 
-def renew_leases(session: Session, *, owner: str, lease_seconds: float) -> int:
-    """Heartbeat: extend every lease this worker process holds."""
-    return session.execute(
-        update(Task)
-        .where(Task.lease_owner == owner, Task.state == TaskState.PROCESSING)
+def renew_leases(session: Session, task_ids: Collection[str], *, owner: str, lease_seconds: float) -> dict[str, str]:
+    """Heartbeat: extend the leases ``owner`` holds on ``task_ids``; returns those tasks' states.
+
+    ``task_ids`` are the tasks the worker process runs at this moment, never "every lease it
+    holds": a lease left behind by a run whose thread moved on (a write that failed while the
+    database restarted) must lapse, so that another worker picks the task up. A task cancelled
+    while it runs comes back as CANCELLED, which is how its worker learns of it.
+    """
+    if not task_ids:
+        return {}
+    rows = session.execute(
+        update(_tasks)
+        .where(_tasks.c.id.in_(list(task_ids)), _tasks.c.lease_owner == owner)
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-    ).rowcount  # type: ignore[attr-defined]
+        .returning(_tasks.c.id, _tasks.c.state)
+    ).all()
+    return {task_id: state for task_id, state in rows}
+
+
+def cancelled_among(session: Session, task_ids: Collection[str]) -> list[str]:
+    """Which of ``task_ids`` were cancelled (a worker polls this for the tasks it runs)."""
+    if not task_ids:
+        return []
+    query = select(_tasks.c.id).where(_tasks.c.id.in_(list(task_ids)), _tasks.c.state == TaskState.CANCELLED)
+    return list(session.scalars(query))
 
 
 def lapsed_tasks(session: Session, *, limit: int = 100) -> list[Task]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 from actors.context import TaskContext
@@ -50,3 +51,12 @@ def publish(ctx: TaskContext) -> dict[str, Any]:
     """Publishes `context.event_type` with `context.data` (ctx.publish), as its task's tenant."""
     event_id, task_ids = ctx.publish(str(ctx.context["event_type"]), dict(ctx.context.get("data") or {}), source="test")
     return {"event_id": event_id, "task_ids": task_ids}
+
+
+@workflow("test_busy", queue="default")
+def busy(ctx: TaskContext) -> dict[str, Any]:
+    """Works for ``context.seconds`` in short slices, with no call or step boundary that could stop it."""
+    until = time.monotonic() + float(ctx.context.get("seconds", 10))
+    while time.monotonic() < until:
+        time.sleep(0.01)
+    return {"status": "success", "result": "done"}

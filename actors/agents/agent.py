@@ -29,13 +29,15 @@ def execute_agent_workflow(ctx: TaskContext) -> dict[str, Any]:
 
     synthesis: dict[str, Any] | None = None
     try:
-        ctx.progress(50, "tool_execution")
-        tools_used, tool_results = ctx.step("tool_execution", _run_tools, ctx)
+        # From here the reasoning is an answer: a call still waiting at the soft limit is cut off there.
+        with ctx.until_soft_limit():
+            ctx.progress(50, "tool_execution")
+            tools_used, tool_results = ctx.step("tool_execution", _run_tools, ctx)
 
-        ctx.progress(75, "synthesis")
-        prompt = f"Query: {ctx.query}\nReasoning: {reasoning['text']}\nTool results: {tool_results}"
-        synthesis = ctx.step("synthesis", _ask, ctx, SYSTEM_SYNTHESIS, prompt)
-        answer, status = synthesis["text"], "success"
+            ctx.progress(75, "synthesis")
+            prompt = f"Query: {ctx.query}\nReasoning: {reasoning['text']}\nTool results: {tool_results}"
+            synthesis = ctx.step("synthesis", _ask, ctx, SYSTEM_SYNTHESIS, prompt)
+            answer, status = synthesis["text"], "success"
     except SoftTimeLimitExceeded:
         # The soft limit passed: answer with the reasoning we have rather than be killed.
         answer, status, tools_used = reasoning["text"], "partial", []

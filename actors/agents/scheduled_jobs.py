@@ -29,6 +29,7 @@ from models.retention import purge_finished_tasks
 from ..context import TaskContext
 from ..monitoring import Observation, is_change, observe_sql, observe_url, source_key
 from ..registry import workflow
+from ..running import call_timeout
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def monitor_data_sources(ctx: TaskContext) -> dict[str, Any]:
                 ctx,
                 url,
                 key=source_key(url),
-                observe=partial(observe_url, http, url, timeout=settings.monitor_timeout),
+                observe=partial(observe_url, http, url, timeout=call_timeout(settings.monitor_timeout)),
             )
     if settings.monitor_sql and not settings.monitor_database_url:
         outcomes["sql"] = "error: INTERLOCK_MONITOR_SQL is set but INTERLOCK_MONITOR_DATABASE_URL is empty"
@@ -60,7 +61,7 @@ def monitor_data_sources(ctx: TaskContext) -> dict[str, Any]:
             "sql",
             key=source_key(f"{settings.monitor_database_url}\n{settings.monitor_sql}"),
             observe=lambda previous: observe_sql(
-                settings.monitor_database_url, settings.monitor_sql, timeout=settings.monitor_timeout
+                settings.monitor_database_url, settings.monitor_sql, timeout=call_timeout(settings.monitor_timeout)
             ),
             extra={"query": settings.monitor_sql},
         )

@@ -3,7 +3,9 @@
 ``POST /tools/{name}`` submits one of them with its arguments as the task input; agent workflows
 call :func:`run_tool` (or :func:`scrape`, :func:`call_api`, :func:`query_database`) in-process.
 URL tools go through the SSRF guard, the per-host circuit breaker and the result cache; the SQL
-tool through the SELECT guard and the cache.
+tool through the SELECT guard and the cache. Within a task each call runs in a helper thread that
+the task's time limit or cancellation stops waiting for (``actors.running.interruptible``), with
+its timeouts cut to the task's remaining time.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..errors import InvalidInput
 from ..external_api import get_json
 from ..http_safety import target_of
 from ..registry import workflow
+from ..running import call_timeout, interruptible
 from ..scraping import fetch_page
 from ..sql_tool import check_params, check_select, run_query
 from ..tool_cache import cached_call
@@ -136,7 +139,9 @@ def scrape(url: str, *, settings: Settings, sessions: sessionmaker[Session]) -> 
         "scrape_url",
         {"url": url},
         ttl=settings.cache_ttl_scrape,
-        call=_guarded(sessions, url, settings, lambda: fetch_page(url, settings=settings)),
+        call=_guarded(
+            sessions, url, settings, lambda: interruptible("scrape_url call", fetch_page, url, settings=settings)
+        ),
     )
 
 
@@ -154,7 +159,12 @@ def call_api(
         "call_external_api",
         args,
         ttl=settings.cache_ttl_api,
-        call=_guarded(sessions, endpoint, settings, lambda: get_json(endpoint, params, settings=settings)),
+        call=_guarded(
+            sessions,
+            endpoint,
+            settings,
+            lambda: interruptible("call_external_api call", get_json, endpoint, params, settings=settings),
+        ),
     )
 
 
@@ -176,7 +186,22 @@ def query_database(
         "execute_database_query",
         args,
         ttl=settings.cache_ttl_sql,
-        call=lambda: run_query(query, params, settings=settings, timeout_ms=timeout_ms),
+        call=lambda: _query_in_time(query, params, settings, timeout_ms),
+    )
+
+
+def _query_in_time(
+    query: str, params: Mapping[str, Any] | None, settings: Settings, timeout_ms: int | None
+) -> dict[str, Any]:
+    """The SQL tool's query, its statement timeout cut to the running task's remaining time."""
+    own = (
+        settings.tools_statement_timeout_ms
+        if timeout_ms is None
+        else min(timeout_ms, settings.tools_statement_timeout_ms)
+    )
+    timeout_ms = max(1, int(call_timeout(own / 1000) * 1000))
+    return interruptible(
+        "execute_database_query call", run_query, query, params, settings=settings, timeout_ms=timeout_ms
     )
 
 

@@ -5,6 +5,8 @@ Routes (``GET``):
 * ``/page``: an HTML page with a title, text, and script/style/noscript that must not be extracted
 * ``/json``: ``{"ok": true, "path": ..., "query": {...}}``
 * ``/slow?seconds=N``: waits N seconds (stop() cuts it short), then ``/page``
+* ``/trickle?seconds=N``: an HTML page whose headers come at once and whose body comes one byte
+  every 0.2 s for N seconds: never silent long enough for a per-read timeout to fire
 * ``/error``: always 500; ``/status/<code>``: always that status
 * ``/limited?after=S``: always 429 with ``Retry-After: S``
 * ``/redirect?to=URL``: 302 to URL; ``/redirect-private``: 302 to ``http://10.0.0.1/``;
@@ -91,6 +93,21 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/slow":
             fake._stopped.wait(float(query.get("seconds", "5")))
             self._send(200, PAGE.encode(), "text/html; charset=utf-8")
+        elif path == "/trickle":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            try:
+                self.wfile.write(b"<html><body>")
+                self.wfile.flush()
+                for _ in range(int(float(query.get("seconds", "5")) / 0.2)):
+                    if fake._stopped.wait(0.2):
+                        return
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                self.wfile.write(b"</body></html>")
+            except OSError:
+                return  # the client gave up
         elif path == "/error":
             self._json(500, {"error": "always broken"})
         elif path.startswith("/status/"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from actors.errors import PermanentError, TransientError
@@ -11,8 +13,10 @@ MESSAGES = [{"role": "user", "content": "hello"}]
 
 
 @pytest.fixture
-def chat(fake_llm) -> OpenAIChat:
-    return OpenAIChat(api_key="sk-test", base_url=fake_llm.base_url, model="m", timeout=2.0)
+def chat(fake_llm) -> Iterator[OpenAIChat]:
+    client = OpenAIChat(api_key="sk-test", base_url=fake_llm.base_url, model="m", timeout=2.0)
+    yield client
+    client.close()
 
 
 def test_completion_reports_text_model_and_usage(chat, fake_llm) -> None:
@@ -41,14 +45,20 @@ def test_5xx_is_transient(chat, fake_llm, status: int) -> None:
 def test_timeout_is_transient(fake_llm) -> None:
     chat = OpenAIChat(api_key="sk-test", base_url=fake_llm.base_url, model="m", timeout=0.3)
     fake_llm.hang_next(seconds=5)
-    with pytest.raises(TransientError, match="timed out"):
-        chat.complete(MESSAGES)
+    try:
+        with pytest.raises(TransientError, match="timed out"):
+            chat.complete(MESSAGES)
+    finally:
+        chat.close()
 
 
 def test_unreachable_endpoint_is_transient() -> None:
     chat = OpenAIChat(api_key="sk-test", base_url="http://127.0.0.1:1/v1", model="m", timeout=1)
-    with pytest.raises(TransientError, match="unreachable"):
-        chat.complete(MESSAGES)
+    try:
+        with pytest.raises(TransientError, match="unreachable"):
+            chat.complete(MESSAGES)
+    finally:
+        chat.close()
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
@@ -64,4 +74,6 @@ def test_offline_model_is_deterministic_and_says_what_it_is() -> None:
     assert first.model == OFFLINE_MODEL_NAME
     assert "offline stand-in model, not a real LLM" in first.text
     assert isinstance(build_llm(api_key="", base_url="", model="x", timeout=1), OfflineModel)
-    assert isinstance(build_llm(api_key="", base_url="http://127.0.0.1:1/v1", model="x", timeout=1), OpenAIChat)
+    online = build_llm(api_key="", base_url="http://127.0.0.1:1/v1", model="x", timeout=1)
+    assert isinstance(online, OpenAIChat)
+    online.close()
