@@ -22,23 +22,22 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded as DramatiqTimeLimi
 from dramatiq.results import Results
 from sqlalchemy.exc import DBAPIError
 
+from actors.backends.results import DatabaseResultBackend
+from actors.catalogue import WorkflowSpec
+from actors.context import TaskContext
+from actors.errors import PermanentError, TransientError
+from actors.events.bus import EventRouting, subscriptions_in
+from actors.events.exchange import EventDelivery, RabbitmqEventRouting
+from actors.middleware.claiming import TaskTracking, current_run, release_for_retry, task_id_of
+from actors.middleware.maintenance import Maintenance
+from actors.middleware.metrics import WorkerMetrics
+from actors.orchestration import SUSPENDED, Suspend, try_suspend
+from actors.running import running_as
+from actors.runtime import Runtime
 from interlock.settings import Settings
 from models.base import utcnow
 from models.database import is_transient, retry_transient
 from models.scheduled import schedule_message
-
-from .context import TaskContext
-from .errors import PermanentError, TransientError
-from .event_exchange import EventDelivery, RabbitmqEventRouting
-from .events import EventRouting, subscriptions_in
-from .maintenance import Maintenance
-from .metrics import WorkerMetrics
-from .orchestration import SUSPENDED, Suspend, try_suspend
-from .registry import WorkflowSpec
-from .results import DatabaseResultBackend
-from .running import running_as
-from .runtime import Runtime
-from .tracking import TaskTracking, current_run, release_for_retry, task_id_of
 
 __all__ = ["build_broker", "InterlockRabbitmqBroker", "InterlockStubBroker"]
 

@@ -3,7 +3,7 @@
 Cancellation is a state in the task row, never a message: the claim refuses terminal states, so
 a queued (or parked) message of a cancelled task is skipped wherever it is delivered. A running
 task's worker sees the row say CANCELLED within about a second (its maintenance thread looks for
-the tasks it runs, ``actors.maintenance.heartbeat``) and abandons the LLM or tool call the task
+the tasks it runs, ``actors.middleware.maintenance.heartbeat``) and abandons the LLM or tool call the task
 waits on; a workflow that waits on nothing sees it at its next ``ctx.progress()``. Either way it
 raises ``TaskCancelled``. Children of a cancelled workflow are cancelled with it, recursively, in
 the same transaction, running ones the same way.
@@ -18,10 +18,9 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from actors.orchestration import wake_parent
 from models.base import utcnow
 from models.tasks import TERMINAL_STATES, Task, TaskState, Transition, transition
-
-from .orchestration import wake_parent
 
 __all__ = ["CancelOutcome", "Cancellation", "cancel_task", "record_stopped"]
 

@@ -15,6 +15,10 @@ from dramatiq.threading import raise_thread_exception
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from actors.errors import PermanentError, SoftTimeLimitExceeded, StageTimeLimitExceeded, TaskCancelled
+from actors.llm import Completion
+from actors.running import RunningTask
+from actors.runtime import Runtime
 from interlock.settings import Settings
 from models.base import utcnow
 from models.checkpoints import COMPLETED, FAILED, WorkflowCheckpoint, load_checkpoints, save_checkpoint
@@ -22,11 +26,6 @@ from models.database import autocommit, one_statement_session, writes_in_one_sta
 from models.security import SYSTEM_TENANT
 from models.tasks import TERMINAL_STATES, Task, TaskState, record_event, record_progress, record_progress_at_once
 from models.tenants import add_usage, budget_exhausted
-
-from .errors import PermanentError, SoftTimeLimitExceeded, StageTimeLimitExceeded, TaskCancelled
-from .llm import Completion
-from .running import RunningTask
-from .runtime import Runtime
 
 __all__ = ["TaskContext"]
 
@@ -109,7 +108,7 @@ class TaskContext:
         progress moves from the percentage it last reported toward ``progress_to`` as the
         children progress and end (recorded each time one ends and wakes this task).
         """
-        from .orchestration import ChildFailed, Suspend, spawn, succeeded
+        from actors.orchestration import ChildFailed, Suspend, spawn, succeeded
 
         children = [spawn(self, workflow, input, key=key) for workflow, input, key in calls]
         with self.runtime.sessions() as session:
@@ -192,8 +191,8 @@ class TaskContext:
             )
 
     def publish(self, event_type: str, data: dict[str, Any], *, source: str, key: str = "") -> tuple[str, list[str]]:
-        """Publish an event (``actors.events``) once per (task, type, key), even if the task is retried."""
-        from .events import publish_from_task
+        """Publish an event (``actors.events.bus``) once per (task, type, key), even if the task is retried."""
+        from actors.events.bus import publish_from_task
 
         return publish_from_task(self, event_type, data, source=source, key=key)
 

@@ -26,11 +26,10 @@ from dramatiq.errors import DecodeError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from actors.errors import InterlockError
+from actors.events.bus import ENVELOPE_ACTOR, SUBSCRIPTION_QUEUE_PREFIX, event_task_id
+from actors.middleware.maintenance import task_message
 from models.tasks import Task, reopen_task
-
-from .errors import InterlockError
-from .events import ENVELOPE_ACTOR, SUBSCRIPTION_QUEUE_PREFIX, event_task_id
-from .maintenance import task_message
 
 __all__ = ["DeadLetter", "DeadLetterError", "list_dead_letters", "take_dead_letters", "replay_task", "purge"]
 
@@ -64,7 +63,7 @@ def _keep(_: DeadLetter) -> bool:
 def _letter(queue: str, message: dramatiq.Message[Any], dead_at: datetime | None) -> DeadLetter:
     task_id = message.args[0] if message.args else message.kwargs.get("task_id")
     if message.actor_name == ENVELOPE_ACTOR and task_id and queue.startswith(SUBSCRIPTION_QUEUE_PREFIX):
-        # An event as it arrived on a subscription queue (``actors.event_exchange``): name its task.
+        # An event as it arrived on a subscription queue (``actors.events.exchange``): name its task.
         task_id = event_task_id(str(task_id), queue.removeprefix(SUBSCRIPTION_QUEUE_PREFIX))
     return DeadLetter(
         queue=queue,

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import openai
 
-from .errors import PermanentError, TransientError
-from .io_loop import IOLoop
+from actors.errors import PermanentError, TransientError
+from actors.io_loop import IOLoop
 
 __all__ = ["Completion", "LLMClient", "OpenAIChat", "OfflineModel", "build_llm", "OFFLINE_MODEL_NAME"]
 

@@ -23,17 +23,16 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from actors.catalogue import WorkflowSpec
+from actors.errors import InterlockError, PermanentError
+from actors.middleware.maintenance import task_message
 from models.base import utcnow
 from models.scheduled import schedule_message
 from models.security import SYSTEM_TENANT
 from models.tasks import TERMINAL_STATES, Task, TaskState, create_task
 
-from .errors import InterlockError, PermanentError
-from .maintenance import task_message
-from .registry import WorkflowSpec
-
 if TYPE_CHECKING:
-    from .context import TaskContext
+    from actors.context import TaskContext
 
 __all__ = [
     "Suspend",

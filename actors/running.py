@@ -34,8 +34,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
-from .errors import SoftTimeLimitExceeded, StageTimeLimitExceeded, TaskCancelled, TimeLimitExceeded, TransientError
-from .io_loop import IOLoop
+from actors.errors import (
+    SoftTimeLimitExceeded,
+    StageTimeLimitExceeded,
+    TaskCancelled,
+    TimeLimitExceeded,
+    TransientError,
+)
+from actors.io_loop import IOLoop
 
 __all__ = [
     "RunningTask",

@@ -11,15 +11,14 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from actors.backends.rate_limits import LLMLimits, SlidingWindow
+from actors.catalogue import WorkflowSpec
+from actors.io_loop import IOLoop
+from actors.llm import LLMClient, build_llm
+from actors.running import RunningTasks
 from interlock.limits import parse_limits
 from interlock.settings import Settings
 from models.database import make_engine, make_sessionmaker
-
-from .io_loop import IOLoop
-from .llm import LLMClient, build_llm
-from .rate_limits import LLMLimits, SlidingWindow
-from .registry import WorkflowSpec
-from .running import RunningTasks
 
 __all__ = ["Runtime"]
 

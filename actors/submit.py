@@ -13,15 +13,14 @@ from dramatiq.errors import BrokerConnectionError
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
+from actors.catalogue import WorkflowSpec
+from actors.errors import InterlockError
+from actors.middleware.maintenance import task_message
 from models.checkpoints import COMPLETED, load_checkpoints
 from models.database import autocommit, writes_in_one_statement
 from models.security import SYSTEM_TENANT, reserve_idempotency_key
 from models.tasks import Task, TaskState, create_task, create_task_at_once, finish_task, reopen_task
 from models.tenants import budget_exhausted
-
-from .errors import InterlockError
-from .maintenance import task_message
-from .registry import WorkflowSpec
 
 __all__ = [
     "submit",

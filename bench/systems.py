@@ -150,7 +150,7 @@ class InterlockSubmitter:
 
     def __init__(self, scratch: Scratch) -> None:
         from actors.broker import build_broker
-        from actors.registry import load_catalogue
+        from actors.catalogue import load_catalogue
         from actors.runtime import Runtime
         from interlock.settings import Settings
 

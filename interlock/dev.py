@@ -38,7 +38,7 @@ def run_dev(settings: Settings, *, host: str, port: int, threads: int) -> int:
     job_triggers(settings)  # a bad schedule is refused before anything starts
 
     worker, broker, runtime = start_worker(settings, queues=None, threads=threads)
-    from actors.registry import load_catalogue
+    from actors.catalogue import load_catalogue
 
     catalogue = load_catalogue(settings)
     app = create_app(runtime, broker, catalogue)  # type: ignore[arg-type]

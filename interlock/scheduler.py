@@ -33,8 +33,8 @@ from .settings import Settings, SettingsError
 if TYPE_CHECKING:
     import dramatiq
 
-    from actors.events import EventBus
-    from actors.registry import WorkflowSpec
+    from actors.catalogue import WorkflowSpec
+    from actors.events.bus import EventBus
     from actors.runtime import Runtime
 
 __all__ = ["JOBS", "parse_schedule", "job_triggers", "fire_slot", "build_scheduler", "start_scheduler", "run_scheduler"]
@@ -214,7 +214,7 @@ def start_scheduler(
     settings: Settings, runtime: Runtime, broker: dramatiq.Broker, catalogue: Mapping[str, WorkflowSpec]
 ) -> BackgroundScheduler:
     """Build and start the scheduler in this process (``interlock dev`` runs it next to the worker)."""
-    from actors.events import EventBus
+    from actors.events.bus import EventBus
 
     scheduler = build_scheduler(settings, EventBus.for_runtime(runtime, broker), catalogue, owner=runtime.owner)
     scheduler.start()
@@ -226,7 +226,7 @@ def start_scheduler(
 def run_scheduler(settings: Settings) -> int:
     """``interlock scheduler``: serve until SIGTERM or SIGINT."""
     from actors.broker import build_broker, wait_for_broker
-    from actors.registry import discover
+    from actors.catalogue import discover
     from actors.runtime import Runtime
 
     job_triggers(settings)  # refuse a bad schedule before connecting to anything

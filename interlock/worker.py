@@ -57,7 +57,7 @@ def start_worker(
     ``worker_owner(pid, owner_token)``, a name the supervisor knows.
     """
     from actors.broker import build_broker
-    from actors.registry import load_catalogue
+    from actors.catalogue import load_catalogue
     from actors.runtime import Runtime
 
     runtime = Runtime.open(settings)
@@ -88,7 +88,7 @@ def run_worker_process(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     worker, broker, runtime = start_worker(settings, queues=queues, threads=threads, owner_token=owner_token)
-    from actors.tracking import TaskTracking
+    from actors.middleware.claiming import TaskTracking
 
     tracking = next(m for m in broker.middleware if isinstance(m, TaskTracking))
     logger.info("worker process serving %s with %d threads", sorted(queues) if queues else "all queues", threads)
@@ -134,7 +134,9 @@ class Supervisor:
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
         metrics = None
         if self.settings.worker_metrics_port:
-            from actors.metrics import start_metrics_server  # before the children: they inherit its directory
+            from actors.middleware.metrics import (
+                start_metrics_server,  # before the children: they inherit its directory
+            )
 
             metrics = start_metrics_server(
                 host=self.settings.worker_metrics_host,

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from actors.catalogue import workflow
 from actors.context import TaskContext
-from actors.registry import workflow
 
 __all__ = ["noop", "work"]
 

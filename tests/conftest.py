@@ -20,7 +20,7 @@ import pytest
 import requests
 from sqlalchemy import Engine, text
 
-from actors.registry import load_catalogue
+from actors.catalogue import load_catalogue
 from actors.runtime import Runtime
 from interlock.migrations import upgrade
 from interlock.settings import Settings

@@ -7,9 +7,9 @@ import signal
 import time
 from typing import Any
 
+from actors.catalogue import workflow
 from actors.context import TaskContext
 from actors.errors import PermanentError
-from actors.registry import workflow
 
 
 @workflow("test_self_kill", queue="default", submittable=True)

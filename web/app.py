@@ -9,8 +9,8 @@ import dramatiq
 import falcon
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from actors.events import EventBus
-from actors.registry import WorkflowSpec
+from actors.catalogue import WorkflowSpec
+from actors.events.bus import EventBus
 from actors.runtime import Runtime
 from interlock import __version__
 

@@ -18,8 +18,8 @@ import falcon
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from actors.catalogue import WorkflowSpec
 from actors.queues import queue_depths
-from actors.registry import WorkflowSpec
 from interlock.limits import parse_limits
 from interlock.settings import Settings
 from models.base import iso

@@ -16,6 +16,7 @@ import falcon
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from actors.catalogue import WorkflowSpec
 from actors.dead_letters import (
     DeadLetter,
     DeadLetterError,
@@ -25,7 +26,6 @@ from actors.dead_letters import (
     take_dead_letters,
     task_details,
 )
-from actors.registry import WorkflowSpec
 from models.base import iso
 from models.tasks import Task
 

@@ -12,7 +12,7 @@ import falcon
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from actors.registry import WorkflowSpec
+from actors.catalogue import WorkflowSpec
 from actors.submit import Idempotency, Submission, resolve_priority, submit_once
 from models.tasks import Task, TaskState, get_task, task_status
 

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 
 import falcon
 
-from actors.events import Delivery, DuplicateDelivery, EventBus
+from actors.events.bus import Delivery, DuplicateDelivery, EventBus
 
 from .errors import check_storable, strict_loads
 from .schemas import EVENT_REQUEST

@@ -8,7 +8,7 @@ import dramatiq
 import falcon
 from sqlalchemy.orm import Session, sessionmaker
 
-from actors.registry import WorkflowSpec
+from actors.catalogue import WorkflowSpec
 from actors.submit import NotResumable, UnknownTask, resume
 from models.checkpoints import checkpoint_view, load_checkpoints
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 
 from actors.broker import build_broker
-from actors.registry import load_catalogue
+from actors.catalogue import load_catalogue
 from actors.runtime import Runtime
 from interlock.logs import configure_logging
 from interlock.settings import Settings

@@ -1,1 +1,1 @@
-"""One module per agent type. Each registers its workflow with ``actors.registry.workflow``."""
+"""One module per agent type. Each registers its workflow with ``actors.catalogue.workflow``."""

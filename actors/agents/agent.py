@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..context import TaskContext
-from ..errors import InvalidInput, SoftTimeLimitExceeded
-from ..registry import workflow
-from .tools import call_api, scrape
+from actors.agents.tools import call_api, scrape
+from actors.catalogue import workflow
+from actors.context import TaskContext
+from actors.errors import InvalidInput, SoftTimeLimitExceeded
 
 SYSTEM_REASONING = "You are a helpful research agent. Analyse the query and say which tools you need."
 SYSTEM_SYNTHESIS = "Synthesise the findings into a final answer."

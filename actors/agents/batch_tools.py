@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..context import TaskContext
-from ..errors import InvalidInput
-from ..registry import WorkflowSpec, workflow
+from actors.catalogue import WorkflowSpec, workflow
+from actors.context import TaskContext
+from actors.errors import InvalidInput
 
 __all__ = ["check_callback", "batch_api_calls", "batch_url_scraping"]
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..context import TaskContext
-from ..errors import InvalidInput
-from ..registry import workflow
+from actors.catalogue import workflow
+from actors.context import TaskContext
+from actors.errors import InvalidInput
 
 STAGES = ("reasoning", "searching", "analyzing", "acting", "reflecting", "completed")
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors.context import TaskContext
+from actors.events.bus import subscribe
 from models.base import utcnow
-
-from ..context import TaskContext
-from ..events import subscribe
 
 SYSTEM_SUMMARY = "You summarise newly arrived data for downstream agents in two sentences."
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..context import TaskContext
-from ..registry import workflow
+from actors.catalogue import workflow
+from actors.context import TaskContext
 
 
 @workflow("research", queue="research")

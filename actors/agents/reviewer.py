@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..context import TaskContext
-from ..registry import workflow
+from actors.catalogue import workflow
+from actors.context import TaskContext
 
 APPROVAL_THRESHOLD = 0.7
 

@@ -21,20 +21,19 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from actors.catalogue import workflow
+from actors.context import TaskContext
+from actors.running import call_timeout
+from actors.tools.sources import Observation, is_change, observe_sql, observe_url, source_key
 from models.base import utcnow
 from models.events import get_monitor_state, purge_deliveries, purge_events, purge_slots, save_monitor_state
 from models.results import purge_expired_results
 from models.retention import purge_finished_tasks
 
-from ..context import TaskContext
-from ..monitoring import Observation, is_change, observe_sql, observe_url, source_key
-from ..registry import workflow
-from ..running import call_timeout
-
 logger = logging.getLogger(__name__)
 
 #: Where another module may offer ``purge_expired_cache(session) -> int`` (the tools' cache).
-CACHE_MODULES = ("actors.tool_cache", "models.tool_cache")
+CACHE_MODULES = ("actors.tools.cache", "models.tool_cache")
 
 
 @workflow("monitor_data_sources", submittable=False, max_retries=2, time_limit=900)

@@ -17,18 +17,17 @@ from urllib.parse import urlsplit
 import jsonschema
 from sqlalchemy.orm import Session, sessionmaker
 
+from actors.catalogue import workflow
+from actors.context import TaskContext
+from actors.errors import InvalidInput
+from actors.running import call_timeout, interruptible
+from actors.tools.cache import cached_call
+from actors.tools.circuit_breaker import guard
+from actors.tools.external_api import get_json
+from actors.tools.http_safety import target_of
+from actors.tools.scraping import fetch_page
+from actors.tools.sql import check_params, check_select, run_query
 from interlock.settings import Settings
-
-from ..circuit_breaker import guard
-from ..context import TaskContext
-from ..errors import InvalidInput
-from ..external_api import get_json
-from ..http_safety import target_of
-from ..registry import workflow
-from ..running import call_timeout, interruptible
-from ..scraping import fetch_page
-from ..sql_tool import check_params, check_select, run_query
-from ..tool_cache import cached_call
 
 __all__ = [
     "TOOLS_QUEUE",

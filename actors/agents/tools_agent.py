@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..context import TaskContext
-from ..errors import InvalidInput
-from ..registry import workflow
-from .tools import call_api
+from actors.agents.tools import call_api
+from actors.catalogue import workflow
+from actors.context import TaskContext
+from actors.errors import InvalidInput
 
 
 @workflow("tools", queue="tools")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from actors.broker import build_broker
-from actors.maintenance import task_message
-from actors.registry import load_catalogue
+from actors.catalogue import load_catalogue
+from actors.middleware.maintenance import task_message
 from actors.runtime import Runtime
 from interlock.settings import Settings
 

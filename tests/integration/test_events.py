@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from actors.broker import build_broker
-from actors.events import EventBus, event_task_id, topic_matches
-from actors.registry import discover
+from actors.catalogue import discover
+from actors.events.bus import EventBus, event_task_id, topic_matches
 from actors.runtime import Runtime
 from interlock.settings import Settings
 from interlock.worker import start_worker

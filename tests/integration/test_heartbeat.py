@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from actors.cancellation import cancel_task
 from actors.errors import TaskCancelled
-from actors.maintenance import heartbeat
+from actors.middleware.maintenance import heartbeat
 from actors.running import RunningTask
 from actors.runtime import Runtime
 from interlock.settings import Settings

@@ -7,7 +7,7 @@ import pytest
 from dramatiq.results import Results
 
 from actors.broker import build_broker
-from actors.registry import load_catalogue
+from actors.catalogue import load_catalogue
 from actors.runtime import Runtime
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]

@@ -17,8 +17,8 @@ import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select, text
 
-from actors.events import EventBus
-from actors.registry import discover
+from actors.catalogue import discover
+from actors.events.bus import EventBus
 from actors.runtime import Runtime
 from actors.submit import submit
 from interlock.scheduler import fire_slot, job_triggers, parse_schedule

@@ -21,12 +21,12 @@ import pytest
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import make_url
 
-from actors.circuit_breaker import breaker_states
+from actors.catalogue import discover
 from actors.errors import PermanentError
-from actors.registry import discover
 from actors.runtime import Runtime
-from actors.sql_tool import QueryRefused, run_query
 from actors.submit import submit
+from actors.tools.circuit_breaker import breaker_states
+from actors.tools.sql import QueryRefused, run_query
 from interlock.settings import Settings
 from interlock.worker import start_worker
 from models.base import utcnow

@@ -22,7 +22,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from actors.registry import load_catalogue
+from actors.catalogue import load_catalogue
 from interlock.settings import Settings, parse_pairs
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from email.utils import format_datetime
 import pytest
 
 from actors.errors import PermanentError
-from actors.http_safety import (
+from actors.tools.http_safety import (
     USER_AGENT,
     HostUnavailable,
     UnsafeURL,

@@ -7,8 +7,8 @@ import re
 import pytest
 
 from actors.errors import InvalidInput, PermanentError
-from actors.sql_guard import ALLOWED_FUNCTIONS, ALLOWED_TYPES, compile_select
-from actors.sql_tool import QueryRefused, check_params, check_select, run_query
+from actors.tools.sql import QueryRefused, check_params, check_select, run_query
+from actors.tools.sql_guard import ALLOWED_FUNCTIONS, ALLOWED_TYPES, compile_select
 from interlock.settings import Settings
 
 ALLOWED = [

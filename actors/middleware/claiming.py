@@ -26,6 +26,14 @@ from dramatiq.middleware import Middleware
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from actors.backends.rate_limits import SlidingWindow
+from actors.cancellation import record_stopped
+from actors.catalogue import WorkflowSpec, spec_for_actor
+from actors.errors import TaskCancelled
+from actors.middleware.task_log import log_outcome
+from actors.orchestration import is_suspended, wake_parent
+from actors.running import RunningTask
+from actors.runtime import Runtime
 from interlock.limits import parse_limits
 from interlock.logs import task_id_var
 from models.database import autocommit, is_transient, retry_transient, writes_in_one_statement
@@ -42,15 +50,6 @@ from models.tasks import (
     record_event,
 )
 from models.tenants import may_start
-
-from .cancellation import record_stopped
-from .errors import TaskCancelled
-from .orchestration import is_suspended, wake_parent
-from .rate_limits import SlidingWindow
-from .registry import WorkflowSpec, spec_for_actor
-from .running import RunningTask
-from .runtime import Runtime
-from .task_log import log_outcome
 
 __all__ = ["TaskTracking", "TaskRun", "current_run", "task_id_of", "release_for_retry"]
 
@@ -174,7 +173,7 @@ class TaskTracking(Middleware):
                 delay = int((wait + random.uniform(0, limit.period / limit.count)) * 1000)
                 logger.debug("task %s rate limited on %s; back in %d ms", task_id, message.queue_name, delay)
                 self.rate_limited += 1
-                from .metrics import RATE_LIMIT_WAITS
+                from actors.middleware.metrics import RATE_LIMIT_WAITS
 
                 RATE_LIMIT_WAITS.labels(message.queue_name).inc()
                 broker.enqueue(message.copy(), delay=delay)

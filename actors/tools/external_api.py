@@ -10,10 +10,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from actors.errors import InvalidInput, PermanentError
+from actors.tools.http_safety import guarded_get, raise_for_status, read_capped
 from interlock.settings import Settings
-
-from .errors import InvalidInput, PermanentError
-from .http_safety import guarded_get, raise_for_status, read_capped
 
 __all__ = ["get_json"]
 

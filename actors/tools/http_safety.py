@@ -35,10 +35,9 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from actors.errors import PermanentError, TransientError
+from actors.running import call_timeout, check_interrupted
 from interlock.settings import Settings, SettingsError
-
-from .errors import PermanentError, TransientError
-from .running import call_timeout, check_interrupted
 
 __all__ = [
     "USER_AGENT",

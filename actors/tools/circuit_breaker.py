@@ -16,6 +16,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from actors.errors import (
+    InvalidInput,
+    PermanentError,
+    SoftTimeLimitExceeded,
+    StageTimeLimitExceeded,
+    TaskCancelled,
+    TimeLimitExceeded,
+    TransientError,
+)
+from actors.tools.http_safety import HostUnavailable, UnsafeURL
 from interlock.settings import Settings
 from models.breakers import (
     OPEN,
@@ -26,17 +36,6 @@ from models.breakers import (
     record_success,
     release_probe,
 )
-
-from .errors import (
-    InvalidInput,
-    PermanentError,
-    SoftTimeLimitExceeded,
-    StageTimeLimitExceeded,
-    TaskCancelled,
-    TimeLimitExceeded,
-    TransientError,
-)
-from .http_safety import HostUnavailable, UnsafeURL
 
 __all__ = ["CircuitOpen", "guard", "breaker_states", "probe_lease"]
 

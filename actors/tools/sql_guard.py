@@ -28,7 +28,7 @@ import pglast
 from pglast import ast, enums
 from pglast.stream import RawStream
 
-from .errors import InvalidInput
+from actors.errors import InvalidInput
 
 __all__ = [
     "ALLOWED_FUNCTIONS",

@@ -23,7 +23,7 @@ from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware, SkipMessage
 
-from .events import (
+from actors.events.bus import (
     ENVELOPE_ACTOR,
     EVENT_OPTION,
     EXCHANGE,
@@ -32,7 +32,7 @@ from .events import (
     ensure_event_task,
     event_task_id,
 )
-from .runtime import Runtime
+from actors.runtime import Runtime
 
 __all__ = ["RabbitmqEventRouting", "EventDelivery"]
 

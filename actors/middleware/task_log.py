@@ -13,12 +13,11 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from actors.catalogue import WorkflowSpec, spec_for_actor
 from models.tasks import TaskState
 
-from .registry import WorkflowSpec, spec_for_actor
-
 if TYPE_CHECKING:
-    from .tracking import TaskRun
+    from actors.middleware.claiming import TaskRun
 
 __all__ = ["log_outcome"]
 

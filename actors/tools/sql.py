@@ -2,7 +2,7 @@
 
 Layers, each of which alone would stop a write or a read of the server's files:
 
-1. The guard (:mod:`actors.sql_guard`): one plain SELECT that calls only PostgreSQL's own
+1. The guard (:mod:`actors.tools.sql_guard`): one plain SELECT that calls only PostgreSQL's own
    side-effect-free functions and operators (an allowlist), run as the checked tree printed back
    with every call qualified with ``pg_catalog``.
 2. It runs in a ``READ ONLY`` transaction with a ``statement_timeout``; rows are streamed one at a
@@ -32,10 +32,9 @@ from typing import Any, cast
 import psycopg
 from psycopg import sql
 
+from actors.errors import InvalidInput, PermanentError, TransientError
+from actors.tools.sql_guard import ALLOWED_FUNCTIONS, CheckedQuery, QueryRefused, check_select, compile_select
 from interlock.settings import Settings
-
-from .errors import InvalidInput, PermanentError, TransientError
-from .sql_guard import ALLOWED_FUNCTIONS, CheckedQuery, QueryRefused, check_select, compile_select
 
 __all__ = ["ALLOWED_FUNCTIONS", "QueryRefused", "check_select", "check_params", "run_query"]
 

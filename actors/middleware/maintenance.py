@@ -22,11 +22,10 @@ from dramatiq.middleware import Middleware
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from actors.runtime import Runtime
 from models.database import is_transient, one_statement_session
 from models.scheduled import due_messages
 from models.tasks import TaskEvent, TaskState, cancelled_among, lapsed_tasks, renew_leases, utcnow
-
-from .runtime import Runtime
 
 __all__ = ["Maintenance", "heartbeat", "publish_due_messages", "reclaim_lapsed_tasks", "task_message"]
 

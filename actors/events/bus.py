@@ -5,7 +5,7 @@ source, data, tenant, creation and expiry time), creates one task per subscripti
 matches, owned by the event's tenant (so status, progress, retries, time limits and the tenant's
 concurrency cap and token budget work as for every other task) and hands the event to
 the broker: on RabbitMQ one message on the topic exchange ``interlock.events`` with the event
-type as routing key (``actors.event_exchange``), on the in-process broker one task message per
+type as routing key (``actors.events.exchange``), on the in-process broker one task message per
 subscription. An event nobody subscribes to is stored all the same.
 
 Agents subscribe with :func:`subscribe` in a module under ``actors/agents/``. A subscription is a
@@ -31,6 +31,10 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from actors.catalogue import WorkflowFn, WorkflowSpec, actor_name, workflow
+from actors.errors import InterlockError, InvalidInput
+from actors.middleware.maintenance import task_message
+from actors.submit import BrokerUnavailable, BudgetExceeded
 from models.base import utcnow
 from models.events import (
     Event,
@@ -44,14 +48,9 @@ from models.security import SYSTEM_TENANT
 from models.tasks import Task, create_task, get_task
 from models.tenants import budget_exhausted
 
-from .errors import InterlockError, InvalidInput
-from .maintenance import task_message
-from .registry import WorkflowFn, WorkflowSpec, actor_name, workflow
-from .submit import BrokerUnavailable, BudgetExceeded
-
 if TYPE_CHECKING:
-    from .context import TaskContext
-    from .runtime import Runtime
+    from actors.context import TaskContext
+    from actors.runtime import Runtime
 
 __all__ = [
     "EXCHANGE",
@@ -76,7 +75,7 @@ logger = logging.getLogger(__name__)
 #: The durable topic exchange every event is published on, routed by its type.
 EXCHANGE = "interlock.events"
 #: Actor name of the message published on the exchange; each subscription queue's consumer
-#: rewrites it into that subscription's task message (``actors.event_exchange``).
+#: rewrites it into that subscription's task message (``actors.events.exchange``).
 ENVELOPE_ACTOR = "interlock.event"
 #: A subscription ``name`` is served on the queue ``events.<name>``.
 SUBSCRIPTION_QUEUE_PREFIX = "events."
@@ -197,7 +196,7 @@ def subscribe(
 
 
 def subscriptions_in(catalogue: Mapping[str, WorkflowSpec]) -> dict[str, Subscription]:
-    """The subscriptions among the workflows :func:`actors.registry.discover` found."""
+    """The subscriptions among the workflows :func:`actors.catalogue.discover` found."""
     return {name: sub for name, sub in _SUBSCRIPTIONS.items() if name in catalogue}
 
 
@@ -205,7 +204,7 @@ class EventRouting:
     """Broker mixin: the subscriptions, and how an event's task messages reach them.
 
     This default (the in-process broker) enqueues one task message per subscription;
-    ``actors.event_exchange.RabbitmqEventRouting`` publishes once on the topic exchange.
+    ``actors.events.exchange.RabbitmqEventRouting`` publishes once on the topic exchange.
     """
 
     subscriptions: Mapping[str, Subscription] = MappingProxyType({})

@@ -228,7 +228,7 @@ class LLMLimits:
             elif delay == 0.0:
                 return waited
             if time.monotonic() + delay > deadline:
-                from .errors import TransientError
+                from actors.errors import TransientError
 
                 raise TransientError(f"LLM rate limit for {model} leaves no time in this stage", retry_after=delay)
             time.sleep(delay)

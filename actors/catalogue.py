@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from interlock.settings import Settings, parse_pairs
 
 if TYPE_CHECKING:
-    from .context import TaskContext
+    from actors.context import TaskContext
 
 __all__ = ["WorkflowSpec", "workflow", "discover", "load_catalogue", "actor_name", "spec_for_actor"]
 
@@ -117,7 +117,7 @@ def spec_for_actor(catalogue: Mapping[str, WorkflowSpec], name: str) -> Workflow
 
 def discover(extra_modules: str | Sequence[str] = ()) -> dict[str, WorkflowSpec]:
     """Import every agent module (ours, then ``extra_modules``) and return the catalogue."""
-    from . import agents
+    from actors import agents
 
     for module in pkgutil.iter_modules(agents.__path__):
         importlib.import_module(f"{agents.__name__}.{module.name}")

@@ -8,10 +8,9 @@ from typing import Any
 import requests
 from bs4 import BeautifulSoup
 
+from actors.errors import PermanentError
+from actors.tools.http_safety import guarded_get, raise_for_status, read_capped
 from interlock.settings import Settings
-
-from .errors import PermanentError
-from .http_safety import guarded_get, raise_for_status, read_capped
 
 __all__ = ["fetch_page", "extract_text", "CONTENT_CHARS", "HTML_TYPES"]
 

@@ -26,15 +26,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.exc import SQLAlchemyError
 
+from actors.catalogue import spec_for_actor
+from actors.errors import TaskCancelled
+from actors.middleware.claiming import current_run
+from actors.orchestration import is_suspended
+from actors.queues import rabbitmq_queue_depths
+from actors.runtime import Runtime
+from actors.tools.circuit_breaker import breaker_states
 from interlock.settings import Settings, parse_pairs
-
-from .circuit_breaker import breaker_states
-from .errors import TaskCancelled
-from .orchestration import is_suspended
-from .queues import rabbitmq_queue_depths
-from .registry import spec_for_actor
-from .runtime import Runtime
-from .tracking import current_run
 
 __all__ = [
     "WorkerMetrics",
@@ -143,7 +142,7 @@ class ClusterCollector:
         self._runtime: Runtime | None = None
 
     def _queues(self) -> list[str]:
-        from .registry import load_catalogue
+        from actors.catalogue import load_catalogue
 
         return sorted({spec.queue for spec in load_catalogue(self.settings).values()})
 

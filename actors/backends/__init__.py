@@ -1,0 +1,1 @@
+"""Dramatiq's result and rate-limiter backend interfaces, on Interlock's database."""

@@ -1,0 +1,1 @@
+"""Events: topics, subscriptions, the bus that stores and routes them, RabbitMQ's topic exchange."""
