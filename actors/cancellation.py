@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from actors.orchestration import wake_parent
 from models.base import utcnow
-from models.tasks import TERMINAL_STATES, Task, TaskState, Transition, transition
+from models.task_transitions import Transition, transition
+from models.tasks import TERMINAL_STATES, Task, TaskState
 
 __all__ = ["CancelOutcome", "Cancellation", "cancel_task", "record_stopped"]
 

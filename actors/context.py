@@ -20,11 +20,13 @@ from actors.llm import Completion
 from actors.running import RunningTask
 from actors.runtime import Runtime
 from interlock.settings import Settings
+from models import task_lifecycle
 from models.base import utcnow
 from models.checkpoints import COMPLETED, FAILED, WorkflowCheckpoint, load_checkpoints, save_checkpoint
-from models.database import autocommit, one_statement_session, writes_in_one_statement
+from models.database import one_statement_session
 from models.security import SYSTEM_TENANT
-from models.tasks import TERMINAL_STATES, Task, TaskState, record_event, record_progress, record_progress_at_once
+from models.task_transitions import record_event
+from models.tasks import TERMINAL_STATES, Task, TaskState
 from models.tenants import add_usage, budget_exhausted
 
 __all__ = ["TaskContext"]
@@ -166,15 +168,9 @@ class TaskContext:
             self._record_progress(percent, step or "waiting", {"children_ended": ended, "children": len(children)})
 
     def _record_progress(self, percent: int, step: str, data: dict[str, Any]) -> None:
-        sessions = self.runtime.sessions
-        if writes_in_one_statement(sessions):
-            with autocommit(sessions) as connection:
-                state = record_progress_at_once(
-                    connection, self.task_id, progress=percent, step=step, data=data or None
-                )
-        else:
-            with sessions.begin() as session:
-                state = record_progress(session, self.task_id, progress=percent, step=step, data=data or None)
+        state = task_lifecycle.report_progress(
+            self.runtime.sessions, self.task_id, progress=percent, step=step, data=data or None
+        )
         if state == TaskState.CANCELLED:
             raise TaskCancelled(f"task {self.task_id} was cancelled")
 

@@ -3,7 +3,7 @@
 On RabbitMQ a queue's dead letters live in ``<queue>.XQ``. They are read with ``basic_get``
 on a connection of our own and stay where they are unless taken: a message we keep is never
 acknowledged, so closing the channel puts it back. Replaying reopens the task row
-(``models.tasks.reopen_task``: same id, history kept) and publishes a fresh message before the
+(``models.task_transitions.reopen_task``: same id, history kept) and publishes a fresh message before the
 dead one is acknowledged, so a crash in between can leave a duplicate but never lose the task.
 The in-process stub broker keeps its dead letters in ``broker.dead_letters_by_queue``.
 """
@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from actors.errors import InterlockError
 from actors.events.bus import ENVELOPE_ACTOR, SUBSCRIPTION_QUEUE_PREFIX, event_task_id
 from actors.middleware.maintenance import task_message
-from models.tasks import Task, reopen_task
+from models.task_transitions import reopen_task
+from models.tasks import Task
 
 __all__ = ["DeadLetter", "DeadLetterError", "list_dead_letters", "take_dead_letters", "replay_task", "purge"]
 

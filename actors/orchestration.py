@@ -29,7 +29,8 @@ from actors.middleware.maintenance import task_message
 from models.base import utcnow
 from models.scheduled import schedule_message
 from models.security import SYSTEM_TENANT
-from models.tasks import TERMINAL_STATES, Task, TaskState, create_task
+from models.task_transitions import create_task
+from models.tasks import TERMINAL_STATES, Task, TaskState
 
 if TYPE_CHECKING:
     from actors.context import TaskContext

@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from actors.catalogue import WorkflowSpec
 from actors.errors import InterlockError
 from actors.middleware.maintenance import task_message
+from models import task_lifecycle
 from models.checkpoints import COMPLETED, load_checkpoints
-from models.database import autocommit, writes_in_one_statement
-from models.security import SYSTEM_TENANT, reserve_idempotency_key
-from models.tasks import Task, TaskState, create_task, create_task_at_once, finish_task, reopen_task
-from models.tenants import budget_exhausted
+from models.security import SYSTEM_TENANT
+from models.task_transitions import finish_task, reopen_task
+from models.tasks import Task, TaskState
 
 __all__ = [
     "submit",
@@ -83,11 +83,6 @@ class Submission:
 
     task: Task
     replayed: bool = False
-
-
-class _Replay(Exception):  # noqa: N818 - rolls the losing transaction back
-    def __init__(self, task_id: str, body_hash: str) -> None:
-        self.task_id, self.body_hash = task_id, body_hash
 
 
 def resolve_priority(priority: str | int | None, *, max_priority: int) -> int:
@@ -161,37 +156,21 @@ def submit_once(
         "parent_id": parent_id,
         "tenant": tenant,
     }
-    if idempotency is None and writes_in_one_statement(sessions):
-        # PostgreSQL, the common case: one INSERT statement, committed alone (one round trip).
-        # It writes nothing when the tenant has a token budget, which is checked below.
-        with autocommit(sessions) as connection:
-            created = create_task_at_once(connection, **fields)
-        if created is not None:
-            return _publish(sessions, broker, spec, created)
-    try:
-        with sessions.begin() as session:
-            exhausted = budget_exhausted(session, tenant) if parent_id is None else None
-            if exhausted is not None:
-                raise BudgetExceeded(exhausted)
-            task = create_task(session, **fields)
-            if idempotency is not None:
-                session.flush()
-                reservation = reserve_idempotency_key(
-                    session, tenant=tenant, key=idempotency.key, body_hash=idempotency.body_hash, task_id=task_id
-                )
-                if not reservation.won:
-                    raise _Replay(reservation.task_id, reservation.body_hash)
-    except _Replay as replay:
-        if replay.body_hash != idempotency.body_hash:  # type: ignore[union-attr]
+    created = task_lifecycle.create(sessions, **fields, idempotency=idempotency)
+    if created.over_budget is not None:
+        raise BudgetExceeded(created.over_budget)
+    if created.earlier is not None:
+        if created.earlier.body_hash != idempotency.body_hash:  # type: ignore[union-attr]
             raise IdempotencyConflict(
                 "this Idempotency-Key was used with a different request body; use a new key for a new request"
-            ) from None
+            )
         with sessions() as session:
-            earlier = session.get(Task, replay.task_id)
+            earlier = session.get(Task, created.earlier.task_id)
         if earlier is None:  # withdrawn after its publish failed
-            raise BrokerUnavailable("the earlier submission with this key was withdrawn; retry") from None
+            raise BrokerUnavailable("the earlier submission with this key was withdrawn; retry")
         return Submission(earlier, replayed=True)
-    return _publish(sessions, broker, spec, task)
+    assert created.task is not None  # neither refused nor a replay
+    return _publish(sessions, broker, spec, created.task)
 
 
 def _publish(sessions: sessionmaker[Session], broker: dramatiq.Broker, spec: WorkflowSpec, task: Task) -> Submission:

@@ -414,7 +414,7 @@ def w3_http(lab: Lab, sizes: Sizes) -> dict[str, Any]:
 
 def w4_step(lab: Lab, sizes: Sizes) -> dict[str, Any]:
     from actors.context import TaskContext
-    from models.tasks import create_task
+    from models.task_transitions import create_task
 
     client = lab.interlock()
     runtime = client.runtime

@@ -272,7 +272,8 @@ def _cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     from actors.runtime import Runtime
-    from models.security import create_key, key_view, list_keys, revoke_key
+    from models.security import create_key, list_keys, revoke_key
+    from web.presenters import key_view
 
     runtime = Runtime.open(settings)
     try:

@@ -10,9 +10,9 @@ from sqlalchemy import Insert, Integer, String, Table, Text, UniqueConstraint, b
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .base import Base, BigIntId, iso, utcnow
+from .base import Base, BigIntId, utcnow
 
-__all__ = ["WorkflowCheckpoint", "load_checkpoints", "save_checkpoint", "checkpoint_view"]
+__all__ = ["WorkflowCheckpoint", "load_checkpoints", "save_checkpoint"]
 
 COMPLETED = "completed"
 FAILED = "failed"
@@ -86,20 +86,3 @@ def _upsert_statement(dialect: str) -> Insert:
         workflow_id=bindparam("p_workflow_id"), stage=bindparam("p_stage"), created_at=bindparam("p_now"), **changes
     )
     return statement.on_conflict_do_update(index_elements=["workflow_id", "stage"], set_=changes)
-
-
-def checkpoint_view(checkpoint: WorkflowCheckpoint) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "stage": checkpoint.stage,
-        "state": checkpoint.status,
-        "created_at": iso(checkpoint.created_at),
-        "updated_at": iso(checkpoint.updated_at),
-        "duration_ms": checkpoint.duration_ms,
-    }
-    if checkpoint.status == FAILED and checkpoint.error:
-        body["error"] = checkpoint.error
-        if checkpoint.meta.get("traceback"):
-            body["traceback"] = checkpoint.meta["traceback"]
-    if checkpoint.meta.get("failures"):
-        body["failures"] = checkpoint.meta["failures"]
-    return body

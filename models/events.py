@@ -15,7 +15,7 @@ from sqlalchemy import Index, String, Text, delete, inspect, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .base import Base, JSONType, iso, utcnow
+from .base import Base, JSONType, utcnow
 
 __all__ = [
     "Event",
@@ -25,7 +25,6 @@ __all__ = [
     "add_event",
     "get_event",
     "list_events",
-    "event_view",
     "claim_delivery",
     "delivery_event_id",
     "release_delivery",
@@ -163,21 +162,6 @@ def list_events(
     if since is not None:
         query = query.where(Event.created_at >= since)
     return list(session.scalars(query.order_by(Event.created_at.desc(), Event.id).limit(limit)))
-
-
-def event_view(event: Event) -> dict[str, Any]:
-    """The public JSON shape of an event."""
-    return {
-        "event_id": event.id,
-        "type": event.type,
-        "source": event.source,
-        "data": event.data,
-        "task_ids": list(event.task_ids or []),
-        "published_by": event.published_by,
-        "tenant": event.tenant,
-        "created_at": iso(event.created_at),
-        "expires_at": iso(event.expires_at),
-    }
 
 
 # -- webhook deliveries ---------------------------------------------------------------------

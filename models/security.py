@@ -13,13 +13,13 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import Connection, ForeignKey, String, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .base import Base, JSONType, as_utc, iso, utcnow
+from .base import Base, JSONType, as_utc, utcnow
 
 __all__ = [
     "KeyIdentity",
@@ -36,7 +36,6 @@ __all__ = [
     "get_key",
     "find_key",
     "hash_key",
-    "key_view",
     "reserve_idempotency_key",
     "IDEMPOTENCY_WINDOW",
 ]
@@ -157,17 +156,6 @@ def identify_key(connection: Connection, key: str) -> KeyIdentity | None:
     if last is None or now - last > timedelta(minutes=1):
         connection.execute(_TOUCH_KEY, {"p_id": row.id, "p_now": now})
     return KeyIdentity(row.id, row.tenant, list(row.scopes))
-
-
-def key_view(record: ApiKey) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "tenant": record.tenant,
-        "scopes": list(record.scopes),
-        "created_at": iso(record.created_at),
-        "revoked_at": iso(record.revoked_at),
-        "last_used_at": iso(record.last_used_at),
-    }
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import falcon
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.database import autocommit
 from models.security import SYSTEM_TENANT, ApiKey, KeyIdentity, identify_key
-from models.tasks import Task
+from models.task_queries import task_tenant
 from models.web_sessions import session_identity
 
 __all__ = [
@@ -227,6 +226,6 @@ class Auth:
             if not isinstance(task_id, str) or len(task_id) > 36 or "\x00" in task_id:
                 continue
             with self.sessions() as session:
-                tenant = session.execute(select(Task.tenant).where(Task.id == task_id)).scalar_one_or_none()
+                tenant = task_tenant(session, task_id)
             if tenant is not None and tenant not in principal.tenants:
                 raise falcon.HTTPNotFound(title="Unknown task", description=f"No task has the id {task_id!r}.")

@@ -15,20 +15,19 @@ from typing import Any
 
 import dramatiq
 import falcon
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actors.catalogue import WorkflowSpec
 from actors.queues import queue_depths
 from interlock.limits import parse_limits
 from interlock.settings import Settings
-from models.base import iso
 from models.breakers import breaker_view, list_breakers
 from models.events import list_events
-from models.tasks import Task, task_events, task_status
+from models.task_queries import recent_tasks, task_events
 
 from .auth import principal_of, visible_tenants
 from .pages import CSP_NONCE, protect_page
+from .presenters import event_summary, task_event, task_status
 
 __all__ = ["DashboardPage", "RecentTasks", "TaskEvents", "Overview"]
 
@@ -53,14 +52,10 @@ class RecentTasks:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         limit = min(req.get_param_as_int("limit", min_value=1) or 50, 500)
+        children = bool(req.get_param_as_bool("children"))
         with self.sessions() as session:
-            query = select(Task).order_by(Task.created_at.desc()).limit(limit)
-            tenants = visible_tenants(req)
-            if tenants is not None:
-                query = query.where(Task.tenant.in_(tenants))
-            if not req.get_param_as_bool("children"):
-                query = query.where(Task.parent_id.is_(None))
-            resp.media = {"tasks": [task_status(task) for task in session.scalars(query)]}
+            tasks = recent_tasks(session, limit=limit, tenants=visible_tenants(req), children=children)
+            resp.media = {"tasks": [task_status(task) for task in tasks]}
 
 
 class TaskEvents:
@@ -70,21 +65,7 @@ class TaskEvents:
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
         after = req.get_param_as_int("after", min_value=0, max_value=2**63 - 1) or 0
         with self.sessions() as session:
-            rows = task_events(session, task_id, after_id=after)
-            resp.media = {
-                "events": [
-                    {
-                        "id": e.id,
-                        "kind": e.kind,
-                        "state": e.state,
-                        "progress": e.progress,
-                        "step": e.step,
-                        "data": e.data,
-                        "created_at": iso(e.created_at),
-                    }
-                    for e in rows
-                ]
-            }
+            resp.media = {"events": [task_event(e) for e in task_events(session, task_id, after_id=after)]}
 
 
 class Overview:
@@ -112,10 +93,7 @@ class Overview:
                 logger.exception("queue depths unavailable")
         with self.sessions() as session:
             breakers = [breaker_view(b) for b in list_breakers(session)] if operator else None
-            events = [
-                {"id": e.id, "type": e.type, "source": e.source, "tasks": len(e.task_ids), "at": iso(e.created_at)}
-                for e in list_events(session, limit=20, tenants=visible_tenants(req))
-            ]
+            events = [event_summary(e) for e in list_events(session, limit=20, tenants=visible_tenants(req))]
         limits = {
             name: f"{limit.count}/{limit.period:g}s" for name, limit in parse_limits(self.settings.rate_limits).items()
         }

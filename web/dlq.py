@@ -3,7 +3,8 @@
 A system operator (authentication off, or an admin key of the ``system`` tenant) sees and acts on
 every dead letter. A tenant's admin sees and acts on its own tenant's only: a queue-wide purge or
 replay takes that tenant's letters and leaves every other one in its place, in order; another
-tenant's task id (or a letter whose task is gone) answers as if it were not there.
+tenant's task id (or a letter whose task is gone) answers as if it were not there. A broker that
+cannot be read (``DeadLetterError``) answers 503, mapped once in ``web.errors``.
 """
 
 from __future__ import annotations
@@ -13,23 +14,14 @@ from typing import Any
 
 import dramatiq
 import falcon
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actors.catalogue import WorkflowSpec
-from actors.dead_letters import (
-    DeadLetter,
-    DeadLetterError,
-    list_dead_letters,
-    purge,
-    replay_task,
-    take_dead_letters,
-    task_details,
-)
-from models.base import iso
-from models.tasks import Task
+from actors.dead_letters import DeadLetter, list_dead_letters, purge, replay_task, take_dead_letters, task_details
+from models.task_queries import task_tenant
 
 from .auth import tenant_of, visible_tenants
+from .presenters import dead_letter
 
 __all__ = ["DeadLettersResource", "DeadLetterResource", "ReplayResource", "ReplayQueueResource"]
 
@@ -50,7 +42,7 @@ class _Owner:
             return False
         if task_id not in self._tenants:
             with self.sessions() as session:
-                self._tenants[task_id] = session.scalar(select(Task.tenant).where(Task.id == task_id))
+                self._tenants[task_id] = task_tenant(session, task_id)
         return self._tenants[task_id] == self.tenant
 
 
@@ -74,16 +66,10 @@ class _Base:
             )
         return [queue]
 
-    def _unavailable(self, exc: DeadLetterError) -> falcon.HTTPServiceUnavailable:
-        return falcon.HTTPServiceUnavailable(title="Broker unavailable", description=str(exc), retry_after=5)
-
 
 class DeadLettersResource(_Base):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        try:
-            letters = list_dead_letters(self.broker, self._queues(req))
-        except DeadLetterError as exc:
-            raise self._unavailable(exc) from exc
+        letters = list_dead_letters(self.broker, self._queues(req))
         tenant = None if visible_tenants(req) is None else tenant_of(req)
         with self.sessions() as session:
             tasks = task_details(session, (m.task_id or "" for ms in letters.values() for m in ms))
@@ -94,37 +80,21 @@ class DeadLettersResource(_Base):
                     task = tasks.get(letter.task_id or "")
                     if tenant is not None and (task is None or task.tenant != tenant):
                         continue  # another tenant's dead letter, or one nobody owns: for the operator
-                    rows.append(
-                        {
-                            "task_id": letter.task_id,
-                            "actor": letter.actor,
-                            "message_id": letter.message_id,
-                            "attempts": task.attempts if task else None,
-                            "state": task.state if task else None,
-                            "error": task.error if task else None,
-                            "dead_at": iso(letter.dead_at or (task.finished_at if task else None)),
-                        }
-                    )
+                    rows.append(dead_letter(letter, task))
                 queues.append({"queue": queue, "messages": rows})
         resp.media = {"queues": queues}
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         queues = self._queues(req, required=True)
         owner = _Owner(self.sessions, req)
-        try:
-            purged = purge(self.broker, queues, allowed=owner.owns)
-        except DeadLetterError as exc:
-            raise self._unavailable(exc) from exc
+        purged = purge(self.broker, queues, allowed=owner.owns)
         resp.media = {"queue": queues[0], "purged": len(purged), "task_ids": [p.task_id for p in purged]}
 
 
 class DeadLetterResource(_Base):
     def on_delete(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
         owner = _Owner(self.sessions, req)
-        try:
-            purged = purge(self.broker, self.queues, task_id, allowed=owner.owns)
-        except DeadLetterError as exc:
-            raise self._unavailable(exc) from exc
+        purged = purge(self.broker, self.queues, task_id, allowed=owner.owns)
         if not purged:
             raise falcon.HTTPNotFound(title="Not dead-lettered", description=f"No dead letter names task {task_id!r}.")
         resp.media = {"task_id": task_id, "queue": purged[0].queue, "purged": len(purged)}
@@ -143,10 +113,7 @@ class ReplayResource(_Base):
             refused.append(letter)
             return False
 
-        try:
-            replayed = take_dead_letters(self.broker, self.queues, take)
-        except DeadLetterError as exc:
-            raise self._unavailable(exc) from exc
+        replayed = take_dead_letters(self.broker, self.queues, take)
         if not replayed and refused:
             raise falcon.HTTPConflict(
                 title="Task cannot be replayed",
@@ -178,9 +145,6 @@ class ReplayQueueResource(_Base):
             refused.append(letter.task_id)
             return False
 
-        try:
-            replayed = take_dead_letters(self.broker, queues, take)
-        except DeadLetterError as exc:
-            raise self._unavailable(exc) from exc
+        replayed = take_dead_letters(self.broker, queues, take)
         resp.status = falcon.HTTP_202
         resp.media = {"queue": queues[0], "replayed": [r.task_id for r in replayed], "refused": refused}

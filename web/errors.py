@@ -1,4 +1,9 @@
-"""Domain errors mapped to HTTP once, for every route."""
+"""Domain errors mapped to HTTP once, for every route; and the guards on every request's input.
+
+Responders let domain errors propagate: :func:`register_error_handlers` maps each to its status
+and a JSON ``{title, description}``. Errors whose meaning depends on the route (a bad argument of
+one tool, say) are turned into Falcon errors by the resource itself.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ import falcon
 import falcon.media
 from sqlalchemy.exc import DBAPIError
 
-from actors.submit import BrokerUnavailable, BudgetExceeded, IdempotencyConflict
+from actors.dead_letters import DeadLetterError
+from actors.submit import BrokerUnavailable, BudgetExceeded, IdempotencyConflict, NotResumable, UnknownTask
 
 __all__ = ["register_error_handlers", "BodyLimit", "InputGuard", "strict_json_handler", "MAX_JSON_DEPTH"]
 
@@ -72,6 +78,7 @@ def strict_json_handler() -> falcon.media.JSONHandler:
 
 
 def _broker_unavailable(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+    """Nothing was published (``BrokerUnavailable``) or the dead letters could not be read (``DeadLetterError``)."""
     raise falcon.HTTPServiceUnavailable(
         title="Broker unavailable",
         description=str(ex),
@@ -81,6 +88,17 @@ def _broker_unavailable(req: falcon.Request, resp: falcon.Response, ex: Exceptio
 
 def _idempotency_conflict(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
     raise falcon.HTTPUnprocessableEntity(title="Idempotency-Key reused", description=str(ex))
+
+
+def _unknown_task(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+    """No task has the id in the path; a workflow's id is its task id, and its routes call it so."""
+    what = "workflow" if "workflow_id" in params else "task"
+    task_id = str(params.get(f"{what}_id", ex))
+    raise falcon.HTTPNotFound(title=f"Unknown {what}", description=f"No {what} has the id {task_id!r}.")
+
+
+def _not_resumable(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+    raise falcon.HTTPConflict(title="Workflow cannot be resumed", description=str(ex))
 
 
 def _budget_exceeded(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
@@ -108,7 +126,10 @@ def register_error_handlers(app: falcon.App) -> None:
     app.add_error_handler(DBAPIError, _database_unavailable)
     app.add_error_handler(BudgetExceeded, _budget_exceeded)
     app.add_error_handler(BrokerUnavailable, _broker_unavailable)
+    app.add_error_handler(DeadLetterError, _broker_unavailable)
     app.add_error_handler(IdempotencyConflict, _idempotency_conflict)
+    app.add_error_handler(UnknownTask, _unknown_task)
+    app.add_error_handler(NotResumable, _not_resumable)
 
 
 class InputGuard:

@@ -9,9 +9,10 @@ import falcon
 
 from actors.errors import InvalidInput
 from actors.events.bus import EventBus, check_event_type
-from models.events import event_view, list_events
+from models.events import list_events
 
 from .auth import tenant_of, visible_tenants
+from .presenters import event_view
 from .schemas import EVENT_REQUEST
 from .validation import validate
 

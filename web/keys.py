@@ -7,9 +7,10 @@ from typing import Any
 import falcon
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.security import create_key, key_view, list_keys, revoke_key
+from models.security import create_key, list_keys, revoke_key
 
 from .auth import tenant_of, visible_tenants
+from .presenters import key_view
 from .schemas import KEY_REQUEST
 from .validation import validate
 

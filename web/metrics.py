@@ -16,10 +16,9 @@ import falcon
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.tasks import Task
+from models.task_queries import task_counts
 
 __all__ = ["ApiMetrics", "MetricsResource", "TaskStateCollector"]
 
@@ -35,8 +34,7 @@ class TaskStateCollector(Collector):
             "interlock_tasks", "Tasks in the database by workflow and state.", labels=["workflow", "state"]
         )
         with self.sessions() as session:
-            rows = session.execute(select(Task.workflow, Task.state, func.count()).group_by(Task.workflow, Task.state))
-            for workflow, state, count in rows:
+            for workflow, state, count in task_counts(session):
                 family.add_metric([workflow, state], count)
         yield family
 

@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import falcon
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.base import iso
-from models.tasks import TERMINAL_STATES, Task, TaskEvent, get_task, task_events, task_status
+from models.task_queries import child_tasks, get_task, task_events, task_state
+from models.tasks import TERMINAL_STATES, TaskEvent
+
+from .presenters import stream_event, task_status
 
 __all__ = ["StreamResource", "wait_for_end", "event_stream"]
 
@@ -29,14 +30,7 @@ HEARTBEAT_SECONDS = 15.0
 
 
 def _frame(event: TaskEvent) -> bytes:
-    payload: dict[str, Any] = {
-        "state": event.state,
-        "progress": event.progress,
-        "step": event.step,
-        "data": event.data,
-        "created_at": iso(event.created_at),
-    }
-    body = json.dumps(payload, separators=(",", ":"), default=str)
+    body = json.dumps(stream_event(event), separators=(",", ":"), default=str)
     return f"id: {event.id}\nevent: {event.kind}\ndata: {body}\n\n".encode()
 
 
@@ -58,7 +52,7 @@ def event_stream(
     while True:
         with sessions() as session:
             # The row first: if it is already terminal, its terminal event was committed with it.
-            state = session.execute(select(Task.state).where(Task.id == task_id)).scalar_one_or_none()
+            state = task_state(session, task_id)
             batch = task_events(session, task_id, after_id=after_id)
         if state is None:
             return  # deleted (retention) while we streamed
@@ -111,10 +105,7 @@ def wait_for_end(
         with sessions() as session:
             task = get_task(session, task_id)
             if task is not None and task.state in TERMINAL_STATES:
-                children = list(
-                    session.scalars(select(Task).where(Task.parent_id == task_id).order_by(Task.created_at))
-                )
-                return task_status(task, children=children)
+                return task_status(task, children=child_tasks(session, task_id))
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None

@@ -9,14 +9,15 @@ from typing import Any
 
 import dramatiq
 import falcon
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actors.catalogue import WorkflowSpec
 from actors.submit import Idempotency, Submission, resolve_priority, submit_once
-from models.tasks import Task, TaskState, get_task, task_status
+from models.task_queries import child_tasks, get_task
+from models.tasks import TERMINAL_STATES, Task
 
 from .auth import tenant_of
+from .presenters import task_result, task_status
 from .schemas import EXECUTE_REQUEST
 from .stream import wait_for_end
 from .validation import validate
@@ -32,8 +33,7 @@ def load_task(sessions: sessionmaker[Session], task_id: str) -> tuple[Task, list
         task = get_task(session, task_id) if len(task_id) <= 36 else None
         if task is None:
             raise falcon.HTTPNotFound(title="Unknown task", description=f"No task has the id {task_id!r}.")
-        children = list(session.scalars(select(Task).where(Task.parent_id == task_id).order_by(Task.created_at)))
-        return task, children
+        return task, child_tasks(session, task_id)
 
 
 class SubmitResource:
@@ -155,15 +155,6 @@ class ResultResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
         task, _ = load_task(self.sessions, task_id)
-        if task.state == TaskState.SUCCESS:
-            resp.media = {"task_id": task.id, "status": "complete", "result": task.result}
-        elif task.state in (TaskState.FAILURE, TaskState.CANCELLED):
-            resp.media = {"task_id": task.id, "status": "failed", "state": task.state, "error": task.error}
-        else:
+        if task.state not in TERMINAL_STATES:
             resp.status = falcon.HTTP_202
-            resp.media = {
-                "task_id": task.id,
-                "status": "not_ready",
-                "state": task.state,
-                "progress": task.progress,
-            }
+        resp.media = task_result(task)

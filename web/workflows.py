@@ -9,9 +9,10 @@ import falcon
 from sqlalchemy.orm import Session, sessionmaker
 
 from actors.catalogue import WorkflowSpec
-from actors.submit import NotResumable, UnknownTask, resume
-from models.checkpoints import checkpoint_view, load_checkpoints
+from actors.submit import resume
+from models.checkpoints import load_checkpoints
 
+from .presenters import workflow_history
 from .tasks import load_task
 
 __all__ = ["HistoryResource", "ResumeResource"]
@@ -24,13 +25,8 @@ class HistoryResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response, workflow_id: str) -> None:
         task, _ = load_task(self.sessions, workflow_id)
         with self.sessions() as session:
-            checkpoints = [checkpoint_view(c) for c in load_checkpoints(session, workflow_id)]
-        resp.media = {
-            "workflow_id": workflow_id,
-            "workflow": task.workflow,
-            "state": task.state,
-            "checkpoints": checkpoints,
-        }
+            checkpoints = load_checkpoints(session, workflow_id)
+        resp.media = workflow_history(task, checkpoints)
 
 
 class ResumeResource:
@@ -42,14 +38,7 @@ class ResumeResource:
         self.catalogue = catalogue
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, workflow_id: str) -> None:
-        try:
-            task, stage = resume(self.sessions, self.broker, self.catalogue, workflow_id)
-        except UnknownTask as exc:
-            raise falcon.HTTPNotFound(
-                title="Unknown workflow", description=f"No workflow has the id {workflow_id!r}."
-            ) from exc
-        except NotResumable as exc:
-            raise falcon.HTTPConflict(title="Workflow cannot be resumed", description=str(exc)) from exc
+        task, stage = resume(self.sessions, self.broker, self.catalogue, workflow_id)  # errors: web.errors
         resp.status = falcon.HTTP_202
         resp.location = f"/agent/status/{task.id}"
         resp.media = {

@@ -45,7 +45,9 @@ from models.events import (
     release_delivery,
 )
 from models.security import SYSTEM_TENANT
-from models.tasks import Task, create_task, get_task
+from models.task_queries import get_task
+from models.task_transitions import create_task
+from models.tasks import Task
 from models.tenants import budget_exhausted
 
 if TYPE_CHECKING:

@@ -36,20 +36,11 @@ from actors.running import RunningTask
 from actors.runtime import Runtime
 from interlock.limits import parse_limits
 from interlock.logs import task_id_var
-from models.database import autocommit, is_transient, retry_transient, writes_in_one_statement
-from models.tasks import (
-    Claim,
-    ClaimOutcome,
-    TaskState,
-    Transition,
-    claim_task,
-    claim_task_at_once,
-    finish_task,
-    finish_task_at_once,
-    mark_retrying,
-    record_event,
-)
-from models.tenants import may_start
+from models import task_lifecycle
+from models.database import is_transient, retry_transient
+from models.task_lifecycle import Claim, ClaimOutcome
+from models.task_transitions import Transition, finish_task, mark_retrying, record_event
+from models.tasks import TaskState
 
 __all__ = ["TaskTracking", "TaskRun", "current_run", "task_id_of", "release_for_retry"]
 
@@ -104,8 +95,6 @@ class TaskTracking(Middleware):
         self.max_tasks = runtime.settings.max_tasks_per_child
         self.limits = parse_limits(runtime.settings.rate_limits)
         self.window = SlidingWindow(runtime.sessions)
-        #: PostgreSQL: claim and finish in one statement each (one round trip).
-        self.one_statement = writes_in_one_statement(runtime.sessions)
         self.rate_limited = 0
         #: Set when this process has done its ``max_tasks`` and should be recycled.
         self.exhausted = threading.Event()
@@ -200,15 +189,8 @@ class TaskTracking(Middleware):
         return claim
 
     def _claim(self, task_id: str, claim_args: dict[str, Any]) -> Claim | None:
-        """The claim, in one statement when it can be; ``None`` when the tenant's concurrency cap is reached."""
-        if self.one_statement:
-            with autocommit(self.runtime.sessions) as connection:
-                claim = claim_task_at_once(connection, task_id, **claim_args)
-            if claim is not None:
-                return claim
-        # A capped tenant, a duplicate delivery, or not PostgreSQL: decide in a transaction.
-        with self.runtime.sessions.begin() as session:
-            return claim_task(session, task_id, **claim_args) if may_start(session, task_id) else None
+        """The claim; ``None`` when the tenant's concurrency cap is reached."""
+        return task_lifecycle.claim(self.runtime.sessions, task_id, **claim_args)
 
     def _tracks(self, actor_name: str) -> bool:
         return spec_for_actor(self.runtime.catalogue, actor_name) is not None
@@ -284,22 +266,27 @@ class TaskTracking(Middleware):
         Safe to run again after a commit that was cut off: finishing is fenced by the lease.
         """
         owner = self.runtime.owner
-        if self.one_statement and run.parent_id is None:
-            with autocommit(self.runtime.sessions) as connection:
-                ended = finish_task_at_once(
-                    connection, run.task_id, state=state, owner=owner, result=value, error=error
-                )
-            if ended is not None:
-                return ended, False
-        # A child's row and its parent's are locked in one transaction, so siblings, the parent
-        # and lease reclaims can deadlock; PostgreSQL aborts one and retry_transient runs it again.
-        with self.runtime.sessions.begin() as session:
-            ended = finish_task(session, run.task_id, state=state, owner=owner, result=value, error=error)
+
+        def settle(session: Session, ended: Transition | None) -> bool:
+            # A child's row and its parent's are locked in one transaction, so siblings, the parent
+            # and lease reclaims can deadlock; PostgreSQL aborts one and retry_transient runs it again.
             if ended is not None:
                 wake_parent(session, ended.parent_id)
-                return ended, False
+                return False
             # Cancelled while it ran: the row already says CANCELLED; release the lease.
-            return None, record_stopped(session, run.task_id, owner=owner)
+            return record_stopped(session, run.task_id, owner=owner)
+
+        ended, stopped = task_lifecycle.finish(
+            self.runtime.sessions,
+            run.task_id,
+            state=state,
+            owner=owner,
+            parent_id=run.parent_id,
+            then=settle,
+            result=value,
+            error=error,
+        )
+        return ended, bool(stopped)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         run = current_run()

@@ -19,13 +19,13 @@ from typing import Any
 import dramatiq
 from dramatiq import Message
 from dramatiq.middleware import Middleware
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from actors.runtime import Runtime
 from models.database import is_transient, one_statement_session
 from models.scheduled import due_messages
-from models.tasks import TaskEvent, TaskState, cancelled_among, lapsed_tasks, renew_leases, utcnow
+from models.task_queries import cancelled_among
+from models.task_transitions import reclaim_lapsed, renew_leases
+from models.tasks import TaskState
 
 __all__ = ["Maintenance", "heartbeat", "publish_due_messages", "reclaim_lapsed_tasks", "task_message"]
 
@@ -62,35 +62,15 @@ def publish_due_messages(runtime: Runtime, broker: dramatiq.Broker, *, limit: in
 
 def reclaim_lapsed_tasks(runtime: Runtime, broker: dramatiq.Broker, *, limit: int = 100) -> int:
     """Re-publish tasks whose worker stopped renewing its lease (crashed, killed, partitioned)."""
-    with runtime.sessions.begin() as session:
-        tasks = lapsed_tasks(session, limit=limit)
-        for task in tasks:
-            logger.warning("task %s lost its worker %s; re-publishing it", task.id, task.lease_owner)
-            task.state = TaskState.RETRY
-            task.lease_owner = None
-            task.lease_expires_at = None
-            task.updated_at = utcnow()
-            session.add(
-                TaskEvent(
-                    task_id=task.id,
-                    kind="state",
-                    state=TaskState.RETRY,
-                    progress=task.progress,
-                    step=task.current_step,
-                    data={"reason": "worker lost; lease lapsed"},
-                )
-            )
+    with runtime.sessions.begin() as session:  # published in the transaction that takes them back
+        reclaimed = reclaim_lapsed(session, limit=limit)
+        for lapsed in reclaimed:
+            task = lapsed.task
+            logger.warning("task %s lost its worker %s; re-publishing it", task.id, lapsed.lost_owner)
             message = task_message(queue=task.queue, actor=task.actor, task_id=task.id, priority=task.priority)
-            # Carry the retry count over, so a crash neither refills the retry budget nor counts
-            # the retries already made as crash redeliveries.
-            retries = session.scalar(
-                select(func.count())
-                .select_from(TaskEvent)
-                .where(TaskEvent.task_id == task.id, TaskEvent.state == TaskState.RETRY, TaskEvent.kind == "state")
-            )
-            message.options["retries"] = max(0, int(retries or 0) - _lease_lapses(session, task.id))
+            message.options["retries"] = lapsed.retries
             broker.enqueue(message)
-    return len(tasks)
+    return len(reclaimed)
 
 
 def heartbeat(runtime: Runtime, *, renew: bool) -> list[str]:
@@ -110,14 +90,6 @@ def heartbeat(runtime: Runtime, *, renew: bool) -> list[str]:
     for task_id in signalled:
         logger.info("task %s was cancelled while it ran; interrupting it", task_id)
     return signalled
-
-
-def _lease_lapses(session: Session, task_id: str) -> int:
-    """RETRY events written by this reaper (not by Retries) for ``task_id``."""
-    rows = session.scalars(
-        select(TaskEvent.data).where(TaskEvent.task_id == task_id, TaskEvent.state == TaskState.RETRY)
-    ).all()
-    return sum(1 for data in rows if isinstance(data, dict) and "reason" in data)
 
 
 class Maintenance(Middleware):

@@ -19,7 +19,8 @@ from interlock.settings import Settings
 from interlock.worker import Supervisor, worker_owner
 from models.base import utcnow
 from models.leases import expire_leases
-from models.tasks import Task, TaskEvent, TaskState, create_task
+from models.task_transitions import create_task
+from models.tasks import Task, TaskEvent, TaskState
 from tests.conftest import start_stack, stop_stack
 from tests.processes import Proc, base_env
 from tests.support import get_task, wait_for_state, wait_until

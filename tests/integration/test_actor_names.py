@@ -7,7 +7,8 @@ import uuid
 import pytest
 
 from actors.middleware.maintenance import task_message
-from models.tasks import Task, create_task
+from models.task_transitions import create_task
+from models.tasks import Task
 from tests.conftest import Stack
 from tests.support import wait_for_state, wait_until
 

@@ -17,7 +17,8 @@ from actors.running import RunningTask
 from actors.runtime import Runtime
 from interlock.settings import Settings
 from models.base import utcnow
-from models.tasks import Task, TaskState, create_task
+from models.task_transitions import create_task
+from models.tasks import Task, TaskState
 from tests.support import get_task
 
 pytestmark = [pytest.mark.postgres]

@@ -11,7 +11,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.middleware.maintenance import task_message
-from models.tasks import create_task
+from models.task_transitions import create_task
 from tests.conftest import start_stack, stop_stack
 from tests.processes import Proc, base_env, wait_http
 from tests.support import events, free_port, wait_for_state, wait_until

@@ -26,7 +26,8 @@ from interlock.settings import Settings, SettingsError
 from interlock.worker import start_worker
 from models.base import utcnow
 from models.events import Event, ScheduleSlot, WebhookDelivery, add_event, claim_delivery, claim_slot
-from models.tasks import Task, TaskState, create_task, finish_task
+from models.task_transitions import create_task, finish_task
+from models.tasks import Task, TaskState
 from tests.conftest import Stack, start_stack, stop_stack
 from tests.support import wait_for_state, wait_until
 

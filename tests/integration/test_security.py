@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 from interlock.settings import Settings
 from models.events import Event
 from models.security import ApiKey, IdempotencyKey, create_key
-from models.tasks import Task, TaskEvent, create_task
+from models.task_transitions import create_task
+from models.tasks import Task, TaskEvent
 from tests.conftest import Stack, start_stack, stop_stack
 from web.auth import ROUTE_SCOPES
 from web.openapi import REQUEST_BODIES, routes

@@ -119,7 +119,7 @@ def test_reconnect_with_last_event_id_misses_nothing_and_repeats_nothing(setting
             ids = [f["id"] for f in seen]
             assert len(ids) == len(set(ids)) and ids == sorted(ids)
             with stack.runtime.sessions() as session:
-                from models.tasks import task_events
+                from models.task_queries import task_events
 
                 assert ids == [e.id for e in task_events(session, task_id)]
             assert [f["data"]["step"] for f in seen if f["event"] == "progress"] == AGENT_STEPS
