@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from actors.catalogue import WorkflowSpec
 from actors.queues import queue_depths
-from interlock.limits import parse_limits
 from interlock.settings import Settings
 from models.base import iso
 from models.breakers import breaker_view, list_breakers
@@ -116,9 +115,7 @@ class Overview:
                 {"id": e.id, "type": e.type, "source": e.source, "tasks": len(e.task_ids), "at": iso(e.created_at)}
                 for e in list_events(session, limit=20, tenants=visible_tenants(req))
             ]
-        limits = {
-            name: f"{limit.count}/{limit.period:g}s" for name, limit in parse_limits(self.settings.rate_limits).items()
-        }
+        limits = {name: f"{limit.count}/{limit.period:g}s" for name, limit in self.settings.rate_limits.items()}
         resp.media = {
             "operator": operator,  # false: queues, breakers and broker_ui are withheld (null)
             "queues": queues,

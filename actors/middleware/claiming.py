@@ -34,7 +34,6 @@ from actors.middleware.task_log import log_outcome
 from actors.orchestration import is_suspended, wake_parent
 from actors.running import RunningTask
 from actors.runtime import Runtime
-from interlock.limits import parse_limits
 from interlock.logs import task_id_var
 from models.database import autocommit, is_transient, retry_transient, writes_in_one_statement
 from models.tasks import (
@@ -102,7 +101,7 @@ class TaskTracking(Middleware):
         self.runtime = runtime
         self.processed = 0
         self.max_tasks = runtime.settings.max_tasks_per_child
-        self.limits = parse_limits(runtime.settings.rate_limits)
+        self.limits = runtime.settings.rate_limits
         self.window = SlidingWindow(runtime.sessions)
         #: PostgreSQL: claim and finish in one statement each (one round trip).
         self.one_statement = writes_in_one_statement(runtime.sessions)
