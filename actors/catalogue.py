@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from interlock.settings import Settings, parse_pairs
+from interlock.settings import Settings
 
 if TYPE_CHECKING:
     from actors.context import TaskContext
@@ -131,7 +131,7 @@ def discover(extra_modules: str | Sequence[str] = ()) -> dict[str, WorkflowSpec]
 def load_catalogue(settings: Settings) -> dict[str, WorkflowSpec]:
     """The catalogue as this deployment runs it: extra modules loaded, queue overrides applied."""
     catalogue = discover(settings.agent_modules)
-    for name, queue in parse_pairs(settings.agent_queues).items():
+    for name, queue in settings.agent_queues.items():
         if name not in catalogue:
             raise ValueError(f"INTERLOCK_AGENT_QUEUES names unknown agent {name!r}")
         catalogue[name] = dataclasses.replace(catalogue[name], queue=queue)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from interlock.errors import InterlockError
+
 __all__ = [
     "InterlockError",
     "PermanentError",
@@ -12,10 +14,6 @@ __all__ = [
     "TimeLimitExceeded",
     "TaskCancelled",
 ]
-
-
-class InterlockError(Exception):
-    """Base of Interlock's own errors."""
 
 
 class PermanentError(InterlockError):

@@ -16,7 +16,6 @@ from actors.catalogue import WorkflowSpec
 from actors.io_loop import IOLoop
 from actors.llm import LLMClient, build_llm
 from actors.running import RunningTasks
-from interlock.limits import parse_limits
 from interlock.settings import Settings
 from models.database import make_engine, make_sessionmaker
 
@@ -79,9 +78,7 @@ class Runtime:
         if not s.llm_rpm and not s.llm_tpm:
             return None
         if self._llm_limits is None:
-            self._llm_limits = LLMLimits(
-                self.window, rpm=parse_limits(s.llm_rpm, units=False), tpm=parse_limits(s.llm_tpm, units=False)
-            )
+            self._llm_limits = LLMLimits(self.window, rpm=dict(s.llm_rpm), tpm=dict(s.llm_tpm))
         return self._llm_limits
 
     def close(self) -> None:

@@ -52,8 +52,8 @@ class Scratch:
         return response
 
     def open(self) -> Scratch:
-        from interlock.migrations import upgrade
         from interlock.settings import Settings
+        from models.migrations import upgrade
 
         for vhost in self.vhosts.values():
             self._mgmt("PUT", f"/vhosts/{quote(vhost, safe='')}")

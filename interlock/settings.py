@@ -1,8 +1,14 @@
 """Every tunable of Interlock, read from the environment once at the entry point.
 
 Library code never reads ``os.environ``: the entry point builds a :class:`Settings` with
-:meth:`Settings.from_env` and passes it down. Each field names its environment variable and
-default in one place, which the README table and ``interlock config`` are generated from.
+:meth:`Settings.from_env` and passes it down. Each field names its environment variable, its
+default, its syntax (``interlock.env_syntax``: the text is parsed once, here, into the typed value
+every consumer reads) and whether it is a secret, in one place, which the README table and
+``interlock config`` are generated from.
+
+Why this module is longer than 350 lines: the field table alone is about 300 (66 settings, each
+with its help text); splitting it would scatter what an operator reads as one list, in the order
+the README shows it. The syntaxes live in ``env_syntax`` and the root error in ``errors``.
 """
 
 from __future__ import annotations
@@ -15,30 +21,43 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .limits import LimitSyntaxError, parse_limits
+from .env_syntax import (
+    COUNTS,
+    INTEGER,
+    NAMES,
+    NUMBER,
+    ON_OFF,
+    PAIRS,
+    PER_MINUTE,
+    PRICES,
+    RATE_LIMITS,
+    TEXT,
+    Syntax,
+    parse_pairs,
+)
+from .errors import SettingsError
+from .limits import Limit
 
 __all__ = ["Settings", "SettingsError", "setting_rows", "markdown_table", "parse_pairs", "mask_password"]
 
-SECRET_FIELDS = frozenset(
-    {
-        "openai_api_key",
-        "github_webhook_secret",
-        "slack_signing_secret",
-        "webhook_secret",
-        "monitor_database_url",
-        "api_key",
-    }
-)
-#: URLs shown with their password masked (``postgresql://user:***@host/db``), the rest readable.
-URL_FIELDS = frozenset({"database_url", "broker_url", "tools_database_url"})
+_SYNTAX_OF_DEFAULT: dict[type, Syntax] = {str: TEXT, int: INTEGER, float: NUMBER}
 
 
-class SettingsError(ValueError):
-    """A configuration value could not be understood."""
+def _setting(
+    env: str, default: Any, help: str, *, syntax: Syntax | None = None, secret: bool = False, url: bool = False
+) -> Any:
+    """One setting: ``default`` is written as the variable is (``"scraper=10/m"``) for typed syntaxes.
 
-
-def _setting(env: str, default: Any, help: str) -> Any:
-    return field(default=default, metadata={"env": env, "help": help})
+    ``secret``: shown as ``***``. ``url``: shown with the password inside it masked.
+    """
+    if syntax is None:
+        syntax = _SYNTAX_OF_DEFAULT[type(default)]
+    elif isinstance(default, str):
+        default = syntax.read(default, env)
+    metadata = {"env": env, "help": help, "syntax": syntax, "secret": secret, "url": url}
+    if isinstance(default, dict):
+        return field(default_factory=default.copy, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def _default_database_url() -> str:
@@ -47,62 +66,87 @@ def _default_database_url() -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    """Typed, immutable configuration shared by the API, the workers and the scheduler."""
+    """Typed, immutable configuration shared by the API, the workers and the scheduler.
+
+    Maps are plain dicts (so settings pickle into spawned worker processes), typed ``Mapping``
+    because nobody may change them.
+    """
 
     database_url: str = _setting(
         "INTERLOCK_DATABASE_URL",
         "",
         "SQLAlchemy URL of Interlock's own database; `postgresql://` uses psycopg 3. "
         "Empty: a SQLite file `interlock.db` in the working directory.",
+        url=True,
     )
     broker_url: str = _setting(
         "INTERLOCK_BROKER_URL",
         "",
         "`amqp://user:pass@host:5672/vhost` for RabbitMQ. Empty: the in-process broker (single process only).",
+        url=True,
     )
     api_url: str = _setting(
         "INTERLOCK_API_URL", "http://127.0.0.1:8000", "Where the CLI client commands reach the API."
     )
     api_key: str = _setting(
-        "INTERLOCK_API_KEY", "", "API key the CLI client commands send (`Authorization: Bearer`). Never logged."
+        "INTERLOCK_API_KEY",
+        "",
+        "API key the CLI client commands send (`Authorization: Bearer`). Never logged.",
+        secret=True,
     )
     openai_api_key: str = _setting(
-        "OPENAI_API_KEY", "", "Key for the OpenAI-compatible endpoint. Never logged or returned."
+        "OPENAI_API_KEY",
+        "",
+        "Key for the OpenAI-compatible endpoint. Never logged or returned.",
+        secret=True,
     )
     openai_base_url: str = _setting(
         "OPENAI_BASE_URL",
         "",
         "OpenAI-compatible endpoint. With neither key nor base URL, the offline stand-in model answers.",
     )
-    agent_modules: str = _setting(
+    agent_modules: tuple[str, ...] = _setting(
         "INTERLOCK_AGENT_MODULES",
         "",
         "Comma-separated extra Python modules that register workflows (your own agents).",
+        syntax=NAMES,
     )
-    rate_limits: str = _setting(
+    rate_limits: Mapping[str, Limit] = _setting(
         "INTERLOCK_RATE_LIMITS",
         "scraper=10/m,tools=30/m",
         "Cluster-wide start limits per agent type (queue): `agent=count/unit`, unit s, m or h. "
         "A limited task waits; it is not failed and keeps its retries.",
+        syntax=RATE_LIMITS,
     )
-    agent_queues: str = _setting(
-        "INTERLOCK_AGENT_QUEUES", "", "Move agent types to other queues: `agent=queue,...` (default: own queue)."
+    agent_queues: Mapping[str, str] = _setting(
+        "INTERLOCK_AGENT_QUEUES",
+        "",
+        "Move agent types to other queues: `agent=queue,...` (default: own queue).",
+        syntax=PAIRS,
     )
-    agent_concurrency: str = _setting(
+    agent_concurrency: Mapping[str, int] = _setting(
         "INTERLOCK_AGENT_CONCURRENCY",
         "research=2,scraper=5,reviewer=2,planner=1,tools=3,default=8",
         "Threads per queue for `interlock worker --queues ...` when --threads is not given.",
+        syntax=COUNTS,
     )
-    llm_rpm: str = _setting(
-        "INTERLOCK_LLM_RPM", "", "LLM requests per minute per model, cluster-wide: `model=count` (`*` for any)."
+    llm_rpm: Mapping[str, Limit] = _setting(
+        "INTERLOCK_LLM_RPM",
+        "",
+        "LLM requests per minute per model, cluster-wide: `model=count` (`*` for any).",
+        syntax=PER_MINUTE,
     )
-    llm_tpm: str = _setting(
-        "INTERLOCK_LLM_TPM", "", "LLM tokens per minute per model, from each response's `usage`: `model=count`."
+    llm_tpm: Mapping[str, Limit] = _setting(
+        "INTERLOCK_LLM_TPM",
+        "",
+        "LLM tokens per minute per model, from each response's `usage`: `model=count`.",
+        syntax=PER_MINUTE,
     )
-    llm_prices: str = _setting(
+    llm_prices: Mapping[str, tuple[float, float]] = _setting(
         "INTERLOCK_LLM_PRICES",
         "",
         "US dollars per million prompt/completion tokens, for the cost metric: `model=0.15/0.60,...` (`*` for any).",
+        syntax=PRICES,
     )
     model: str = _setting("INTERLOCK_MODEL", "gpt-4o-mini", "Model name sent to the LLM endpoint.")
     llm_timeout: float = _setting("INTERLOCK_LLM_TIMEOUT", 60.0, "Seconds one LLM call may take.")
@@ -205,11 +249,12 @@ class Settings:
         5_000_000,
         "Largest JSON body `call_external_api` reads; bigger ones are refused.",
     )
-    tools_allow_hosts: str = _setting(
+    tools_allow_hosts: tuple[str, ...] = _setting(
         "INTERLOCK_TOOLS_ALLOW_HOSTS",
         "",
         "Comma-separated hostnames or CIDRs the URL tools may reach although they are loopback, "
         "private, link-local or otherwise non-public (SSRF guard). Empty: public addresses only.",
+        syntax=NAMES,
     )
     tools_database_url: str = _setting(
         "INTERLOCK_TOOLS_DATABASE_URL",
@@ -217,6 +262,7 @@ class Settings:
         "PostgreSQL URL `execute_database_query` runs against, logging in as a role without superuser "
         "rights that may only SELECT what agents may read (a superuser login is refused). Empty: the SQL "
         "tool is disabled (never Interlock's own database by default).",
+        url=True,
     )
     tools_database_role: str = _setting(
         "INTERLOCK_TOOLS_DATABASE_ROLE",
@@ -259,11 +305,13 @@ class Settings:
         "",
         "Secret of the GitHub webhook (`X-Hub-Signature-256`). Empty: `POST /webhook/github` answers 503. "
         "Never logged or returned.",
+        secret=True,
     )
     slack_signing_secret: str = _setting(
         "INTERLOCK_SLACK_SIGNING_SECRET",
         "",
         "Signing secret of the Slack app (v0 signatures). Empty: `POST /webhook/slack` answers 503.",
+        secret=True,
     )
     webhook_secret: str = _setting(
         "INTERLOCK_WEBHOOK_SECRET",
@@ -271,6 +319,7 @@ class Settings:
         "Secret of `POST /webhook/custom`: `X-Interlock-Signature-256: v1=<hex HMAC-SHA256 of "
         "v1:<timestamp>:<delivery id>:<body>>`, with `X-Interlock-Timestamp` (within 5 minutes) and "
         "`X-Interlock-Delivery`. Empty: it answers 503. Never logged or returned.",
+        secret=True,
     )
     event_retention: float = _setting(
         "INTERLOCK_EVENT_RETENTION",
@@ -298,11 +347,12 @@ class Settings:
         "every 300s",
         "When the scheduler enqueues the health check of database and broker (same forms).",
     )
-    monitor_urls: str = _setting(
+    monitor_urls: tuple[str, ...] = _setting(
         "INTERLOCK_MONITOR_URLS",
         "",
         "Comma-separated URLs the monitor watches (ETag / Last-Modified, else a SHA-256 of the body); "
         "a change publishes `new_data_arrived`.",
+        syntax=NAMES,
     )
     monitor_sql: str = _setting(
         "INTERLOCK_MONITOR_SQL",
@@ -314,65 +364,51 @@ class Settings:
         "INTERLOCK_MONITOR_DATABASE_URL",
         "",
         "SQLAlchemy URL `INTERLOCK_MONITOR_SQL` runs against. Empty: no SQL source is watched.",
+        secret=True,
     )
     monitor_timeout: float = _setting("INTERLOCK_MONITOR_TIMEOUT", 30.0, "Seconds one monitored source may take.")
-    auth: str = _setting(
+    auth: bool = _setting(
         "INTERLOCK_AUTH",
         "on",
         "`on`: every API route but health, docs and signed webhooks needs `Authorization: Bearer <key>` "
         "(`interlock keys create`). `off`: no keys, one shared tenant (only for development: `interlock dev` "
         "uses it unless INTERLOCK_AUTH is set).",
+        syntax=ON_OFF,
     )
     log_level: str = _setting("INTERLOCK_LOG_LEVEL", "INFO", "Python logging level.")
     log_format: str = _setting("INTERLOCK_LOG_FORMAT", "text", "`text` or `json` (one object per line).")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from ``environ`` (default ``os.environ``); ``overrides`` win."""
+        """Build settings from ``environ`` (default ``os.environ``); ``overrides`` win.
+
+        An override given as text is read like its variable (``rate_limits="default=5/s"``).
+        """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            raw = env.get(f.metadata["env"])
-            # Unset means the default; set-but-empty means empty for text settings (for example
-            # INTERLOCK_RATE_LIMITS= turns the limits off) and the default for numbers.
-            if raw is None or (raw == "" and not isinstance(f.default, str)):
+            variable, syntax = f.metadata["env"], f.metadata["syntax"]
+            raw = env.get(variable)
+            # Unset means the default; set-but-empty means empty for text, lists and maps (for
+            # example INTERLOCK_RATE_LIMITS= turns the limits off) and the default for numbers.
+            if raw is None or (raw == "" and syntax.empty_is_default):
                 continue
-            values[f.name] = _convert(f.name, f.metadata["env"], raw, type(f.default))
-        values.update(overrides)
+            values[f.name] = syntax.read(raw, variable)
+        values.update(_read_text_values(overrides))
         settings = cls(**values)
         settings.validate()
         return settings
 
     def validate(self) -> None:
+        """Checks across fields and of ranges; each value's own syntax was checked when it was read."""
         if self.soft_time_limit > self.time_limit:
             raise SettingsError("INTERLOCK_SOFT_TIME_LIMIT must not exceed INTERLOCK_TIME_LIMIT")
         if self.log_format not in {"text", "json"}:
             raise SettingsError("INTERLOCK_LOG_FORMAT must be 'text' or 'json'")
-        if self.auth not in {"on", "off"}:
-            raise SettingsError("INTERLOCK_AUTH must be 'on' or 'off'")
         if not 0 < self.queue_max_priority <= 255:
             raise SettingsError("INTERLOCK_QUEUE_MAX_PRIORITY must be between 1 and 255")
         if self.max_deliveries < 1:
             raise SettingsError("INTERLOCK_MAX_DELIVERIES must be at least 1")
-        try:
-            parse_limits(self.rate_limits)
-            parse_limits(self.llm_rpm, units=False)
-            parse_limits(self.llm_tpm, units=False)
-        except LimitSyntaxError as exc:
-            raise SettingsError(str(exc)) from exc
-        try:
-            for price in parse_pairs(self.llm_prices).values():
-                [float(part) for part in price.split("/", 1)]
-        except ValueError as exc:
-            raise SettingsError(f"INTERLOCK_LLM_PRICES: expected model=prompt/completion dollars, {exc}") from exc
-        for name, text in (
-            ("INTERLOCK_AGENT_QUEUES", self.agent_queues),
-            ("INTERLOCK_AGENT_CONCURRENCY", self.agent_concurrency),
-        ):
-            try:
-                parse_pairs(text)
-            except ValueError as exc:
-                raise SettingsError(f"{name}: {exc}") from exc
 
     @property
     def effective_database_url(self) -> str:
@@ -393,52 +429,37 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process."""
-        return {f.metadata["env"]: str(getattr(self, f.name)) for f in fields(self)}
+        return {f.metadata["env"]: f.metadata["syntax"].write(getattr(self, f.name)) for f in fields(self)}
+
+    def __hash__(self) -> int:  # the maps are dicts; equal settings write the same environment
+        return hash(tuple(self.to_env().items()))
 
     def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes``; a change given as text is read like its variable (``auth="off"``)."""
+        return dataclasses.replace(self, **_read_text_values(changes))
 
 
-def parse_pairs(text: str) -> dict[str, str]:
-    """``"a=1,b=2"`` → {"a": "1", "b": "2"}."""
-    pairs: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise ValueError(f"expected name=value, got {item!r}")
-        pairs[name.strip()] = value.strip()
-    return pairs
-
-
-def _convert(name: str, env: str, raw: str, kind: type) -> Any:
-    try:
-        if kind is bool:
-            return raw.strip().lower() in {"1", "true", "yes", "on"}
-        if kind is int:
-            return int(raw)
-        if kind is float:
-            return float(raw)
-        return raw
-    except ValueError as exc:
-        raise SettingsError(f"{env}={raw!r} is not a valid {kind.__name__}") from exc
+def _read_text_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with text given for a typed field read in that field's syntax."""
+    typed = {f.name: f.metadata for f in fields(Settings) if f.metadata["syntax"] is not TEXT}
+    return {
+        name: typed[name]["syntax"].read(value, typed[name]["env"])
+        if name in typed and isinstance(value, str)
+        else value
+        for name, value in values.items()
+    }
 
 
 def setting_rows(settings: Settings | None = None) -> Iterator[tuple[str, str, str]]:
     """(variable, value-or-default, description) for every setting; secrets are masked."""
+    shown = settings or Settings()
     for f in fields(Settings):
-        value = getattr(settings, f.name) if settings else f.default
-        if f.name in SECRET_FIELDS and value:
-            value = "***"
-        elif f.name in URL_FIELDS and value:
-            value = mask_password(str(value))
-        yield f.metadata["env"], _shown(value), f.metadata["help"]
-
-
-def _shown(value: Any) -> str:
-    """A setting's value as a person writes it: whole seconds as ``3600``, not ``3600.0``."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return "" if value == "" else str(value)
+        text = f.metadata["syntax"].write(getattr(shown, f.name))
+        if f.metadata["secret"] and text:
+            text = "***"
+        elif f.metadata["url"] and text:
+            text = mask_password(text)
+        yield f.metadata["env"], text, f.metadata["help"]
 
 
 def mask_password(url: str) -> str:

@@ -22,9 +22,9 @@ from sqlalchemy import Engine, text
 
 from actors.catalogue import load_catalogue
 from actors.runtime import Runtime
-from interlock.migrations import upgrade
 from interlock.settings import Settings
 from models import Base
+from models.migrations import upgrade
 from testkit.fakes.openai_server import FakeOpenAIServer
 from testkit.markers import BENCH_TABLES
 
@@ -137,7 +137,7 @@ class Stack:
 def start_stack(settings: Settings, *, worker: bool = True) -> Stack:
     """API and worker in this process; with the in-process broker they must share one broker."""
     from actors.broker import build_broker
-    from interlock.worker import start_worker
+    from interlock.cli.worker import start_worker
     from web.app import create_app
 
     catalogue = load_catalogue(settings)

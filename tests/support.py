@@ -54,8 +54,8 @@ def llm_calls(fake_llm: Any, prefix: str, *, status: int | None = 200) -> int:
 def settings_for_database(request: Any, tmp_path: Path) -> Any:
     """For a test parametrized over ``"postgresql"`` and ``"sqlite"``: the ``settings`` fixture (the
     real PostgreSQL and RabbitMQ), or SQLite in ``tmp_path`` with the in-process broker, migrated."""
-    from interlock.migrations import upgrade
     from interlock.settings import Settings
+    from models.migrations import upgrade
 
     if request.param == "postgresql":
         return request.getfixturevalue("settings")

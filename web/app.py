@@ -41,9 +41,9 @@ def create_app(runtime: Runtime, broker: dramatiq.Broker, catalogue: Mapping[str
     app = falcon.App(middleware=[BodyLimit(settings.max_body_bytes)])
     metrics = ApiMetrics(runtime.sessions)
     app.add_middleware(metrics)
-    if settings.auth == "off":
+    if not settings.auth:
         logger.warning("AUTHENTICATION IS OFF (INTERLOCK_AUTH=off): anyone who can reach this API can use all of it")
-    app.add_middleware(Auth(runtime.sessions, enabled=settings.auth == "on"))
+    app.add_middleware(Auth(runtime.sessions, enabled=settings.auth))
     app.add_middleware(InputGuard())
     app.req_options.strip_url_path_trailing_slash = True
     # JSON only: a form or multipart post to a JSON route is a 415, not a silently different body.

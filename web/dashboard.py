@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from actors.catalogue import WorkflowSpec
 from actors.queues import queue_depths
-from interlock.limits import parse_limits
 from interlock.settings import Settings
 from models.breakers import breaker_view, list_breakers
 from models.events import list_events
@@ -94,9 +93,7 @@ class Overview:
         with self.sessions() as session:
             breakers = [breaker_view(b) for b in list_breakers(session)] if operator else None
             events = [event_summary(e) for e in list_events(session, limit=20, tenants=visible_tenants(req))]
-        limits = {
-            name: f"{limit.count}/{limit.period:g}s" for name, limit in parse_limits(self.settings.rate_limits).items()
-        }
+        limits = {name: f"{limit.count}/{limit.period:g}s" for name, limit in self.settings.rate_limits.items()}
         resp.media = {
             "operator": operator,  # false: queues, breakers and broker_ui are withheld (null)
             "queues": queues,

@@ -13,21 +13,19 @@ import copy
 import threading
 import time
 from collections.abc import Callable
-from functools import cached_property
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import falcon
 import pika
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine, text
+
+from models.migrations import SchemaHead
 
 __all__ = [
     "HealthResource",
     "ReadyResource",
     "CachedCheck",
-    "SchemaHead",
     "rabbitmq_probe",
-    "schema_is_current",
     "SCHEMA_CHECK_SECONDS",
     "BROKER_CHECK_SECONDS",
 ]
@@ -70,32 +68,6 @@ class CachedCheck(Generic[T]):
             if self._error is not None:
                 raise self._error
             return self._value  # type: ignore[return-value]
-
-
-class SchemaHead:
-    """The newest migration shipped with this code (read once) compared with the database's."""
-
-    @cached_property
-    def expected(self) -> frozenset[str]:
-        from alembic.config import Config
-        from alembic.script import ScriptDirectory
-
-        root = Path(__file__).resolve().parent.parent
-        return frozenset(ScriptDirectory.from_config(Config(str(root / "alembic.ini"))).get_heads())
-
-    def compare(self, connection: Connection) -> tuple[bool, str]:
-        from alembic.runtime.migration import MigrationContext
-
-        current = set(MigrationContext.configure(connection).get_current_heads())
-        if current == self.expected:
-            return True, ",".join(sorted(current))
-        return False, f"database at {sorted(current) or 'no revision'}, code expects {sorted(self.expected)}"
-
-
-def schema_is_current(engine: Engine) -> tuple[bool, str]:
-    """Compare the database's Alembic revision with the newest migration shipped with the code."""
-    with engine.connect() as connection:
-        return SchemaHead().compare(connection)
 
 
 def rabbitmq_probe(parameters: pika.ConnectionParameters, *, timeout: float = BROKER_TIMEOUT_SECONDS) -> None:

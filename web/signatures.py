@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from interlock.errors import InterlockError
+
 __all__ = [
     "InvalidSignature",
     "SLACK_TOLERANCE",
@@ -31,7 +33,7 @@ TOLERANCE = 300
 SLACK_TOLERANCE = TOLERANCE
 
 
-class InvalidSignature(Exception):
+class InvalidSignature(InterlockError):
     """The request is not signed with the configured secret; the reason says why."""
 
 

@@ -40,7 +40,7 @@ CACHE_MODULES = ("actors.tools.cache", "models.tool_cache")
 def monitor_data_sources(ctx: TaskContext) -> dict[str, Any]:
     """Checks the configured URLs and SQL query; a change publishes ``new_data_arrived``."""
     settings = ctx.settings
-    urls = [url.strip() for url in settings.monitor_urls.split(",") if url.strip()]
+    urls = list(settings.monitor_urls)
     outcomes: dict[str, str] = {}
     with requests.Session() as http:
         for number, url in enumerate(urls):

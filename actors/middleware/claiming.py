@@ -34,7 +34,6 @@ from actors.middleware.task_log import log_outcome
 from actors.orchestration import is_suspended, wake_parent
 from actors.running import RunningTask
 from actors.runtime import Runtime
-from interlock.limits import parse_limits
 from interlock.logs import task_id_var
 from models import task_lifecycle
 from models.database import is_transient, retry_transient
@@ -93,7 +92,7 @@ class TaskTracking(Middleware):
         self.runtime = runtime
         self.processed = 0
         self.max_tasks = runtime.settings.max_tasks_per_child
-        self.limits = parse_limits(runtime.settings.rate_limits)
+        self.limits = runtime.settings.rate_limits
         self.window = SlidingWindow(runtime.sessions)
         self.rate_limited = 0
         #: Set when this process has done its ``max_tasks`` and should be recycled.

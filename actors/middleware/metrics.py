@@ -33,7 +33,7 @@ from actors.orchestration import is_suspended
 from actors.queues import rabbitmq_queue_depths
 from actors.runtime import Runtime
 from actors.tools.circuit_breaker import breaker_states
-from interlock.settings import Settings, parse_pairs
+from interlock.settings import Settings
 
 __all__ = [
     "WorkerMetrics",
@@ -46,7 +46,6 @@ __all__ = [
     "LLM_TOKENS",
     "LLM_COST",
     "ClusterCollector",
-    "parse_prices",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,7 +87,7 @@ class WorkerMetrics(Middleware):
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.prices = parse_prices(runtime.settings.llm_prices)
+        self.prices = runtime.settings.llm_prices
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
@@ -119,15 +118,6 @@ class WorkerMetrics(Middleware):
             cost = (usage.get("prompt_tokens", 0) * price[0] + usage.get("completion_tokens", 0) * price[1]) / 1e6
             if cost > 0:
                 LLM_COST.labels(model).inc(cost)
-
-
-def parse_prices(text: str) -> dict[str, tuple[float, float]]:
-    """``"gpt-4o-mini=0.15/0.60"``: US dollars per million prompt / completion tokens, by model."""
-    prices: dict[str, tuple[float, float]] = {}
-    for model, value in parse_pairs(text).items():
-        prompt, _, completion = value.partition("/")
-        prices[model] = (float(prompt), float(completion or prompt))
-    return prices
 
 
 class ClusterCollector:

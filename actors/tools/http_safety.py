@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -89,11 +89,12 @@ class AllowList:
         return any(address.version == net.version and address in net for net in self.networks)
 
 
-def parse_allow_hosts(value: str) -> AllowList:
+def parse_allow_hosts(value: str | Iterable[str]) -> AllowList:
     """``"localhost, 10.0.0.0/8, ::1"`` -> hostnames and networks (a bare address is a /32 or /128)."""
     hosts: set[str] = set()
     networks: list[IPNetwork] = []
-    for entry in (part.strip().lower().rstrip(".") for part in value.split(",")):
+    entries = value.split(",") if isinstance(value, str) else value
+    for entry in (part.strip().lower().rstrip(".") for part in entries):
         if not entry:
             continue
         try:

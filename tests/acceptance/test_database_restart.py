@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from interlock.migrations import upgrade
 from interlock.settings import Settings
+from models.migrations import upgrade
 from models.tasks import TERMINAL_STATES, Task
 from tests.conftest import Stack, start_stack, stop_stack
 from tests.private_postgres import PrivatePostgres

@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import Engine, func, select, text, update
 
 from actors.runtime import Runtime
+from interlock.cli.worker import Supervisor, worker_owner
 from interlock.settings import Settings
-from interlock.worker import Supervisor, worker_owner
 from models.base import utcnow
 from models.leases import expire_leases
 from models.task_transitions import create_task

@@ -7,7 +7,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from interlock.worker import start_worker
+from interlock.cli.worker import start_worker
 from models.tasks import Task
 from tests.conftest import start_stack, stop_stack
 from tests.support import events, get_task, llm_calls, wait_for_state, wait_until

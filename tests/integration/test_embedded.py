@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from interlock.migrations import upgrade
 from interlock.settings import Settings
+from models.migrations import upgrade
 from tests.conftest import start_stack, stop_stack
 from tests.support import events, wait_for_state
 

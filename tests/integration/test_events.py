@@ -13,8 +13,8 @@ from actors.broker import build_broker
 from actors.catalogue import discover
 from actors.events.bus import EventBus, event_task_id, topic_matches
 from actors.runtime import Runtime
+from interlock.cli.worker import start_worker
 from interlock.settings import Settings
-from interlock.worker import start_worker
 from models.events import Event
 from models.tasks import Task
 from tests.conftest import start_stack, stop_stack

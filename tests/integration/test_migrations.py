@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from alembic import command
-from interlock.migrations import alembic_config, check, upgrade
 from interlock.settings import Settings
+from models.migrations import alembic_config, check, upgrade
 from tests.conftest import ADMIN_DATABASE_URL
 
 

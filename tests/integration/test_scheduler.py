@@ -21,9 +21,9 @@ from actors.catalogue import discover
 from actors.events.bus import EventBus
 from actors.runtime import Runtime
 from actors.submit import submit
-from interlock.scheduler import fire_slot, job_triggers, parse_schedule
+from interlock.cli.scheduler import fire_slot, job_triggers, parse_schedule
+from interlock.cli.worker import start_worker
 from interlock.settings import Settings, SettingsError
-from interlock.worker import start_worker
 from models.base import utcnow
 from models.events import Event, ScheduleSlot, WebhookDelivery, add_event, claim_delivery, claim_slot
 from models.task_transitions import create_task, finish_task

@@ -13,10 +13,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from interlock.migrations import upgrade
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from interlock.migrations import upgrade
 from interlock.settings import Settings
 from models import task_lifecycle
 from models.base import utcnow

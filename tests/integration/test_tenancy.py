@@ -90,7 +90,7 @@ def test_ctx_publish_starts_tasks_of_the_publishing_tasks_tenant(tenants: Stack)
 
 
 def test_a_tenant_over_its_budget_cannot_publish_and_its_queued_event_stops(settings: Settings, fake_llm) -> None:
-    from interlock.worker import start_worker
+    from interlock.cli.worker import start_worker
 
     api = start_stack(settings.replace(auth="on", max_retries=0), worker=False)
     worker = None

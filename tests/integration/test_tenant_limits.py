@@ -57,7 +57,7 @@ def test_tasks_over_the_concurrency_cap_wait_their_turn(settings: Settings, fake
 
 
 def test_over_budget_submissions_answer_429_and_running_workflows_stop(settings: Settings, fake_llm) -> None:
-    from interlock.worker import start_worker
+    from interlock.cli.worker import start_worker
 
     settings = settings.replace(auth="on", max_retries=0)
     api = start_stack(settings, worker=False)

@@ -27,8 +27,8 @@ from actors.runtime import Runtime
 from actors.submit import submit
 from actors.tools.circuit_breaker import breaker_states
 from actors.tools.sql import QueryRefused, run_query
+from interlock.cli.worker import start_worker
 from interlock.settings import Settings
-from interlock.worker import start_worker
 from models.base import utcnow
 from models.breakers import CircuitBreaker, admit_call, record_failure, record_success
 from models.tasks import Task

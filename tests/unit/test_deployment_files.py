@@ -23,7 +23,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from actors.catalogue import load_catalogue
-from interlock.settings import Settings, parse_pairs
+from interlock.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_SCHEMA = ROOT.parent / "shared" / "data" / "compose-spec.schema.json"
@@ -122,7 +122,7 @@ def test_required_credentials_fail_loudly_when_missing() -> None:
 
 def test_a_worker_service_per_agent_queue_with_its_configured_threads() -> None:
     defaults = Settings.from_env({})
-    concurrency = {queue: int(n) for queue, n in parse_pairs(defaults.agent_concurrency).items()}
+    concurrency = dict(defaults.agent_concurrency)
     workers = {name: command(s) for name, s in services().items() if name.startswith("worker-")}
     served: dict[str, str] = {}
     for name, args in workers.items():

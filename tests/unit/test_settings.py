@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
+from interlock.limits import Limit
 from interlock.settings import Settings, SettingsError, markdown_table, setting_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,3 +124,97 @@ def test_url_passwords_are_masked_and_the_rest_kept(url: str, shown: str) -> Non
     from interlock.settings import mask_password
 
     assert mask_password(url) == shown
+
+
+def test_settings_are_read_once_into_typed_values() -> None:
+    settings = Settings.from_env(
+        {
+            "INTERLOCK_RATE_LIMITS": "scraper=10/m, tools=2/s",
+            "INTERLOCK_LLM_RPM": "gpt-4o=500,*=60",
+            "INTERLOCK_LLM_PRICES": "gpt-4o-mini=0.15/0.60,*=2",
+            "INTERLOCK_AGENT_QUEUES": "scraper=tools",
+            "INTERLOCK_AGENT_CONCURRENCY": "research=2,default=8",
+            "INTERLOCK_TOOLS_ALLOW_HOSTS": " localhost , 10.0.0.0/8,",
+            "INTERLOCK_AGENT_MODULES": "my.agents",
+            "INTERLOCK_AUTH": "off",
+        }
+    )
+    assert settings.rate_limits == {"scraper": Limit(10, 60.0), "tools": Limit(2, 1.0)}
+    assert settings.llm_rpm == {"gpt-4o": Limit(500, 60.0), "*": Limit(60, 60.0)}
+    assert settings.llm_tpm == {}
+    assert settings.llm_prices == {"gpt-4o-mini": (0.15, 0.6), "*": (2.0, 2.0)}
+    assert settings.agent_queues == {"scraper": "tools"}
+    assert settings.agent_concurrency == {"research": 2, "default": 8}
+    assert settings.tools_allow_hosts == ("localhost", "10.0.0.0/8")
+    assert (settings.agent_modules, settings.monitor_urls) == (("my.agents",), ())
+    assert settings.auth is False
+    defaults = Settings.from_env({})
+    assert defaults.auth is True and defaults.rate_limits == {"scraper": Limit(10, 60.0), "tools": Limit(30, 60.0)}
+    assert Settings.from_env({"INTERLOCK_RATE_LIMITS": ""}).rate_limits == {}  # set but empty: no limits
+
+
+def test_to_env_reproduces_typed_settings_in_a_child_process() -> None:
+    settings = Settings.from_env(
+        {
+            "INTERLOCK_RATE_LIMITS": "default=5/s,scraper=3/h",
+            "INTERLOCK_LLM_TPM": "gpt-4o=30000",
+            "INTERLOCK_LLM_PRICES": "m=0.1/0.3",
+            "INTERLOCK_MONITOR_URLS": "http://a/x, http://b/y",
+            "INTERLOCK_AUTH": "off",
+            "INTERLOCK_SOFT_TIME_LIMIT": "60.5",
+        }
+    )
+    env = settings.to_env()
+    assert env["INTERLOCK_RATE_LIMITS"] == "default=5/s,scraper=3/h"
+    assert (env["INTERLOCK_AUTH"], env["INTERLOCK_MONITOR_URLS"]) == ("off", "http://a/x,http://b/y")
+    assert Settings.from_env(env) == settings
+
+
+def test_text_given_for_a_typed_setting_is_read_like_its_variable() -> None:
+    settings = Settings.from_env({}, rate_limits="default=2/s", auth="off", tools_allow_hosts="127.0.0.1")
+    assert (settings.rate_limits, settings.auth) == ({"default": Limit(2, 1.0)}, False)
+    assert settings.replace(auth="on", monitor_urls="http://a, http://b").monitor_urls == ("http://a", "http://b")
+    assert settings.replace(rate_limits="").rate_limits == {}
+    with pytest.raises(SettingsError, match="INTERLOCK_AUTH"):
+        settings.replace(auth="yes")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"INTERLOCK_AUTH": "ON"}, "INTERLOCK_AUTH must be 'on' or 'off'"),
+        ({"INTERLOCK_AUTH": ""}, "INTERLOCK_AUTH must be 'on' or 'off'"),
+        ({"INTERLOCK_RATE_LIMITS": "scraper=10"}, "cannot read rate limit 'scraper=10'"),
+        ({"INTERLOCK_LLM_RPM": "gpt-4o=5/m"}, "expected model=count"),
+        ({"INTERLOCK_LLM_PRICES": "m=cheap"}, "INTERLOCK_LLM_PRICES: expected model=prompt/completion dollars"),
+        ({"INTERLOCK_AGENT_QUEUES": "scraper"}, "INTERLOCK_AGENT_QUEUES: expected name=value"),
+        ({"INTERLOCK_AGENT_CONCURRENCY": "research=two"}, "INTERLOCK_AGENT_CONCURRENCY: expected name=count"),
+    ],
+)
+def test_bad_typed_values_are_settings_errors(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        Settings.from_env(env)
+
+
+def test_secrets_and_url_passwords_are_marked_on_their_fields() -> None:
+    secrets = {f.name for f in fields(Settings) if f.metadata["secret"]}
+    assert {"api_key", "openai_api_key", "webhook_secret", "monitor_database_url"} <= secrets
+    settings = Settings.from_env(
+        {name: "postgresql://u:hunter2@h/db" for name in ("INTERLOCK_WEBHOOK_SECRET", "INTERLOCK_DATABASE_URL")}
+    )
+    shown = {name: value for name, value, _ in setting_rows(settings)}
+    assert shown["INTERLOCK_WEBHOOK_SECRET"] == "***"
+    assert shown["INTERLOCK_DATABASE_URL"] == "postgresql://u:***@h/db"
+
+
+def test_config_command_prints_typed_settings_as_they_are_written() -> None:
+    env = {"INTERLOCK_AUTH": "off", "INTERLOCK_LLM_RPM": "gpt-4o=500", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-m", "interlock.cli", "config"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    shown = dict(line.split(None, 1) for line in out.stdout.splitlines() if line.startswith("INTERLOCK_"))
+    assert shown["INTERLOCK_AUTH"] == "off"
+    assert shown["INTERLOCK_LLM_RPM"] == "gpt-4o=500"
+    assert shown["INTERLOCK_RATE_LIMITS"] == "scraper=10/m,tools=30/m"
+    assert shown["INTERLOCK_AGENT_CONCURRENCY"] == "research=2,scraper=5,reviewer=2,planner=1,tools=3,default=8"

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import signal
 import threading
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from .logs import configure_logging
-from .migrations import upgrade
-from .settings import Settings
+from actors.catalogue import load_catalogue
+from interlock.logs import configure_logging
+from interlock.settings import Settings
+from models.migrations import upgrade
+from web.app import create_app
 
-__all__ = ["run_dev"]
+from .scheduler import job_triggers, start_scheduler
+from .worker import start_worker
+
+__all__ = ["run", "run_dev"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,23 +33,22 @@ class _QuietHandler(WSGIRequestHandler):
         logger.debug("%s - %s", self.address_string(), format % args)
 
 
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """``interlock dev``: authentication is off unless INTERLOCK_AUTH is set explicitly."""
+    if "INTERLOCK_AUTH" not in os.environ:  # development default; an explicit INTERLOCK_AUTH is honoured
+        settings = settings.replace(auth=False)
+    return run_dev(settings, host=args.host, port=args.port, threads=args.threads or settings.worker_threads)
+
+
 def run_dev(settings: Settings, *, host: str, port: int, threads: int) -> int:
     configure_logging(settings.log_level, settings.log_format)
     upgrade(settings)  # development convenience; deployments run `interlock migrate` as a step
-
-    from web.app import create_app
-
-    from .scheduler import job_triggers, start_scheduler
-    from .worker import start_worker
-
     job_triggers(settings)  # a bad schedule is refused before anything starts
 
     worker, broker, runtime = start_worker(settings, queues=None, threads=threads)
-    from actors.catalogue import load_catalogue
-
     catalogue = load_catalogue(settings)
-    app = create_app(runtime, broker, catalogue)  # type: ignore[arg-type]
-    scheduler = start_scheduler(settings, runtime, broker, catalogue)  # type: ignore[arg-type]
+    app = create_app(runtime, broker, catalogue)
+    scheduler = start_scheduler(settings, runtime, broker, catalogue)
     server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
     stop = threading.Event()
 
@@ -55,7 +61,7 @@ def run_dev(settings: Settings, *, host: str, port: int, threads: int) -> int:
     broker_name = "RabbitMQ" if settings.uses_rabbitmq else "in-process broker"
     database = settings.effective_database_url.split("@")[-1]
     llm = "offline stand-in model" if settings.llm_offline else settings.model
-    if settings.auth == "off":
+    if not settings.auth:
         banner = "!" * 78
         print(
             f"{banner}\n!! AUTHENTICATION IS OFF: `interlock dev` accepts every request without an API key.\n"
@@ -77,5 +83,5 @@ def run_dev(settings: Settings, *, host: str, port: int, threads: int) -> int:
     scheduler.shutdown(wait=False)
     worker.stop()
     broker.close()
-    runtime.close()  # type: ignore[attr-defined]
+    runtime.close()
     return 0

@@ -10,6 +10,7 @@ Run two or more schedulers for availability. The scheduler only enqueues: worker
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import logging
 import re
@@ -19,8 +20,9 @@ import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import dramatiq
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -28,16 +30,25 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from .settings import Settings, SettingsError
+from actors.broker import build_broker, wait_for_broker
+from actors.catalogue import WorkflowSpec, discover
+from actors.events.bus import EventBus
+from actors.runtime import Runtime
+from actors.submit import submit
+from interlock.logs import configure_logging
+from interlock.settings import Settings, SettingsError
+from models.events import claim_slot, record_slot_outcome
 
-if TYPE_CHECKING:
-    import dramatiq
-
-    from actors.catalogue import WorkflowSpec
-    from actors.events.bus import EventBus
-    from actors.runtime import Runtime
-
-__all__ = ["JOBS", "parse_schedule", "job_triggers", "fire_slot", "build_scheduler", "start_scheduler", "run_scheduler"]
+__all__ = [
+    "JOBS",
+    "parse_schedule",
+    "job_triggers",
+    "fire_slot",
+    "build_scheduler",
+    "start_scheduler",
+    "run_scheduler",
+    "run",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +136,6 @@ def fire_slot(
 
     Returns the task id when this call enqueued the job, ``None`` when another scheduler had the slot.
     """
-    from actors.submit import submit
-    from models.events import claim_slot, record_slot_outcome
-
     slot = slot.astimezone(UTC)
     with bus.sessions.begin() as session:
         won = claim_slot(session, job=job, slot=slot, owner=owner)
@@ -214,8 +222,6 @@ def start_scheduler(
     settings: Settings, runtime: Runtime, broker: dramatiq.Broker, catalogue: Mapping[str, WorkflowSpec]
 ) -> BackgroundScheduler:
     """Build and start the scheduler in this process (``interlock dev`` runs it next to the worker)."""
-    from actors.events.bus import EventBus
-
     scheduler = build_scheduler(settings, EventBus.for_runtime(runtime, broker), catalogue, owner=runtime.owner)
     scheduler.start()
     for job in scheduler.get_jobs():
@@ -223,12 +229,14 @@ def start_scheduler(
     return scheduler
 
 
-def run_scheduler(settings: Settings) -> int:
-    """``interlock scheduler``: serve until SIGTERM or SIGINT."""
-    from actors.broker import build_broker, wait_for_broker
-    from actors.catalogue import discover
-    from actors.runtime import Runtime
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """``interlock scheduler``."""
+    configure_logging(settings.log_level, settings.log_format)
+    return run_scheduler(settings)
 
+
+def run_scheduler(settings: Settings) -> int:
+    """Serve until SIGTERM or SIGINT."""
     job_triggers(settings)  # refuse a bad schedule before connecting to anything
     runtime = Runtime.open(settings)
     try:

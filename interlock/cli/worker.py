@@ -12,6 +12,7 @@ worker instead of when their leases would have run out.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import multiprocessing
 import os
@@ -29,10 +30,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from .logs import configure_logging
-from .settings import Settings
+from actors.broker import build_broker
+from actors.catalogue import load_catalogue
+from actors.middleware.claiming import TaskTracking
+from actors.middleware.metrics import start_metrics_server
+from actors.runtime import Runtime
+from interlock.logs import configure_logging
+from interlock.settings import Settings
+from models.database import make_engine
+from models.leases import expire_leases
 
-__all__ = ["run_worker_process", "Supervisor", "start_worker", "worker_owner"]
+__all__ = ["run", "run_worker_process", "Supervisor", "start_worker", "worker_owner"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +58,12 @@ def worker_owner(pid: int, token: str) -> str:
 
 def start_worker(
     settings: Settings, *, queues: Sequence[str] | None, threads: int, owner_token: str | None = None
-) -> tuple[dramatiq.Worker, dramatiq.Broker, object]:
+) -> tuple[dramatiq.Worker, dramatiq.Broker, Runtime]:
     """Build runtime, broker and a started Dramatiq worker in this process.
 
     With ``owner_token`` (given by the supervisor) this process's leases are held under
     ``worker_owner(pid, owner_token)``, a name the supervisor knows.
     """
-    from actors.broker import build_broker
-    from actors.catalogue import load_catalogue
-    from actors.runtime import Runtime
-
     runtime = Runtime.open(settings)
     if owner_token is not None:
         runtime.owner = worker_owner(os.getpid(), owner_token)
@@ -88,8 +92,6 @@ def run_worker_process(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     worker, broker, runtime = start_worker(settings, queues=queues, threads=threads, owner_token=owner_token)
-    from actors.middleware.claiming import TaskTracking
-
     tracking = next(m for m in broker.middleware if isinstance(m, TaskTracking))
     logger.info("worker process serving %s with %d threads", sorted(queues) if queues else "all queues", threads)
     while not stop.wait(0.2):
@@ -98,7 +100,7 @@ def run_worker_process(
             break
     worker.stop()
     broker.close()
-    runtime.close()  # type: ignore[attr-defined]
+    runtime.close()
 
 
 class Supervisor:
@@ -134,10 +136,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
         metrics = None
         if self.settings.worker_metrics_port:
-            from actors.middleware.metrics import (
-                start_metrics_server,  # before the children: they inherit its directory
-            )
-
+            # Before the children start: they inherit its directory.
             metrics = start_metrics_server(
                 host=self.settings.worker_metrics_host,
                 port=self.settings.worker_metrics_port,
@@ -188,8 +187,6 @@ class Supervisor:
         owners = {child.pid: self.owners.pop(child.pid) for child in dead if child.pid in self.owners}
         if not owners:
             return 0
-        from models.leases import expire_leases
-
         try:
             if self._engine is None:  # built on first use: the supervisor otherwise needs no database
                 self._engine = _release_engine(self.settings.effective_database_url)
@@ -214,8 +211,6 @@ class Supervisor:
 
 def _release_engine(url: str) -> Engine:
     """An engine without a pool (deaths are rare) whose connect and statements give up quickly."""
-    from models.database import make_engine
-
     if url.startswith("sqlite"):
         return make_engine(url)
     timeout = RELEASE_STATEMENT_TIMEOUT_MS
@@ -227,3 +222,19 @@ def _release_engine(url: str) -> Engine:
             "options": f"-c lock_timeout={timeout} -c statement_timeout={timeout}",
         },
     )
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """``interlock worker``: supervise the worker processes until SIGTERM or SIGINT."""
+    configure_logging(settings.log_level, settings.log_format)
+    threads = args.threads
+    if threads is None and args.queues:
+        # Serving named queues: as many threads as their configured concurrency adds up to.
+        threads = sum(settings.agent_concurrency.get(queue, settings.worker_threads) for queue in args.queues)
+    supervisor = Supervisor(
+        settings,
+        queues=args.queues,
+        processes=args.processes or settings.worker_processes,
+        threads=threads or settings.worker_threads,
+    )
+    return supervisor.run()

@@ -1,16 +1,18 @@
-"""A small HTTP client for the CLI's client commands."""
+"""A small HTTP client for the CLI's client commands; every failure is an :class:`ApiError`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import requests
+
+from interlock.errors import InterlockError
 
 __all__ = ["Client", "ApiError"]
 
 
-class ApiError(RuntimeError):
-    pass
+class ApiError(InterlockError):
+    """The API could not be reached, answered an error, or answered something that is not JSON."""
 
 
 class Client:
@@ -21,14 +23,17 @@ class Client:
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
             raise ApiError(f"cannot reach the Interlock API at {self.base_url}: {exc}") from exc
         if response.status_code >= 400:
             raise ApiError(f"{method} {path} answered {response.status_code}: {response.text[:500]}")
-        return response.json()
+        try:
+            return cast(dict[str, Any], response.json())  # every route answers a JSON object
+        except requests.JSONDecodeError as exc:
+            raise ApiError(f"{method} {path} answered {response.status_code} with a body that is not JSON") from exc
 
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/agent/execute", json=body)
