@@ -2,7 +2,7 @@
 
 One :class:`Syntax` per kind of value: numbers, text, ``on``/``off``, comma-separated names,
 ``name=value`` pairs, rate limits, LLM prices. :meth:`Settings.from_env` reads every variable with
-its field's syntax once; ``Settings.to_env``, ``interlock config`` and the README table write
+its field's syntax once; ``Settings.to_env``, ``interlock config`` and the docs' settings table write
 the typed values back with the same syntax, so what they show is what the variable accepts.
 A value that cannot be read is a :class:`SettingsError` naming the variable.
 """

@@ -3,8 +3,8 @@
 Library code never reads ``os.environ``: the entry point builds a :class:`Settings` with
 :meth:`Settings.from_env` and passes it down. Each field names its environment variable, its
 default, its syntax (``interlock.env_syntax``: the text is parsed once, here, into the typed value
-every consumer reads) and whether it is a secret, in one place, which the README table and
-``interlock config`` are generated from.
+every consumer reads) and whether it is a secret, in one place, which the settings table in
+``docs/configuration.md`` and ``interlock config`` are generated from.
 
 Why this module is longer than 350 lines: the field table alone is about 300 (66 settings, each
 with its help text); splitting it would scatter what an operator reads as one list, in the order

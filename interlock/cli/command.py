@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--check", action="store_true", help="exit 1 if the database is behind the code")
 
     config = sub.add_parser("config", help="print every setting with its current value", description=SETTINGS_NOTE)
-    config.add_argument("--markdown", action="store_true", help="print the README's table of settings and defaults")
+    config.add_argument(
+        "--markdown", action="store_true", help="print the table of settings and defaults in docs/configuration.md"
+    )
 
     client_note = "Talks to the API at --url (default INTERLOCK_API_URL)."
     submit = sub.add_parser("submit", help="submit a query", description=client_note)

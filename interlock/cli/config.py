@@ -1,4 +1,4 @@
-"""``interlock config``: every setting with its current value (secrets masked), or the README's table."""
+"""``interlock config``: every setting with its current value (secrets masked), or docs/configuration.md's table."""
 
 from __future__ import annotations
 
