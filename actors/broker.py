@@ -25,13 +25,15 @@ from sqlalchemy.exc import DBAPIError
 from actors.backends.results import DatabaseResultBackend
 from actors.catalogue import WorkflowSpec
 from actors.context import TaskContext
-from actors.errors import PermanentError, TransientError
-from actors.events.bus import EventRouting, subscriptions_in
+from actors.errors import PermanentError, Suspend, TransientError
+from actors.events.bus import EventRouting
 from actors.events.exchange import EventDelivery, RabbitmqEventRouting
-from actors.middleware.claiming import TaskTracking, current_run, release_for_retry, task_id_of
+from actors.events.subscriptions import subscriptions_in
+from actors.messages import task_id_of
+from actors.middleware.claiming import TaskTracking, current_run, release_for_retry
 from actors.middleware.maintenance import Maintenance
 from actors.middleware.metrics import WorkerMetrics
-from actors.orchestration import SUSPENDED, Suspend, try_suspend
+from actors.orchestration import SUSPENDED, try_suspend
 from actors.running import running_as
 from actors.runtime import Runtime
 from interlock.settings import Settings

@@ -19,13 +19,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from actors.catalogue import WorkflowSpec
 from actors.dead_letters import (
     DeadLetter,
-    DeadLetterError,
     list_dead_letters,
     purge,
     replay_task,
     take_dead_letters,
     task_details,
 )
+from actors.errors import DeadLetterError
 from models.base import iso
 from models.tasks import Task
 

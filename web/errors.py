@@ -11,7 +11,7 @@ import falcon
 import falcon.media
 from sqlalchemy.exc import DBAPIError
 
-from actors.submit import BrokerUnavailable, BudgetExceeded, IdempotencyConflict
+from actors.errors import BrokerUnavailable, BudgetExceeded, IdempotencyConflict
 
 __all__ = ["register_error_handlers", "BodyLimit", "InputGuard", "strict_json_handler", "MAX_JSON_DEPTH"]
 

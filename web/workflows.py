@@ -9,7 +9,8 @@ import falcon
 from sqlalchemy.orm import Session, sessionmaker
 
 from actors.catalogue import WorkflowSpec
-from actors.submit import NotResumable, UnknownTask, resume
+from actors.errors import NotResumable, UnknownTask
+from actors.submit import resume
 from models.checkpoints import checkpoint_view, load_checkpoints
 
 from .tasks import load_task

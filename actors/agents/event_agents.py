@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors.context import TaskContext
-from actors.events.bus import subscribe
+from actors.events.subscriptions import subscribe
 from models.base import utcnow
 
 SYSTEM_SUMMARY = "You summarise newly arrived data for downstream agents in two sentences."

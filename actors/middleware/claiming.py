@@ -26,10 +26,11 @@ from dramatiq.middleware import Middleware
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from actors.backends.rate_limits import SlidingWindow
 from actors.cancellation import record_stopped
 from actors.catalogue import WorkflowSpec, spec_for_actor
-from actors.errors import TaskCancelled
+from actors.errors import TaskCancelled, describe_error
+from actors.limits import SlidingWindow
+from actors.messages import task_id_of
 from actors.middleware.task_log import log_outcome
 from actors.orchestration import is_suspended, wake_parent
 from actors.running import RunningTask
@@ -51,7 +52,7 @@ from models.tasks import (
 )
 from models.tenants import may_start
 
-__all__ = ["TaskTracking", "TaskRun", "current_run", "task_id_of", "release_for_retry"]
+__all__ = ["TaskTracking", "TaskRun", "current_run", "release_for_retry"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ logger = logging.getLogger(__name__)
 WRITE_RETRY_SECONDS = 15.0
 #: Milliseconds (1 to 2 times this) before a message whose claim could not be written comes back.
 HAND_BACK_MS = 1000
+
+#: How much of a task's error its row and history keep.
+ERROR_CHARS = 4000
 
 #: How long a task over its tenant's concurrency cap waits before it asks again (1 to 2 times this).
 TENANT_WAIT_MS = 500
@@ -87,14 +91,6 @@ class TaskRun:
 def current_run() -> TaskRun | None:
     """The task the calling worker thread is running, if any."""
     return getattr(_local, "run", None)
-
-
-def task_id_of(message: Any) -> str | None:
-    """Interlock messages carry exactly one thing: the task id."""
-    if message.args:
-        return str(message.args[0])
-    value = message.kwargs.get("task_id")
-    return str(value) if value else None
 
 
 class TaskTracking(Middleware):
@@ -257,7 +253,7 @@ class TaskTracking(Middleware):
                 if isinstance(exception, TaskCancelled):
                     message.failed = False  # a cancellation is acknowledged, never dead-lettered
                 state = TaskState.CANCELLED if isinstance(exception, TaskCancelled) else TaskState.FAILURE
-                error, value = _describe(exception), None
+                error, value = describe_error(exception, limit=ERROR_CHARS), None
             else:
                 log_outcome(self.runtime.catalogue, message, run, TaskState.RETRY)
                 return  # a retry: recorded where it was parked (release_for_retry)
@@ -319,10 +315,7 @@ def release_for_retry(session: Session, message: Any, *, delay: int, owner: str)
     exception = getattr(message, "_exception", None)
     if run is None or exception is None or task_id_of(message) != run.task_id:
         return
-    if not mark_retrying(session, run.task_id, owner=owner, error=_describe(exception), delay_ms=delay):
+    error = describe_error(exception, limit=ERROR_CHARS)
+    if not mark_retrying(session, run.task_id, owner=owner, error=error, delay_ms=delay):
         # Cancelled while it ran: the parked retry will be skipped; release the lease now.
         record_stopped(session, run.task_id, owner=owner)
-
-
-def _describe(exception: BaseException) -> str:
-    return f"{type(exception).__name__}: {exception}"[:4000]

@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from actors.errors import (
+    CircuitOpen,
+    HostUnavailable,
     InvalidInput,
     PermanentError,
     SoftTimeLimitExceeded,
@@ -24,8 +26,8 @@ from actors.errors import (
     TaskCancelled,
     TimeLimitExceeded,
     TransientError,
+    UnsafeURL,
 )
-from actors.tools.http_safety import HostUnavailable, UnsafeURL
 from interlock.settings import Settings
 from models.breakers import (
     OPEN,
@@ -37,16 +39,12 @@ from models.breakers import (
     release_probe,
 )
 
-__all__ = ["CircuitOpen", "guard", "breaker_states", "probe_lease"]
+__all__ = ["guard", "breaker_states", "probe_lease"]
 
 logger = logging.getLogger(__name__)
 
 #: Added to the time left so that the retry arrives just after the breaker may admit it.
 _MARGIN = 0.05
-
-
-class CircuitOpen(TransientError):
-    """The target's breaker is open: the call was not made."""
 
 
 def probe_lease(settings: Settings) -> float:

@@ -32,11 +32,11 @@ from typing import Any, cast
 import psycopg
 from psycopg import sql
 
-from actors.errors import InvalidInput, PermanentError, TransientError
-from actors.tools.sql_guard import ALLOWED_FUNCTIONS, CheckedQuery, QueryRefused, check_select, compile_select
+from actors.errors import InvalidInput, PermanentError, QueryRefused, TransientError
+from actors.tools.sql_guard import ALLOWED_FUNCTIONS, CheckedQuery, check_select, compile_select
 from interlock.settings import Settings
 
-__all__ = ["ALLOWED_FUNCTIONS", "QueryRefused", "check_select", "check_params", "run_query"]
+__all__ = ["ALLOWED_FUNCTIONS", "check_select", "check_params", "run_query"]
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import pglast
 from pglast import ast, enums
 from pglast.stream import RawStream
 
-from actors.errors import InvalidInput
+from actors.errors import QueryRefused
 
 __all__ = [
     "ALLOWED_FUNCTIONS",
@@ -36,7 +36,6 @@ __all__ = [
     "ALLOWED_TYPES",
     "CheckedQuery",
     "MAX_QUERY_CHARS",
-    "QueryRefused",
     "check_select",
     "compile_select",
 ]
@@ -229,10 +228,6 @@ _OPAQUE_TOKENS = frozenset({"SCONST", "USCONST", "BCONST", "XCONST", "UIDENT", "
 #: Positions in the text and whether a call was written as SQL syntax (``TRIM(BOTH x FROM y)``)
 #: or as the function it stands for (``pg_catalog.btrim(y, x)``): neither changes what runs.
 _POSITIONAL = re.compile(r"(location|_start|_end|stmt_len|^funcformat)$")
-
-
-class QueryRefused(InvalidInput):
-    """The query is not a single, side-effect-free SELECT."""
 
 
 @dataclass(frozen=True)

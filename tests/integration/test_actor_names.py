@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from actors.middleware.maintenance import task_message
+from actors.messages import task_message
 from models.tasks import Task, create_task
 from tests.conftest import Stack
 from tests.support import wait_for_state, wait_until

@@ -8,7 +8,8 @@ import time
 import pytest
 from dramatiq.rate_limits import Barrier, ConcurrentRateLimiter, WindowRateLimiter
 
-from actors.backends.rate_limits import DatabaseRateLimiterBackend, SlidingWindow
+from actors.backends.rate_limits import DatabaseRateLimiterBackend
+from actors.limits import SlidingWindow
 from actors.runtime import Runtime
 from interlock.limits import Limit
 from tests.conftest import start_stack, stop_stack
