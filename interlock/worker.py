@@ -88,9 +88,9 @@ def run_worker_process(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     worker, broker, runtime = start_worker(settings, queues=queues, threads=threads, owner_token=owner_token)
-    from actors.middleware.claiming import TaskTracking
+    from actors.middleware.recycling import Recycling
 
-    tracking = next(m for m in broker.middleware if isinstance(m, TaskTracking))
+    tracking = next(m for m in broker.middleware if isinstance(m, Recycling))
     logger.info("worker process serving %s with %d threads", sorted(queues) if queues else "all queues", threads)
     while not stop.wait(0.2):
         if tracking.exhausted.is_set():

@@ -108,7 +108,7 @@ def test_rate_limited_tasks_keep_their_retry_budget(settings, fake_llm) -> None:
             assert task.attempts == 4, task.attempts
             retries = [e for e in events(stack.runtime.sessions, task_id) if e.state == "RETRY"]
             assert len(retries) == 3
-        waited = next(m for m in stack.worker_broker.middleware if type(m).__name__ == "TaskTracking")
+        waited = next(m for m in stack.worker_broker.middleware if type(m).__name__ == "Admission")
         assert waited.rate_limited > 0  # the limit did hold some of them back
     finally:
         stop_stack(stack)
