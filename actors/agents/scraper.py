@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.agents.tools import scrape
 from actors.catalogue import workflow
 from actors.context import TaskContext
 from actors.errors import InvalidInput
+from actors.tools.scraping import scrape
 
 
 @workflow("scraper", queue="scraper", max_retries=5)
