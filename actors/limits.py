@@ -35,6 +35,8 @@ def ensure_row(session: Session, model: Any, values: dict[str, Any]) -> None:
 
 
 class WindowAdmission(NamedTuple):
+    """:meth:`SlidingWindow.acquire`'s answer: admitted now, or the seconds to wait first; ``at`` is when it asked."""
+
     admitted: bool
     wait: float
     at: float

@@ -90,11 +90,11 @@ def run_worker_process(
     worker, broker, runtime = start_worker(settings, queues=queues, threads=threads, owner_token=owner_token)
     from actors.middleware.recycling import Recycling
 
-    tracking = next(m for m in broker.middleware if isinstance(m, Recycling))
+    recycling = next(m for m in broker.middleware if isinstance(m, Recycling))
     logger.info("worker process serving %s with %d threads", sorted(queues) if queues else "all queues", threads)
     while not stop.wait(0.2):
-        if tracking.exhausted.is_set():
-            logger.info("recycling this worker process after %d tasks", tracking.processed)
+        if recycling.exhausted.is_set():
+            logger.info("recycling this worker process after %d tasks", recycling.processed)
             break
     worker.stop()
     broker.close()

@@ -9,6 +9,8 @@ from actors.context import TaskContext
 from actors.errors import InvalidInput
 from actors.tools.scraping import scrape
 
+__all__ = ["scraper_agent"]
+
 
 @workflow("scraper", queue="scraper", max_retries=5)
 def scraper_agent(ctx: TaskContext) -> dict[str, Any]:

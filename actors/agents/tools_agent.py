@@ -9,6 +9,8 @@ from actors.context import TaskContext
 from actors.errors import InvalidInput
 from actors.tools.external_api import call_api
 
+__all__ = ["tools_agent"]
+
 
 @workflow("tools", queue="tools")
 def tools_agent(ctx: TaskContext) -> dict[str, Any]:

@@ -37,11 +37,11 @@ from actors.errors import InvalidInput, PermanentError, QueryRefused, TransientE
 from actors.running import call_timeout, interruptible
 from actors.tools.cache import cached_call
 from actors.tools.catalogue import SCALAR_SCHEMA, tool
-from actors.tools.sql_guard import ALLOWED_FUNCTIONS, CheckedQuery, check_select, compile_select
+from actors.tools.sql_allowlist import ALLOWED_FUNCTIONS
+from actors.tools.sql_guard import CheckedQuery, check_select, compile_select
 from interlock.settings import Settings
 
 __all__ = [
-    "ALLOWED_FUNCTIONS",
     "execute_database_query",
     "query_database",
     "check_select",
