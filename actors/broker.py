@@ -25,13 +25,18 @@ from sqlalchemy.exc import DBAPIError
 from actors.backends.results import DatabaseResultBackend
 from actors.catalogue import WorkflowSpec
 from actors.context import TaskContext
-from actors.errors import PermanentError, TransientError
-from actors.events.bus import EventRouting, subscriptions_in
+from actors.errors import PermanentError, Suspend, TransientError
+from actors.events.bus import EventRouting
 from actors.events.exchange import EventDelivery, RabbitmqEventRouting
-from actors.middleware.claiming import TaskTracking, current_run, release_for_retry, task_id_of
+from actors.events.subscriptions import subscriptions_in
+from actors.messages import task_id_of
+from actors.middleware.admission import Admission
+from actors.middleware.claiming import Claiming, release_for_retry
+from actors.middleware.current_run import CurrentRun, current_run
 from actors.middleware.maintenance import Maintenance
 from actors.middleware.metrics import WorkerMetrics
-from actors.orchestration import SUSPENDED, Suspend, try_suspend
+from actors.middleware.recycling import Recycling
+from actors.orchestration import SUSPENDED, try_suspend
 from actors.running import running_as
 from actors.runtime import Runtime
 from interlock.settings import Settings
@@ -39,7 +44,7 @@ from models.base import utcnow
 from models.database import is_transient, retry_transient
 from models.scheduled import schedule_message
 
-__all__ = ["build_broker", "InterlockRabbitmqBroker", "InterlockStubBroker"]
+__all__ = ["build_broker", "declare_workflow", "wait_for_broker", "InterlockRabbitmqBroker", "InterlockStubBroker"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,17 +102,24 @@ class InterlockStubBroker(_ParksDelays, EventRouting, StubBroker):
 
 def build_broker(settings: Settings, runtime: Runtime, catalogue: Mapping[str, WorkflowSpec]) -> dramatiq.Broker:
     """The broker for this process, with every workflow declared as an actor on its queue."""
-    # Dramatiq runs ``after_*`` hooks in reverse order: TaskTracking comes first so that its
-    # after_process_message sees the verdict of Retries (message.failed or a retry enqueued).
-    # EventDelivery (before hooks only) makes sure an event's task row exists before it is claimed.
+    # Dramatiq runs ``before_*`` hooks in this order and ``after_*`` hooks in reverse order.
+    # Before a task runs: EventDelivery makes sure an event's task row exists; Recycling hands the
+    # message back if this process is being recycled, before Admission spends a rate-limit slot
+    # on it; Claiming then takes the lease (the tenant's cap and poison messages are decided there).
+    # After it ran: WorkerMetrics and Claiming come before Retries in the list so that their after
+    # hooks see Retries' verdict (message.failed or a retry enqueued); Recycling counts the run
+    # after Claiming wrote it, and CurrentRun, first in the list, ends the thread's run last.
     # TimeLimit comes last: it arms after the claim and disarms first, before any after hook
     # writes. It is the backstop for code that neither waits on a call nor reaches a step boundary
     # (where the task's own limits stop it, see actors.running), so it fires TIME_LIMIT_GRACE late:
     # its exception, raised into the thread, never races a task that is already ending on time.
     middleware = [
         EventDelivery(runtime),
-        TaskTracking(runtime),
-        WorkerMetrics(runtime),  # after hooks run after Retries' and before TaskTracking's
+        CurrentRun(),
+        Recycling(runtime),
+        Admission(runtime),
+        Claiming(runtime),
+        WorkerMetrics(runtime),  # after hooks run after Retries' and before Claiming's
         Maintenance(runtime),
         ShutdownNotifications(),
         Retries(
@@ -143,7 +155,7 @@ def declare_workflow(broker: dramatiq.Broker, spec: WorkflowSpec, runtime: Runti
     time_limit, _ = spec.limits(settings)
 
     def run(task_id: str) -> None:
-        """Run the workflow; its outcome goes to TaskTracking through the task run, not to Dramatiq.
+        """Run the workflow; its outcome goes to Claiming through the task run, not to Dramatiq.
 
         Dramatiq's result middleware serves plain actors; handed a workflow's value, it (or the
         worker) would log on every task that the value was discarded.

@@ -11,16 +11,28 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from interlock.settings import Settings
 
-if TYPE_CHECKING:
-    from actors.context import TaskContext
+__all__ = [
+    "AGENTS_PACKAGE",
+    "WorkflowFn",
+    "WorkflowSpec",
+    "workflow",
+    "discover",
+    "load_catalogue",
+    "actor_name",
+    "spec_for_actor",
+]
 
-__all__ = ["WorkflowSpec", "workflow", "discover", "load_catalogue", "actor_name", "spec_for_actor"]
+#: ``fn(ctx) -> result``, where ``ctx`` is an ``actors.context.TaskContext``. The catalogue sits
+#: below the context (the runtime it builds on keeps a catalogue), so it does not name the type.
+WorkflowFn = Callable[[Any], dict[str, Any]]
+W = TypeVar("W", bound=WorkflowFn)
 
-WorkflowFn = Callable[["TaskContext"], dict[str, Any]]
+#: The package whose every module is an agent; :func:`discover` imports them all.
+AGENTS_PACKAGE = "actors.agents"
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,7 @@ def workflow(
     actor_name: str | None = None,
     former_actor_names: Sequence[str] = (),
     children: Sequence[str] = (),
-) -> Callable[[WorkflowFn], WorkflowFn]:
+) -> Callable[[W], W]:
     """Register ``fn(ctx) -> result`` as the workflow ``name`` served on ``queue``.
 
     ``max_retries`` and the limits (seconds) default to the settings when left ``None``.
@@ -88,7 +100,7 @@ def workflow(
     submittable which this one starts itself (a tenant's task may start no other).
     """
 
-    def register(fn: WorkflowFn) -> WorkflowFn:
+    def register(fn: W) -> W:
         if name in _CATALOGUE and _CATALOGUE[name].fn is not fn:
             raise ValueError(f"workflow {name!r} is registered twice")
         _CATALOGUE[name] = WorkflowSpec(
@@ -116,11 +128,14 @@ def spec_for_actor(catalogue: Mapping[str, WorkflowSpec], name: str) -> Workflow
 
 
 def discover(extra_modules: str | Sequence[str] = ()) -> dict[str, WorkflowSpec]:
-    """Import every agent module (ours, then ``extra_modules``) and return the catalogue."""
-    from actors import agents
+    """Import every agent module (ours, then ``extra_modules``) and return the catalogue.
 
+    The agents sit above everything else in ``actors`` (they use the task context), so they are
+    found and imported by name here, as plugins are, not imported by this module.
+    """
+    agents = importlib.import_module(AGENTS_PACKAGE)
     for module in pkgutil.iter_modules(agents.__path__):
-        importlib.import_module(f"{agents.__name__}.{module.name}")
+        importlib.import_module(f"{AGENTS_PACKAGE}.{module.name}")
     if isinstance(extra_modules, str):
         extra_modules = [name.strip() for name in extra_modules.split(",") if name.strip()]
     for name in extra_modules:

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from dramatiq.threading import raise_thread_exception
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from actors.errors import PermanentError, SoftTimeLimitExceeded, StageTimeLimitExceeded, TaskCancelled
+from actors.errors import ChildFailed, InvalidInput, PermanentError, SoftTimeLimitExceeded, Suspend, TaskCancelled
+from actors.events.bus import EventBus, task_event_id
 from actors.llm import Completion
+from actors.orchestration import spawn, succeeded
 from actors.running import RunningTask
 from actors.runtime import Runtime
+from actors.steps import DurableSteps
 from interlock.settings import Settings
 from models import task_lifecycle
-from models.base import utcnow
-from models.checkpoints import COMPLETED, FAILED, WorkflowCheckpoint, load_checkpoints, save_checkpoint
 from models.database import one_statement_session
 from models.security import SYSTEM_TENANT
 from models.task_transitions import record_event
@@ -30,8 +27,6 @@ from models.tasks import TERMINAL_STATES, Task, TaskState
 from models.tenants import add_usage, budget_exhausted
 
 __all__ = ["TaskContext"]
-
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -49,18 +44,20 @@ class TaskContext:
     priority: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     broker: Any = None  # the dramatiq.Broker this task runs on, for publishing events
-    _completed_steps: dict[str, Any] | None = None
-    _failures: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    _stage_deadline: float | None = None
     _tenant: str | None = None
     #: The last ``progress(percent, step)`` this run reported, where a gather's progress starts.
     _reported: tuple[int, str] = (0, "")
     #: Its deadlines and cancellation; a workflow called outside a worker has no hard limit.
     running: RunningTask = None  # type: ignore[assignment]
+    #: Its durable steps (``actors.steps``): checkpoints, the stage time limit.
+    _steps: DurableSteps = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.running is None:
             self.running = RunningTask(self.task_id, soft_deadline=self.soft_deadline)
+        self._steps = DurableSteps(
+            task_id=self.task_id, input=self.input, attempt=self.attempt, runtime=self.runtime, check=self.check
+        )
 
     @property
     def query(self) -> str:
@@ -110,9 +107,10 @@ class TaskContext:
         progress moves from the percentage it last reported toward ``progress_to`` as the
         children progress and end (recorded each time one ends and wakes this task).
         """
-        from actors.orchestration import ChildFailed, Suspend, spawn, succeeded
-
-        children = [spawn(self, workflow, input, key=key) for workflow, input, key in calls]
+        children = [
+            spawn(self.runtime, self.task_id, workflow, input, key=key, priority=self.priority)
+            for workflow, input, key in calls
+        ]
         with self.runtime.sessions() as session:
             current = [session.get(type(child), child.id) for child in children]
         if any(child is None or child.state not in TERMINAL_STATES for child in current):
@@ -187,10 +185,19 @@ class TaskContext:
             )
 
     def publish(self, event_type: str, data: dict[str, Any], *, source: str, key: str = "") -> tuple[str, list[str]]:
-        """Publish an event (``actors.events.bus``) once per (task, type, key), even if the task is retried."""
-        from actors.events.bus import publish_from_task
+        """Publish an event (``actors.events.bus``) once per (task, type, ``key``), even if the task is retried.
 
-        return publish_from_task(self, event_type, data, source=source, key=key)
+        The event id is derived from the task id, so a retried task publishes the same event again
+        (to the same downstream tasks, which then run once) instead of a second one. The event and
+        its tasks belong to the task's tenant.
+        """
+        if self.broker is None:
+            raise InvalidInput("this task context has no broker to publish events with")
+        event_id = task_event_id(self.task_id, event_type, key)
+        bus = EventBus.for_runtime(self.runtime, self.broker)
+        return bus.publish(
+            event_type, data, source=source, event_id=event_id, published_by=self.task_id, tenant=self.tenant
+        )
 
     def complete(self, messages: list[dict[str, str]]) -> Completion:
         """One LLM call; its token usage is added to the task's.
@@ -204,10 +211,10 @@ class TaskContext:
         timeout = running.timeout(self.runtime.settings.llm_timeout)
         limits = self.runtime.llm_limits
         if limits is not None:
-            deadline = min(self._stage_deadline or self.soft_deadline, running.deadline)
+            deadline = min(self._steps.stage_deadline or self.soft_deadline, running.deadline)
             limits.before_call(self.runtime.llm.model, deadline=deadline)
         call = self.runtime.llm.start(messages, timeout=timeout)
-        completion = running.wait(call, what="LLM call", stage_deadline=self._stage_deadline)
+        completion = running.wait(call, what="LLM call", stage_deadline=self._steps.stage_deadline)
         if limits is not None:
             limits.after_call(completion.model, completion.usage.get("total_tokens", 0))
         for key, value in completion.usage.items():
@@ -225,20 +232,15 @@ class TaskContext:
             raise PermanentError(f"stopped: {exhausted}")
         return tenant
 
-    # -- durable steps -----------------------------------------------------------------------
+    # -- durable steps (see actors.steps) -------------------------------------------------------
 
     def forget_cached_steps(self) -> None:
         """Before a replay: read checkpoints afresh."""
-        self._completed_steps = None
+        self._steps.forget_cached()
 
     def completed_steps(self) -> dict[str, Any]:
         """Results of the steps that finished in earlier attempts, by stage name."""
-        if self._completed_steps is None:
-            with one_statement_session(self.runtime.sessions) as session:
-                checkpoints = load_checkpoints(session, self.task_id)
-            self._completed_steps = {c.stage: c.state.get("result") for c in checkpoints if c.status == COMPLETED}
-            self._failures = {c.stage: list(c.meta.get("failures", [])) for c in checkpoints}
-        return self._completed_steps
+        return self._steps.completed()
 
     def step(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` once per workflow: its result is checkpointed the moment it returns.
@@ -252,17 +254,7 @@ class TaskContext:
         runs ``fn`` again. A step whose effect is a database write belongs in
         :meth:`transactional_step`.
         """
-        done = self.completed_steps()
-        if name in done:
-            logger.info("step %s already completed, reusing its checkpoint", name)
-            return cast(T, done[name])
-        with self._attempt(name) as attempt:
-            result = fn(*args, **kwargs)
-            attempt.stop_watchdog()
-        with one_statement_session(self.runtime.sessions) as session:  # one upsert
-            self._save_completed(session, name, result, attempt)
-        done[name] = result
-        return result
+        return self._steps.step(name, fn, *args, **kwargs)
 
     def transactional_step(
         self, name: str, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
@@ -277,93 +269,4 @@ class TaskContext:
         and pass their results in. Results must be JSON; failures and the stage time limit are
         handled as in :meth:`step`.
         """
-        done = self.completed_steps()
-        if name in done:
-            logger.info("step %s already completed, reusing its checkpoint", name)
-            return cast(T, done[name])
-        with self._attempt(name) as attempt, self.runtime.sessions.begin() as session:
-            stored = _locked_checkpoint(session, self.task_id, name)
-            if stored is not None and stored.status == COMPLETED:
-                # Another run of this task completed the step after we read the checkpoints.
-                logger.warning("step %s was completed by another run meanwhile, reusing its checkpoint", name)
-                result = cast(T, stored.state.get("result"))
-            else:
-                result = fn(session, *args, **kwargs)
-                attempt.stop_watchdog()  # from here on, only the commit can fail the step
-                self._save_completed(session, name, result, attempt)
-        done[name] = result
-        return result
-
-    @contextmanager
-    def _attempt(self, name: str) -> Iterator[_Attempt]:
-        """One run of a step's work: the soft-limit check, the stage watchdog, the failure record."""
-        self.check()
-        failures = self._failures.setdefault(name, [])
-        limit = self.runtime.settings.stage_time_limit
-        watchdog = threading.Timer(limit, raise_thread_exception, (threading.get_ident(), StageTimeLimitExceeded))
-        watchdog.daemon = True
-        attempt = _Attempt(started=time.monotonic(), failures=failures, watchdog=watchdog)
-        self._stage_deadline = attempt.started + limit
-        watchdog.start()
-        try:
-            yield attempt
-        except BaseException as exc:
-            attempt.stop_watchdog()
-            failures.append({"attempt": self.attempt, "error": _describe(exc), "at": utcnow().isoformat()})
-            with self.runtime.sessions.begin() as session:
-                stored = _locked_checkpoint(session, self.task_id, name)
-                # Never overwrite a completion (another run of the task may have made it meanwhile).
-                if stored is None or stored.status != COMPLETED:
-                    save_checkpoint(
-                        session,
-                        workflow_id=self.task_id,
-                        stage=name,
-                        status=FAILED,
-                        state={"input": self.input},
-                        meta={"traceback": traceback.format_exc(limit=20), "failures": failures},
-                        error=_describe(exc),
-                        duration_ms=attempt.elapsed_ms(),
-                    )
-            raise
-        finally:
-            attempt.watchdog.cancel()
-            self._stage_deadline = None
-
-    def _save_completed(self, session: Session, name: str, result: Any, attempt: _Attempt) -> None:
-        save_checkpoint(
-            session,
-            workflow_id=self.task_id,
-            stage=name,
-            status=COMPLETED,
-            state={"result": result, "input": self.input},
-            meta={"attempt": self.attempt, "failures": attempt.failures},
-            duration_ms=attempt.elapsed_ms(),
-        )
-
-
-@dataclass
-class _Attempt:
-    started: float
-    failures: list[dict[str, Any]]
-    watchdog: threading.Timer
-
-    def stop_watchdog(self) -> None:
-        """Disarm the stage time limit; a limit that fired already is raised now, inside the attempt."""
-        self.watchdog.cancel()
-        self.watchdog.join()
-
-    def elapsed_ms(self) -> int:
-        return int((time.monotonic() - self.started) * 1000)
-
-
-def _locked_checkpoint(session: Session, task_id: str, stage: str) -> WorkflowCheckpoint | None:
-    """The step's checkpoint, locked until the transaction ends (``None`` if it has none yet)."""
-    return session.scalars(
-        select(WorkflowCheckpoint)
-        .where(WorkflowCheckpoint.workflow_id == task_id, WorkflowCheckpoint.stage == stage)
-        .with_for_update()
-    ).first()
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:2000]
+        return self._steps.transactional_step(name, fn, *args, **kwargs)

@@ -26,22 +26,28 @@ from dramatiq.errors import DecodeError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from actors.errors import InterlockError
-from actors.events.bus import ENVELOPE_ACTOR, SUBSCRIPTION_QUEUE_PREFIX, event_task_id
-from actors.middleware.maintenance import task_message
+from actors.errors import DeadLetterError
+from actors.events.bus import event_task_id
+from actors.events.exchange import ENVELOPE_ACTOR
+from actors.events.subscriptions import SUBSCRIPTION_QUEUE_PREFIX
+from actors.messages import task_message
 from models.task_transitions import reopen_task
 from models.tasks import Task
 
-__all__ = ["DeadLetter", "DeadLetterError", "list_dead_letters", "take_dead_letters", "replay_task", "purge"]
+__all__ = [
+    "DeadLetter",
+    "Taker",
+    "list_dead_letters",
+    "take_dead_letters",
+    "replay_task",
+    "purge",
+    "task_details",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Most messages read from one dead-letter queue in one pass.
 SCAN_LIMIT = 10_000
-
-
-class DeadLetterError(InterlockError):
-    """The broker could not be read."""
 
 
 @dataclass(frozen=True)

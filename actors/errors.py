@@ -1,8 +1,19 @@
-"""One exception tree for everything an actor can raise on purpose."""
+"""One exception tree for everything an actor can raise on purpose, as Dramatiq keeps its ``errors.py``.
+
+Every error Interlock's actors, tools, events and submissions raise is here, under
+:class:`InterlockError`, so callers (the API's error handlers, the retry policy) find them in one
+place. :class:`PermanentError` is never retried; :class:`TransientError` may be, after its
+``retry_after``.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from interlock.errors import InterlockError
+
+if TYPE_CHECKING:
+    from models.tasks import Task
 
 __all__ = [
     "InterlockError",
@@ -13,6 +24,21 @@ __all__ = [
     "StageTimeLimitExceeded",
     "TimeLimitExceeded",
     "TaskCancelled",
+    "Suspend",
+    "ChildFailed",
+    "UnknownWorkflow",
+    "UnknownTask",
+    "NotResumable",
+    "BrokerUnavailable",
+    "BudgetExceeded",
+    "IdempotencyConflict",
+    "DuplicateDelivery",
+    "DeadLetterError",
+    "UnsafeURL",
+    "HostUnavailable",
+    "CircuitOpen",
+    "QueryRefused",
+    "describe_error",
 ]
 
 
@@ -30,6 +56,9 @@ class TransientError(InterlockError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+# -- time limits and cancellation (actors.running) ---------------------------------------------
 
 
 class SoftTimeLimitExceeded(InterlockError):
@@ -53,3 +82,88 @@ class StageTimeLimitExceeded(TransientError):
 
 class TaskCancelled(PermanentError):
     """Somebody cancelled the task: its in-flight call is abandoned, or it stops at its next step boundary."""
+
+
+# -- children (actors.orchestration) ------------------------------------------------------------
+
+
+class Suspend(InterlockError):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by ``ctx.call``/``ctx.gather`` when children are still running."""
+
+
+class ChildFailed(PermanentError):
+    """A child the workflow waited for ended without success (and the caller did not ask for partial results)."""
+
+    def __init__(self, child: Task) -> None:
+        super().__init__(f"{child.workflow} member {child.id} ended {child.state}: {child.error}")
+        self.child_id = child.id
+
+
+# -- submitting and resuming (actors.submit) ----------------------------------------------------
+
+
+class UnknownWorkflow(InterlockError):
+    """No workflow of that name is in the catalogue."""
+
+
+class UnknownTask(InterlockError):
+    """No task has that id."""
+
+
+class NotResumable(InterlockError):
+    """Only a task that ended FAILURE or CANCELLED can be resumed."""
+
+    def __init__(self, task_id: str, state: str) -> None:
+        super().__init__(f"task {task_id} is {state}; only FAILURE or CANCELLED tasks can be resumed")
+        self.state = state
+
+
+class BrokerUnavailable(InterlockError):
+    """The message could not be published; nothing was kept."""
+
+
+class BudgetExceeded(InterlockError):
+    """The tenant has used its monthly token budget; nothing was submitted."""
+
+
+class IdempotencyConflict(InterlockError):
+    """The idempotency key was used before with a different request body."""
+
+
+# -- events and dead letters (actors.events, actors.dead_letters) -------------------------------
+
+
+class DuplicateDelivery(InterlockError):
+    """A webhook delivery that was processed before; ``event_id`` is the event it produced then."""
+
+    def __init__(self, provider: str, delivery_id: str, event_id: str | None) -> None:
+        super().__init__(f"{provider} delivery {delivery_id!r} was already processed")
+        self.event_id = event_id
+
+
+class DeadLetterError(InterlockError):
+    """The broker's dead-letter queues could not be read."""
+
+
+# -- tools (actors.tools) -----------------------------------------------------------------------
+
+
+class UnsafeURL(PermanentError):
+    """The URL may not be fetched: wrong scheme, or it leads to a non-public address."""
+
+
+class HostUnavailable(TransientError):
+    """The host did not answer usefully (network error, timeout, 5xx): worth a retry later."""
+
+
+class CircuitOpen(TransientError):
+    """The target's breaker is open: the call was not made."""
+
+
+class QueryRefused(InvalidInput):
+    """The query is not a single, side-effect-free SELECT."""
+
+
+def describe_error(exc: BaseException, *, limit: int) -> str:
+    """``Type: message``, cut to ``limit`` characters, as a task's error column and history record it."""
+    return f"{type(exc).__name__}: {exc}"[:limit]

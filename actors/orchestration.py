@@ -18,46 +18,36 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from actors.catalogue import WorkflowSpec
-from actors.errors import InterlockError, PermanentError
-from actors.middleware.maintenance import task_message
+from actors.errors import PermanentError
+from actors.messages import task_message
+from actors.runtime import Runtime
 from models.base import utcnow
 from models.scheduled import schedule_message
 from models.security import SYSTEM_TENANT
 from models.task_transitions import create_task
 from models.tasks import TERMINAL_STATES, Task, TaskState
 
-if TYPE_CHECKING:
-    from actors.context import TaskContext
-
 __all__ = [
-    "Suspend",
-    "ChildFailed",
     "SUSPENDED",
     "check_child",
+    "child_id",
     "spawn",
     "wake_parent",
     "try_suspend",
     "is_suspended",
+    "finished",
+    "succeeded",
 ]
 
 SUSPENDED_KEY = "__interlock_suspended__"
+#: What a suspended coordinator's run hands the middleware instead of a result.
 SUSPENDED: dict[str, Any] = {SUSPENDED_KEY: True}
-
-
-class Suspend(InterlockError):  # noqa: N818 - a control-flow signal, not an error
-    """Raised by ``ctx.call``/``ctx.gather`` when children are still running."""
-
-
-class ChildFailed(PermanentError):
-    def __init__(self, child: Task) -> None:
-        super().__init__(f"{child.workflow} member {child.id} ended {child.state}: {child.error}")
-        self.child_id = child.id
 
 
 def is_suspended(result: Any) -> bool:
@@ -94,14 +84,14 @@ def check_child(catalogue: Mapping[str, WorkflowSpec], parent: Task | None, work
     )
 
 
-def spawn(ctx: TaskContext, workflow: str, input: dict[str, Any], *, key: str) -> Task:
-    """The child ``key`` of this task, created (and its message parked) if it does not exist yet."""
-    identifier = child_id(ctx.task_id, key)
-    with ctx.runtime.sessions.begin() as session:
+def spawn(runtime: Runtime, parent_id: str, workflow: str, input: dict[str, Any], *, key: str, priority: int) -> Task:
+    """The child ``key`` of task ``parent_id``, created (and its message parked) if it does not exist yet."""
+    identifier = child_id(parent_id, key)
+    with runtime.sessions.begin() as session:
         child = session.get(Task, identifier)
         if child is None:
-            parent = session.get(Task, ctx.task_id)
-            spec = check_child(ctx.runtime.catalogue, parent, workflow)
+            parent = session.get(Task, parent_id)
+            spec = check_child(runtime.catalogue, parent, workflow)
             child = create_task(
                 session,
                 task_id=identifier,
@@ -109,8 +99,8 @@ def spawn(ctx: TaskContext, workflow: str, input: dict[str, Any], *, key: str) -
                 actor=spec.actor_name,
                 queue=spec.queue,
                 input=input,
-                priority=ctx.priority,
-                parent_id=ctx.task_id,
+                priority=priority,
+                parent_id=parent_id,
                 tenant=parent.tenant if parent is not None else SYSTEM_TENANT,  # children are the parent's
             )
             session.flush()

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from actors.backends.rate_limits import LLMLimits, SlidingWindow
 from actors.catalogue import WorkflowSpec
 from actors.io_loop import IOLoop
+from actors.limits import LLMLimits, SlidingWindow
 from actors.llm import LLMClient, build_llm
 from actors.running import RunningTasks
 from interlock.settings import Settings

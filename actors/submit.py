@@ -14,8 +14,15 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from actors.catalogue import WorkflowSpec
-from actors.errors import InterlockError
-from actors.middleware.maintenance import task_message
+from actors.errors import (
+    BrokerUnavailable,
+    BudgetExceeded,
+    IdempotencyConflict,
+    NotResumable,
+    UnknownTask,
+    UnknownWorkflow,
+)
+from actors.messages import task_message
 from models import task_lifecycle
 from models.checkpoints import COMPLETED, load_checkpoints
 from models.security import SYSTEM_TENANT
@@ -24,16 +31,11 @@ from models.tasks import Task, TaskState
 
 __all__ = [
     "submit",
+    "submit_once",
     "resume",
-    "UnknownWorkflow",
-    "UnknownTask",
-    "NotResumable",
-    "BrokerUnavailable",
     "PRIORITIES",
     "resolve_priority",
     "Idempotency",
-    "IdempotencyConflict",
-    "BudgetExceeded",
     "Submission",
 ]
 
@@ -41,32 +43,6 @@ logger = logging.getLogger(__name__)
 
 #: Named priorities map onto RabbitMQ message priorities (higher runs first).
 PRIORITIES = {"low": 0, "normal": 4, "high": 9}
-
-
-class UnknownWorkflow(InterlockError):
-    pass
-
-
-class UnknownTask(InterlockError):
-    pass
-
-
-class NotResumable(InterlockError):
-    def __init__(self, task_id: str, state: str) -> None:
-        super().__init__(f"task {task_id} is {state}; only FAILURE or CANCELLED tasks can be resumed")
-        self.state = state
-
-
-class BrokerUnavailable(InterlockError):
-    """The message could not be published; nothing was kept."""
-
-
-class BudgetExceeded(InterlockError):
-    """The tenant has used its monthly token budget; nothing was submitted."""
-
-
-class IdempotencyConflict(InterlockError):
-    """The idempotency key was used before with a different request body."""
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,14 @@ import falcon
 import falcon.media
 from sqlalchemy.exc import DBAPIError
 
-from actors.dead_letters import DeadLetterError
-from actors.submit import BrokerUnavailable, BudgetExceeded, IdempotencyConflict, NotResumable, UnknownTask
+from actors.errors import (
+    BrokerUnavailable,
+    BudgetExceeded,
+    DeadLetterError,
+    IdempotencyConflict,
+    NotResumable,
+    UnknownTask,
+)
 
 __all__ = ["register_error_handlers", "BodyLimit", "InputGuard", "strict_json_handler", "MAX_JSON_DEPTH"]
 

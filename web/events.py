@@ -8,7 +8,8 @@ from typing import Any
 import falcon
 
 from actors.errors import InvalidInput
-from actors.events.bus import EventBus, check_event_type
+from actors.events.bus import EventBus
+from actors.events.topics import check_event_type
 from models.events import list_events
 
 from .auth import tenant_of, visible_tenants

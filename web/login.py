@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 import falcon
 from sqlalchemy.orm import Session, sessionmaker
 
-from actors.backends.rate_limits import SlidingWindow
+from actors.limits import SlidingWindow
 from interlock.limits import Limit
 from models.security import find_key
 from models.web_sessions import end_session, issue_sign_in_token, start_session, use_sign_in_token

@@ -1,5 +1,5 @@
 """The OpenAPI 3 document at ``/openapi.json``, built from the app's routes and the JSON Schemas
-the routes validate with (``web.schemas``, ``actors.agents.tools.TOOL_SCHEMAS``), and ``/docs``.
+the routes validate with (``web.schemas``, ``actors.tools.catalogue.TOOL_SCHEMAS``), and ``/docs``.
 
 Nothing is written twice: paths and methods come from Falcon's router, the scope each needs from
 ``web.auth.ROUTE_SCOPES``, request bodies from the schemas the responders validate against.
@@ -14,7 +14,7 @@ from typing import Any
 
 import falcon
 
-from actors.agents.tools import TOOL_SCHEMAS
+from actors.tools.catalogue import TOOL_SCHEMAS
 
 from .auth import ROUTE_SCOPES
 from .schemas import EVENT_REQUEST, EXECUTE_REQUEST, KEY_REQUEST

@@ -5,9 +5,9 @@ from __future__ import annotations
 import falcon
 
 from actors.agents.batch_tools import check_callback
-from actors.agents.tools import TOOL_SCHEMAS, validate_args
 from actors.errors import InvalidInput
 from actors.submit import PRIORITIES
+from actors.tools.catalogue import TOOL_SCHEMAS, validate_args
 
 from .tasks import SubmitResource
 

@@ -23,7 +23,8 @@ from urllib.parse import parse_qs
 
 import falcon
 
-from actors.events.bus import Delivery, DuplicateDelivery, EventBus
+from actors.errors import DuplicateDelivery
+from actors.events.bus import Delivery, EventBus
 
 from .errors import check_storable, strict_loads
 from .schemas import EVENT_REQUEST

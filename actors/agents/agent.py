@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.agents.tools import call_api, scrape
 from actors.catalogue import workflow
 from actors.context import TaskContext
 from actors.errors import InvalidInput, SoftTimeLimitExceeded
+from actors.tools.external_api import call_api
+from actors.tools.scraping import scrape
+
+__all__ = ["execute_agent_workflow"]
 
 SYSTEM_REASONING = "You are a helpful research agent. Analyse the query and say which tools you need."
 SYSTEM_SYNTHESIS = "Synthesise the findings into a final answer."

@@ -13,6 +13,8 @@ from actors.catalogue import workflow
 from actors.context import TaskContext
 from actors.errors import InvalidInput
 
+__all__ = ["STAGES", "execute_checkpointed_workflow"]
+
 STAGES = ("reasoning", "searching", "analyzing", "acting", "reflecting", "completed")
 
 

@@ -8,6 +8,8 @@ from typing import Any
 from actors.catalogue import workflow
 from actors.context import TaskContext
 
+__all__ = ["MEMBERS", "chord_workflow", "aggregate_agent_results"]
+
 MEMBERS = ("research", "scraper", "tools")
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from actors.context import TaskContext
-from actors.events.bus import subscribe
+from actors.events.subscriptions import subscribe
 from models.base import utcnow
+
+__all__ = ["agent_on_new_data", "agent_on_environment_change", "agent_on_user_update"]
 
 SYSTEM_SUMMARY = "You summarise newly arrived data for downstream agents in two sentences."
 

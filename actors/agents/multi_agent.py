@@ -7,6 +7,8 @@ from typing import Any
 from actors.catalogue import workflow
 from actors.context import TaskContext
 
+__all__ = ["multi_agent_workflow"]
+
 
 @workflow("multi_agent", queue="default", stages=("plan", "gather", "review"))
 def multi_agent_workflow(ctx: TaskContext) -> dict[str, Any]:

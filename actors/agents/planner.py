@@ -7,6 +7,8 @@ from typing import Any
 from actors.catalogue import workflow
 from actors.context import TaskContext
 
+__all__ = ["planner_agent"]
+
 
 @workflow("planner", queue="planner")
 def planner_agent(ctx: TaskContext) -> dict[str, Any]:

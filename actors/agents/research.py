@@ -7,6 +7,8 @@ from typing import Any
 from actors.catalogue import workflow
 from actors.context import TaskContext
 
+__all__ = ["research_agent"]
+
 
 @workflow("research", queue="research")
 def research_agent(ctx: TaskContext) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from typing import Any
 from actors.catalogue import workflow
 from actors.context import TaskContext
 
+__all__ = ["reviewer_agent"]
+
 APPROVAL_THRESHOLD = 0.7
 
 

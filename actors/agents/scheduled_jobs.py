@@ -30,6 +30,8 @@ from models.events import get_monitor_state, purge_deliveries, purge_events, pur
 from models.results import purge_expired_results
 from models.retention import purge_finished_tasks
 
+__all__ = ["monitor_data_sources", "cleanup_old_events", "health_check"]
+
 logger = logging.getLogger(__name__)
 
 #: Where another module may offer ``purge_expired_cache(session) -> int`` (the tools' cache).

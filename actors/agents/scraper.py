@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.agents.tools import scrape
 from actors.catalogue import workflow
 from actors.context import TaskContext
 from actors.errors import InvalidInput
+from actors.tools.scraping import scrape
+
+__all__ = ["scraper_agent"]
 
 
 @workflow("scraper", queue="scraper", max_retries=5)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.agents.tools import call_api
 from actors.catalogue import workflow
 from actors.context import TaskContext
 from actors.errors import InvalidInput
+from actors.tools.external_api import call_api
+
+__all__ = ["tools_agent"]
 
 
 @workflow("tools", queue="tools")

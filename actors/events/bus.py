@@ -8,22 +8,19 @@ the broker: on RabbitMQ one message on the topic exchange ``interlock.events`` w
 type as routing key (``actors.events.exchange``), on the in-process broker one task message per
 subscription. An event nobody subscribes to is stored all the same.
 
-Agents subscribe with :func:`subscribe` in a module under ``actors/agents/``. A subscription is a
-workflow (not submittable through the API) served on its own durable queue ``events.<name>``,
-bound to the exchange with its patterns (``*`` one word, ``#`` any number of words).
+Agents subscribe with ``actors.events.subscriptions.subscribe`` in a module under ``actors/agents/``;
+a running task publishes with ``ctx.publish``.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import lru_cache
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import dramatiq
 from dramatiq.errors import BrokerConnectionError
@@ -31,10 +28,11 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from actors.catalogue import WorkflowFn, WorkflowSpec, actor_name, workflow
-from actors.errors import InterlockError, InvalidInput
-from actors.middleware.maintenance import task_message
-from actors.submit import BrokerUnavailable, BudgetExceeded
+from actors.errors import BrokerUnavailable, BudgetExceeded, DuplicateDelivery
+from actors.events.subscriptions import Subscription
+from actors.events.topics import check_event_type
+from actors.messages import task_message
+from actors.runtime import Runtime
 from models.base import utcnow
 from models.events import (
     Event,
@@ -50,45 +48,18 @@ from models.task_transitions import create_task
 from models.tasks import Task
 from models.tenants import budget_exhausted
 
-if TYPE_CHECKING:
-    from actors.context import TaskContext
-    from actors.runtime import Runtime
-
 __all__ = [
-    "EXCHANGE",
-    "ENVELOPE_ACTOR",
-    "SUBSCRIPTION_QUEUE_PREFIX",
     "EventBus",
     "EventRouting",
-    "Subscription",
     "Delivery",
-    "DuplicateDelivery",
-    "subscribe",
-    "subscriptions_in",
-    "topic_matches",
-    "check_event_type",
     "event_task_id",
+    "task_event_id",
     "ensure_event_task",
-    "publish_from_task",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: The durable topic exchange every event is published on, routed by its type.
-EXCHANGE = "interlock.events"
-#: Actor name of the message published on the exchange; each subscription queue's consumer
-#: rewrites it into that subscription's task message (``actors.events.exchange``).
-ENVELOPE_ACTOR = "interlock.event"
-#: A subscription ``name`` is served on the queue ``events.<name>``.
-SUBSCRIPTION_QUEUE_PREFIX = "events."
-#: Message option naming the event a rewritten task message came from.
-EVENT_OPTION = "interlock_event_id"
-
 _NAMESPACE = uuid.UUID("6f1c9a52-4a0e-4d8e-9a55-3c2f0b7e61d4")
-_WORD = r"[A-Za-z0-9_-]+"
-_EVENT_TYPE = re.compile(rf"{_WORD}(\.{_WORD})*")
-_PATTERN = re.compile(rf"({_WORD}|\*|#)(\.({_WORD}|\*|#))*")
-MAX_EVENT_TYPE = 128
 
 
 @dataclass(frozen=True)
@@ -101,105 +72,18 @@ class Delivery:
     window: timedelta | None = None
 
 
-class DuplicateDelivery(InterlockError):
-    """A webhook delivery that was processed before; ``event_id`` is the event it produced then."""
-
-    def __init__(self, provider: str, delivery_id: str, event_id: str | None) -> None:
-        super().__init__(f"{provider} delivery {delivery_id!r} was already processed")
-        self.event_id = event_id
-
-
-def check_event_type(event_type: str) -> str:
-    """Event types are dot-separated words (``new_data_arrived``, ``github.push``)."""
-    if len(event_type) > MAX_EVENT_TYPE or not _EVENT_TYPE.fullmatch(event_type):
-        raise InvalidInput(
-            f"event type {event_type!r} must be dot-separated words of letters, digits, '_' or '-' "
-            f"(at most {MAX_EVENT_TYPE} characters)"
-        )
-    return event_type
-
-
-def topic_matches(pattern: str, event_type: str) -> bool:
-    """RabbitMQ's topic matching: ``*`` is exactly one word, ``#`` zero or more words."""
-    return _match(tuple(pattern.split(".")), tuple(event_type.split(".")))
-
-
-@lru_cache(maxsize=4096)
-def _match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
-    if not pattern:
-        return not words
-    head, rest = pattern[0], pattern[1:]
-    if head == "#":
-        return _match(rest, words) or (bool(words) and _match(pattern, words[1:]))
-    if not words:
-        return False
-    return (head == "*" or head == words[0]) and _match(rest, words[1:])
-
-
 def event_task_id(event_id: str, subscription: str) -> str:
     """The id of the task an event starts for a subscription: the same wherever it is computed."""
     return str(uuid.uuid5(_NAMESPACE, f"{event_id}/{subscription}"))
 
 
-# -- subscriptions --------------------------------------------------------------------------
+def task_event_id(task_id: str, event_type: str, key: str = "") -> str:
+    """The id of the event a task publishes, once per (task, event type, ``key``).
 
-
-@dataclass(frozen=True)
-class Subscription:
-    name: str
-    patterns: tuple[str, ...]
-
-    @property
-    def queue(self) -> str:
-        return f"{SUBSCRIPTION_QUEUE_PREFIX}{self.name}"
-
-    @property
-    def actor_name(self) -> str:
-        return actor_name(self.name)
-
-    def matches(self, event_type: str) -> bool:
-        return any(topic_matches(pattern, event_type) for pattern in self.patterns)
-
-
-_SUBSCRIPTIONS: dict[str, Subscription] = {}
-
-
-def subscribe(
-    *patterns: str,
-    name: str | None = None,
-    max_retries: int | None = None,
-    time_limit: float | None = None,
-) -> Callable[[WorkflowFn], WorkflowFn]:
-    """Run ``fn(ctx)`` as a task for every event whose type matches one of ``patterns``.
-
-    ``ctx.input`` is ``{event_id, event_type, source, data}``; ``ctx.publish`` sends events on.
+    Derived from the task id, so a retried task publishes the same event again (to the same
+    downstream tasks, which then run once) instead of a second one.
     """
-    if not patterns:
-        raise ValueError("subscribe() needs at least one pattern")
-    for pattern in patterns:
-        if not _PATTERN.fullmatch(pattern):
-            raise ValueError(f"{pattern!r} is not a topic pattern (words, '*' or '#', separated by dots)")
-
-    def register(fn: WorkflowFn) -> WorkflowFn:
-        subscription = Subscription(name or fn.__name__, tuple(patterns))
-        known = _SUBSCRIPTIONS.get(subscription.name)
-        if known is not None and known != subscription:
-            raise ValueError(f"subscription {subscription.name!r} is registered twice")
-        _SUBSCRIPTIONS[subscription.name] = subscription
-        return workflow(
-            subscription.name,
-            queue=subscription.queue,
-            max_retries=max_retries,
-            time_limit=time_limit,
-            submittable=False,
-        )(fn)
-
-    return register
-
-
-def subscriptions_in(catalogue: Mapping[str, WorkflowSpec]) -> dict[str, Subscription]:
-    """The subscriptions among the workflows :func:`actors.catalogue.discover` found."""
-    return {name: sub for name, sub in _SUBSCRIPTIONS.items() if name in catalogue}
+    return str(uuid.uuid5(_NAMESPACE, f"{task_id}/{event_type}/{key}"))
 
 
 class EventRouting:
@@ -348,19 +232,3 @@ class EventBus:
             session.execute(delete(Event).where(Event.id == event_id))
             for delivery in deliveries:
                 release_delivery(session, provider=delivery.provider, delivery_id=delivery.delivery_id)
-
-
-def publish_from_task(
-    ctx: TaskContext, event_type: str, data: dict[str, Any], *, source: str, key: str = ""
-) -> tuple[str, list[str]]:
-    """Publish an event from a running task, once per (task, event type, ``key``).
-
-    The event id is derived from the task id, so a retried task publishes the same event again
-    (to the same downstream tasks, which then run once) instead of a second one. The event and
-    its tasks belong to the task's tenant.
-    """
-    if ctx.broker is None:
-        raise InvalidInput("this task context has no broker to publish events with")
-    event_id = str(uuid.uuid5(_NAMESPACE, f"{ctx.task_id}/{event_type}/{key}"))
-    bus = EventBus.for_runtime(ctx.runtime, ctx.broker)
-    return bus.publish(event_type, data, source=source, event_id=event_id, published_by=ctx.task_id, tenant=ctx.tenant)

@@ -23,21 +23,22 @@ from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware, SkipMessage
 
-from actors.events.bus import (
-    ENVELOPE_ACTOR,
-    EVENT_OPTION,
-    EXCHANGE,
-    EventRouting,
-    Subscription,
-    ensure_event_task,
-    event_task_id,
-)
+from actors.events.bus import EventRouting, ensure_event_task, event_task_id
+from actors.events.subscriptions import Subscription
 from actors.runtime import Runtime
 
-__all__ = ["RabbitmqEventRouting", "EventDelivery"]
+__all__ = ["EXCHANGE", "ENVELOPE_ACTOR", "EVENT_OPTION", "EVENT_TYPE_OPTION", "RabbitmqEventRouting", "EventDelivery"]
 
 logger = logging.getLogger(__name__)
 
+#: The durable topic exchange every event is published on, routed by its type.
+EXCHANGE = "interlock.events"
+#: Actor name of the message published on the exchange; each subscription queue's consumer
+#: rewrites it into that subscription's task message.
+ENVELOPE_ACTOR = "interlock.event"
+#: Message option naming the event a rewritten task message came from.
+EVENT_OPTION = "interlock_event_id"
+#: Envelope option carrying the event's type, so a queue bound to an old pattern can skip it.
 EVENT_TYPE_OPTION = "interlock_event_type"
 
 
@@ -126,7 +127,7 @@ class _SubscriptionConsumer(_RabbitmqConsumer):
 
 
 class EventDelivery(Middleware):
-    """Runs before TaskTracking claims a subscription's task: the task row must exist.
+    """Runs before Claiming claims a subscription's task: the task row must exist.
 
     ``publish`` creates the task of every subscription it knows. A subscription it did not know
     (a worker deployed with a new subscriber before the API was) gets its task here, from the

@@ -20,6 +20,7 @@ import dramatiq
 from dramatiq import Message
 from dramatiq.middleware import Middleware
 
+from actors.messages import task_message
 from actors.runtime import Runtime
 from models.database import is_transient, one_statement_session
 from models.scheduled import due_messages
@@ -27,23 +28,12 @@ from models.task_queries import cancelled_among
 from models.task_transitions import reclaim_lapsed, renew_leases
 from models.tasks import TaskState
 
-__all__ = ["Maintenance", "heartbeat", "publish_due_messages", "reclaim_lapsed_tasks", "task_message"]
+__all__ = ["Maintenance", "heartbeat", "publish_due_messages", "reclaim_lapsed_tasks"]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds at most between two looks for cancelled running tasks: how soon a cancellation bites.
 CANCEL_CHECK_INTERVAL = 0.5
-
-
-def task_message(*, queue: str, actor: str, task_id: str, priority: int = 0) -> Message[Any]:
-    """The one message shape Interlock sends: the task id and its broker priority."""
-    return Message(
-        queue_name=queue,
-        actor_name=actor,
-        args=(task_id,),
-        kwargs={},
-        options={"broker_priority": priority} if priority else {},
-    )
 
 
 def publish_due_messages(runtime: Runtime, broker: dramatiq.Broker, *, limit: int = 500) -> int:

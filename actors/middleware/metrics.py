@@ -26,9 +26,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.exc import SQLAlchemyError
 
-from actors.catalogue import spec_for_actor
+from actors.catalogue import load_catalogue, spec_for_actor
 from actors.errors import TaskCancelled
-from actors.middleware.claiming import current_run
+from actors.middleware.current_run import current_run
 from actors.orchestration import is_suspended
 from actors.queues import rabbitmq_queue_depths
 from actors.runtime import Runtime
@@ -132,8 +132,6 @@ class ClusterCollector:
         self._runtime: Runtime | None = None
 
     def _queues(self) -> list[str]:
-        from actors.catalogue import load_catalogue
-
         return sorted({spec.queue for spec in load_catalogue(self.settings).values()})
 
     def collect(self) -> Iterator[Any]:

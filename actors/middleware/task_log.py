@@ -11,13 +11,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from actors.catalogue import WorkflowSpec, spec_for_actor
+from actors.middleware.current_run import TaskRun
 from models.tasks import TaskState
-
-if TYPE_CHECKING:
-    from actors.middleware.claiming import TaskRun
 
 __all__ = ["log_outcome"]
 

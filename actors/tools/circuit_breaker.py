@@ -10,13 +10,15 @@ call, the probe, goes through; its outcome closes the breaker or opens it again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from actors.errors import (
+    CircuitOpen,
+    HostUnavailable,
     InvalidInput,
     PermanentError,
     SoftTimeLimitExceeded,
@@ -24,8 +26,9 @@ from actors.errors import (
     TaskCancelled,
     TimeLimitExceeded,
     TransientError,
+    UnsafeURL,
 )
-from actors.tools.http_safety import HostUnavailable, UnsafeURL
+from actors.tools.http_safety import target_of
 from interlock.settings import Settings
 from models.breakers import (
     OPEN,
@@ -37,16 +40,12 @@ from models.breakers import (
     release_probe,
 )
 
-__all__ = ["CircuitOpen", "guard", "breaker_states", "probe_lease"]
+__all__ = ["guard", "under_breaker", "breaker_states", "probe_lease"]
 
 logger = logging.getLogger(__name__)
 
 #: Added to the time left so that the retry arrives just after the breaker may admit it.
 _MARGIN = 0.05
-
-
-class CircuitOpen(TransientError):
-    """The target's breaker is open: the call was not made."""
 
 
 def probe_lease(settings: Settings) -> float:
@@ -99,6 +98,18 @@ def guard(sessions: sessionmaker[Session], target: str, *, settings: Settings) -
     else:
         if probe or admission.failures:
             _success(sessions, target, probe)
+
+
+def under_breaker(
+    sessions: sessionmaker[Session], url: str, *, settings: Settings, call: Callable[[], dict[str, Any]]
+) -> Callable[[], dict[str, Any]]:
+    """``call`` (a call to ``url``) made under the breaker of ``url``'s host."""
+
+    def run() -> dict[str, Any]:
+        with guard(sessions, target_of(url), settings=settings):
+            return call()
+
+    return run
 
 
 def _success(sessions: sessionmaker[Session], target: str, probe: bool) -> None:

@@ -35,15 +35,13 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from actors.errors import PermanentError, TransientError
+from actors.errors import HostUnavailable, PermanentError, TransientError, UnsafeURL
 from actors.running import call_timeout, check_interrupted
 from interlock.settings import Settings, SettingsError
 
 __all__ = [
     "USER_AGENT",
     "AllowList",
-    "UnsafeURL",
-    "HostUnavailable",
     "Target",
     "parse_allow_hosts",
     "address_problem",
@@ -67,14 +65,6 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Cloud instance-metadata endpoints (AWS, GCP, Azure, OpenStack; AWS over IPv6).
 METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
-
-
-class UnsafeURL(PermanentError):
-    """The URL may not be fetched: wrong scheme, or it leads to a non-public address."""
-
-
-class HostUnavailable(TransientError):
-    """The host did not answer usefully (network error, timeout, 5xx): worth a retry later."""
 
 
 @dataclass(frozen=True)

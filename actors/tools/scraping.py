@@ -1,4 +1,9 @@
-"""Fetching one HTML page through the SSRF guard and extracting its title and readable text."""
+"""The ``scrape_url`` tool: one HTML page, fetched through the SSRF guard, as its title and readable text.
+
+Within a task the fetch runs in a helper thread that the task's time limit or cancellation stops
+waiting for (``actors.running.interruptible``), under the host's circuit breaker, and its result
+is cached (``INTERLOCK_CACHE_TTL_SCRAPE``).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,17 @@ from typing import Any
 
 import requests
 from bs4 import BeautifulSoup
+from sqlalchemy.orm import Session, sessionmaker
 
 from actors.errors import PermanentError
+from actors.running import interruptible
+from actors.tools.cache import cached_call
+from actors.tools.catalogue import URL_SCHEMA, tool
+from actors.tools.circuit_breaker import under_breaker
 from actors.tools.http_safety import guarded_get, raise_for_status, read_capped
 from interlock.settings import Settings
 
-__all__ = ["fetch_page", "extract_text", "CONTENT_CHARS", "HTML_TYPES"]
+__all__ = ["scrape_url", "scrape", "fetch_page", "extract_text", "CONTENT_CHARS", "HTML_TYPES"]
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +30,37 @@ logger = logging.getLogger(__name__)
 CONTENT_CHARS = 5000
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 NOT_TEXT = ("script", "style", "noscript", "template", "iframe", "object", "svg")
+
+
+@tool(
+    "scrape_url",
+    schema={
+        "type": "object",
+        "title": "scrape_url",
+        "properties": {"url": URL_SCHEMA},
+        "required": ["url"],
+        "additionalProperties": False,
+    },
+)
+def scrape_url(args: dict[str, Any], *, settings: Settings, sessions: sessionmaker[Session]) -> dict[str, Any]:
+    """Fetch an HTML page and return its title and readable text."""
+    return scrape(args["url"], settings=settings, sessions=sessions)
+
+
+def scrape(url: str, *, settings: Settings, sessions: sessionmaker[Session]) -> dict[str, Any]:
+    """``{url, title, content, length, cached}`` of the HTML page at ``url``."""
+    return cached_call(
+        sessions,
+        "scrape_url",
+        {"url": url},
+        ttl=settings.cache_ttl_scrape,
+        call=under_breaker(
+            sessions,
+            url,
+            settings=settings,
+            call=lambda: interruptible("scrape_url call", fetch_page, url, settings=settings),
+        ),
+    )
 
 
 def extract_text(html: bytes | str, *, encoding: str | None = None) -> tuple[str, str]:

@@ -31,12 +31,23 @@ from typing import Any, cast
 
 import psycopg
 from psycopg import sql
+from sqlalchemy.orm import Session, sessionmaker
 
-from actors.errors import InvalidInput, PermanentError, TransientError
-from actors.tools.sql_guard import ALLOWED_FUNCTIONS, CheckedQuery, QueryRefused, check_select, compile_select
+from actors.errors import InvalidInput, PermanentError, QueryRefused, TransientError
+from actors.running import call_timeout, interruptible
+from actors.tools.cache import cached_call
+from actors.tools.catalogue import SCALAR_SCHEMA, tool
+from actors.tools.sql_allowlist import ALLOWED_FUNCTIONS
+from actors.tools.sql_guard import CheckedQuery, check_select, compile_select
 from interlock.settings import Settings
 
-__all__ = ["ALLOWED_FUNCTIONS", "QueryRefused", "check_select", "check_params", "run_query"]
+__all__ = [
+    "execute_database_query",
+    "query_database",
+    "check_select",
+    "check_params",
+    "run_query",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +77,74 @@ SELECT session_user::text,
        pg_catalog.set_config('search_path', pg_catalog.concat_ws(', ', 'pg_catalog',
                              NULLIF(pg_catalog.current_setting('search_path'), '')), true)
 """
+
+
+def _check_query(args: dict[str, Any]) -> None:
+    check_params(check_select(args["query"]), args.get("params") or {})
+
+
+@tool(
+    "execute_database_query",
+    schema={
+        "type": "object",
+        "title": "execute_database_query",
+        "properties": {
+            "query": {"type": "string", "minLength": 1, "maxLength": 20_000, "description": "One SELECT."},
+            "params": {
+                "type": "object",
+                "description": "Values of the query's :name parameters.",
+                "additionalProperties": {"anyOf": [SCALAR_SCHEMA, {"type": "array", "items": SCALAR_SCHEMA}]},
+            },
+        },
+        "required": ["query"],
+        "additionalProperties": False,
+    },
+    check=_check_query,
+)
+def execute_database_query(
+    args: dict[str, Any], *, settings: Settings, sessions: sessionmaker[Session]
+) -> dict[str, Any]:
+    """Run one read-only SELECT with named parameters on the tools database."""
+    return query_database(args["query"], args.get("params"), settings=settings, sessions=sessions)
+
+
+def query_database(
+    query: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    timeout_ms: int | None = None,
+) -> dict[str, Any]:
+    """``{status, count, data, truncated, cached}`` of one SELECT on the tools database, cached.
+
+    Within a task the query runs in a helper thread that the task's time limit or cancellation stops
+    waiting for, its statement timeout cut to the task's remaining time. ``timeout_ms`` shortens the
+    statement timeout (never lengthens it), e.g. to a task's remaining time.
+    """
+    args = {"query": query, "params": dict(params or {})}
+    return cached_call(
+        sessions,
+        "execute_database_query",
+        args,
+        ttl=settings.cache_ttl_sql,
+        call=lambda: _query_in_time(query, params, settings, timeout_ms),
+    )
+
+
+def _query_in_time(
+    query: str, params: Mapping[str, Any] | None, settings: Settings, timeout_ms: int | None
+) -> dict[str, Any]:
+    """The SQL tool's query, its statement timeout cut to the running task's remaining time."""
+    own = (
+        settings.tools_statement_timeout_ms
+        if timeout_ms is None
+        else min(timeout_ms, settings.tools_statement_timeout_ms)
+    )
+    timeout_ms = max(1, int(call_timeout(own / 1000) * 1000))
+    return interruptible(
+        "execute_database_query call", run_query, query, params, settings=settings, timeout_ms=timeout_ms
+    )
 
 
 def check_params(names: list[str], params: Mapping[str, Any]) -> dict[str, Any]:

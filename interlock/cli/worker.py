@@ -32,8 +32,8 @@ from sqlalchemy.pool import NullPool
 
 from actors.broker import build_broker
 from actors.catalogue import load_catalogue
-from actors.middleware.claiming import TaskTracking
 from actors.middleware.metrics import start_metrics_server
+from actors.middleware.recycling import Recycling
 from actors.runtime import Runtime
 from interlock.logs import configure_logging
 from interlock.settings import Settings
@@ -92,11 +92,11 @@ def run_worker_process(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     worker, broker, runtime = start_worker(settings, queues=queues, threads=threads, owner_token=owner_token)
-    tracking = next(m for m in broker.middleware if isinstance(m, TaskTracking))
+    recycling = next(m for m in broker.middleware if isinstance(m, Recycling))
     logger.info("worker process serving %s with %d threads", sorted(queues) if queues else "all queues", threads)
     while not stop.wait(0.2):
-        if tracking.exhausted.is_set():
-            logger.info("recycling this worker process after %d tasks", tracking.processed)
+        if recycling.exhausted.is_set():
+            logger.info("recycling this worker process after %d tasks", recycling.processed)
             break
     worker.stop()
     broker.close()

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from actors.middleware.maintenance import task_message
+from actors.messages import task_message
 from models.task_transitions import create_task
 from models.tasks import Task
 from tests.conftest import Stack

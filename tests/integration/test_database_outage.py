@@ -6,7 +6,7 @@ import logging
 
 from actors.broker import build_broker
 from actors.catalogue import load_catalogue
-from actors.middleware.maintenance import task_message
+from actors.messages import task_message
 from actors.runtime import Runtime
 from interlock.settings import Settings
 

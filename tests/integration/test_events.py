@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from actors.broker import build_broker
 from actors.catalogue import discover
-from actors.events.bus import EventBus, event_task_id, topic_matches
+from actors.events.bus import EventBus, event_task_id
+from actors.events.topics import topic_matches
 from actors.runtime import Runtime
 from interlock.cli.worker import start_worker
 from interlock.settings import Settings

@@ -10,7 +10,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.middleware.maintenance import task_message
+from actors.messages import task_message
 from models.task_transitions import create_task
 from tests.conftest import start_stack, stop_stack
 from tests.processes import Proc, base_env, wait_http

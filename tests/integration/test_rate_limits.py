@@ -8,7 +8,8 @@ import time
 import pytest
 from dramatiq.rate_limits import Barrier, ConcurrentRateLimiter, WindowRateLimiter
 
-from actors.backends.rate_limits import DatabaseRateLimiterBackend, SlidingWindow
+from actors.backends.rate_limits import DatabaseRateLimiterBackend
+from actors.limits import SlidingWindow
 from actors.runtime import Runtime
 from interlock.limits import Limit
 from tests.conftest import start_stack, stop_stack
@@ -107,7 +108,7 @@ def test_rate_limited_tasks_keep_their_retry_budget(settings, fake_llm) -> None:
             assert task.attempts == 4, task.attempts
             retries = [e for e in events(stack.runtime.sessions, task_id) if e.state == "RETRY"]
             assert len(retries) == 3
-        waited = next(m for m in stack.worker_broker.middleware if type(m).__name__ == "TaskTracking")
+        waited = next(m for m in stack.worker_broker.middleware if type(m).__name__ == "Admission")
         assert waited.rate_limited > 0  # the limit did hold some of them back
     finally:
         stop_stack(stack)

@@ -297,7 +297,7 @@ def test_bad_input_on_every_route_is_a_4xx_json_error_and_changes_nothing(secure
 
 
 def test_openapi_document_is_built_from_the_validating_schemas(secure: Stack) -> None:
-    from actors.agents.tools import TOOL_SCHEMAS
+    from actors.tools.catalogue import TOOL_SCHEMAS
     from web.schemas import EVENT_REQUEST, EXECUTE_REQUEST
 
     doc = secure.client.simulate_get("/openapi.json").json

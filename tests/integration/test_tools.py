@@ -22,11 +22,11 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import make_url
 
 from actors.catalogue import discover
-from actors.errors import PermanentError
+from actors.errors import PermanentError, QueryRefused
 from actors.runtime import Runtime
 from actors.submit import submit
 from actors.tools.circuit_breaker import breaker_states
-from actors.tools.sql import QueryRefused, run_query
+from actors.tools.sql import run_query
 from interlock.cli.worker import start_worker
 from interlock.settings import Settings
 from models.base import utcnow

@@ -9,11 +9,9 @@ from email.utils import format_datetime
 
 import pytest
 
-from actors.errors import PermanentError
+from actors.errors import HostUnavailable, PermanentError, UnsafeURL
 from actors.tools.http_safety import (
     USER_AGENT,
-    HostUnavailable,
-    UnsafeURL,
     address_problem,
     check_url,
     guarded_get,

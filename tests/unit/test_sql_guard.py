@@ -6,9 +6,10 @@ import re
 
 import pytest
 
-from actors.errors import InvalidInput, PermanentError
-from actors.tools.sql import QueryRefused, check_params, check_select, run_query
-from actors.tools.sql_guard import ALLOWED_FUNCTIONS, ALLOWED_TYPES, compile_select
+from actors.errors import InvalidInput, PermanentError, QueryRefused
+from actors.tools.sql import check_params, check_select, run_query
+from actors.tools.sql_allowlist import ALLOWED_FUNCTIONS, ALLOWED_TYPES
+from actors.tools.sql_guard import compile_select
 from interlock.settings import Settings
 
 ALLOWED = [

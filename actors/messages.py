@@ -1,0 +1,44 @@
+"""The one message shape Interlock sends: a task id (and its broker priority), never the task itself.
+
+The task's input, state and result live in its database row; the message only says which row to
+run, so it can be parked, redelivered, dead-lettered and replayed without ever going stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dramatiq import Message
+
+from actors.catalogue import WorkflowSpec, spec_for_actor
+
+__all__ = ["task_message", "task_id_of", "interlock_task_id"]
+
+
+def task_message(*, queue: str, actor: str, task_id: str, priority: int = 0) -> Message[Any]:
+    """The message that runs task ``task_id`` with ``actor`` on ``queue``."""
+    return Message(
+        queue_name=queue,
+        actor_name=actor,
+        args=(task_id,),
+        kwargs={},
+        options={"broker_priority": priority} if priority else {},
+    )
+
+
+def task_id_of(message: Any) -> str | None:
+    """Interlock messages carry exactly one thing: the task id."""
+    if message.args:
+        return str(message.args[0])
+    value = message.kwargs.get("task_id")
+    return str(value) if value else None
+
+
+def interlock_task_id(catalogue: Mapping[str, WorkflowSpec], message: Any) -> str | None:
+    """The task id of a message for one of the catalogue's workflows; ``None`` for a message of a
+    plain Dramatiq actor on the same broker, which Interlock's middleware leaves alone."""
+    task_id = task_id_of(message)
+    if task_id is None or spec_for_actor(catalogue, message.actor_name) is None:
+        return None
+    return task_id

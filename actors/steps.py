@@ -1,0 +1,184 @@
+"""Durable steps: a workflow's paid or effectful work, run once per workflow whatever happens.
+
+A step's result is checkpointed (``models.checkpoints``) the moment it returns; a later attempt
+(a retry, a crash redelivery, a resume) gets the stored result back instead of running the step
+again. Each step may run for ``INTERLOCK_STAGE_TIME_LIMIT`` seconds: a watchdog interrupts it past
+that with :class:`StageTimeLimitExceeded`, a transient error, so the retry resumes at that step.
+Every failed run of a step is recorded in its checkpoint, with its traceback.
+
+Workflows reach this through ``ctx.step`` and ``ctx.transactional_step`` (``actors.context``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+
+from dramatiq.threading import raise_thread_exception
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from actors.errors import StageTimeLimitExceeded, describe_error
+from actors.runtime import Runtime
+from models.base import utcnow
+from models.checkpoints import COMPLETED, FAILED, WorkflowCheckpoint, load_checkpoints, save_checkpoint
+from models.database import one_statement_session
+
+__all__ = ["DurableSteps", "ERROR_CHARS"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+#: How much of a failed step's error its checkpoint keeps.
+ERROR_CHARS = 2000
+
+
+class DurableSteps:
+    """The checkpointed steps of one task attempt (one per ``TaskContext``)."""
+
+    def __init__(
+        self,
+        *,
+        task_id: str,
+        input: dict[str, Any],
+        attempt: int,
+        runtime: Runtime,
+        check: Callable[[], None],
+    ) -> None:
+        self.task_id = task_id
+        self.input = input
+        self.attempt = attempt
+        self.runtime = runtime
+        #: The step boundary's check (cancellation, the hard and soft limits), run before each step.
+        self.check = check
+        #: While a step runs: when its stage time limit passes (``time.monotonic()``).
+        self.stage_deadline: float | None = None
+        self._completed: dict[str, Any] | None = None
+        self._failures: dict[str, list[dict[str, Any]]] = {}
+
+    def forget_cached(self) -> None:
+        """Before a replay: read checkpoints afresh."""
+        self._completed = None
+
+    def completed(self) -> dict[str, Any]:
+        """Results of the steps that finished in earlier attempts, by stage name."""
+        if self._completed is None:
+            with one_statement_session(self.runtime.sessions) as session:
+                checkpoints = load_checkpoints(session, self.task_id)
+            self._completed = {c.stage: c.state.get("result") for c in checkpoints if c.status == COMPLETED}
+            self._failures = {c.stage: list(c.meta.get("failures", [])) for c in checkpoints}
+        return self._completed
+
+    def step(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` once per workflow; see ``TaskContext.step``."""
+        done = self.completed()
+        if name in done:
+            logger.info("step %s already completed, reusing its checkpoint", name)
+            return cast(T, done[name])
+        with self._attempt(name) as attempt:
+            result = fn(*args, **kwargs)
+            attempt.stop_watchdog()
+        with one_statement_session(self.runtime.sessions) as session:  # one upsert
+            self._save_completed(session, name, result, attempt)
+        done[name] = result
+        return result
+
+    def transactional_step(
+        self, name: str, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(session, ...)`` once per workflow, in its checkpoint's transaction; see ``TaskContext``."""
+        done = self.completed()
+        if name in done:
+            logger.info("step %s already completed, reusing its checkpoint", name)
+            return cast(T, done[name])
+        with self._attempt(name) as attempt, self.runtime.sessions.begin() as session:
+            stored = _locked_checkpoint(session, self.task_id, name)
+            if stored is not None and stored.status == COMPLETED:
+                # Another run of this task completed the step after we read the checkpoints.
+                logger.warning("step %s was completed by another run meanwhile, reusing its checkpoint", name)
+                result = cast(T, stored.state.get("result"))
+            else:
+                result = fn(session, *args, **kwargs)
+                attempt.stop_watchdog()  # from here on, only the commit can fail the step
+                self._save_completed(session, name, result, attempt)
+        done[name] = result
+        return result
+
+    @contextmanager
+    def _attempt(self, name: str) -> Iterator[_Attempt]:
+        """One run of a step's work: the soft-limit check, the stage watchdog, the failure record."""
+        self.check()
+        failures = self._failures.setdefault(name, [])
+        limit = self.runtime.settings.stage_time_limit
+        watchdog = threading.Timer(limit, raise_thread_exception, (threading.get_ident(), StageTimeLimitExceeded))
+        watchdog.daemon = True
+        attempt = _Attempt(started=time.monotonic(), failures=failures, watchdog=watchdog)
+        self.stage_deadline = attempt.started + limit
+        watchdog.start()
+        try:
+            yield attempt
+        except BaseException as exc:
+            attempt.stop_watchdog()
+            error = describe_error(exc, limit=ERROR_CHARS)
+            failures.append({"attempt": self.attempt, "error": error, "at": utcnow().isoformat()})
+            with self.runtime.sessions.begin() as session:
+                stored = _locked_checkpoint(session, self.task_id, name)
+                # Never overwrite a completion (another run of the task may have made it meanwhile).
+                if stored is None or stored.status != COMPLETED:
+                    save_checkpoint(
+                        session,
+                        workflow_id=self.task_id,
+                        stage=name,
+                        status=FAILED,
+                        state={"input": self.input},
+                        meta={"traceback": traceback.format_exc(limit=20), "failures": failures},
+                        error=error,
+                        duration_ms=attempt.elapsed_ms(),
+                    )
+            raise
+        finally:
+            attempt.watchdog.cancel()
+            self.stage_deadline = None
+
+    def _save_completed(self, session: Session, name: str, result: Any, attempt: _Attempt) -> None:
+        save_checkpoint(
+            session,
+            workflow_id=self.task_id,
+            stage=name,
+            status=COMPLETED,
+            state={"result": result, "input": self.input},
+            meta={"attempt": self.attempt, "failures": attempt.failures},
+            duration_ms=attempt.elapsed_ms(),
+        )
+
+
+@dataclass
+class _Attempt:
+    started: float
+    failures: list[dict[str, Any]]
+    watchdog: threading.Timer
+
+    def stop_watchdog(self) -> None:
+        """Disarm the stage time limit; a limit that fired already is raised now, inside the attempt."""
+        self.watchdog.cancel()
+        self.watchdog.join()
+
+    def elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+
+def _locked_checkpoint(session: Session, task_id: str, stage: str) -> WorkflowCheckpoint | None:
+    """The step's checkpoint, locked until the transaction ends (``None`` if it has none yet)."""
+    return session.scalars(
+        select(WorkflowCheckpoint)
+        .where(WorkflowCheckpoint.workflow_id == task_id, WorkflowCheckpoint.stage == stage)
+        .with_for_update()
+    ).first()
