@@ -13,7 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from interlock.migrations import upgrade
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +20,7 @@ from interlock.settings import Settings
 from models import task_lifecycle
 from models.base import utcnow
 from models.database import make_engine, make_sessionmaker
+from models.migrations import upgrade
 from models.task_lifecycle import ClaimOutcome
 from models.task_queries import task_events
 from models.task_transitions import Transition, reclaim_lapsed
