@@ -1,52 +1,38 @@
-"""Fixtures on the real services: a scratch PostgreSQL database and a RabbitMQ vhost per run.
+"""Fixtures on the real services: a scratch PostgreSQL database per run, a RabbitMQ vhost per module,
+the fake LLM, and the stacks a test starts (stopped when it ends).
 
-Set INTERLOCK_TEST_DATABASE_URL / INTERLOCK_TEST_BROKER_URL to point elsewhere; the defaults are
-the local services that `scripts/services` starts.
+Where the services are: ``tests/services.py``; what a stack is: ``tests/stack.py``.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import ExitStack
 from typing import Any
 from urllib.parse import quote
 
-import falcon.testing
-import psycopg
 import pytest
 import requests
 from sqlalchemy import Engine, text
 
-from actors.catalogue import load_catalogue
 from actors.runtime import Runtime
 from interlock.settings import Settings
 from models import Base
 from models.migrations import upgrade
 from testkit.fakes.openai_server import FakeOpenAIServer
 from testkit.markers import BENCH_TABLES
-
-ADMIN_DATABASE_URL = os.environ.get("INTERLOCK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-BROKER_BASE_URL = os.environ.get("INTERLOCK_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
-MANAGEMENT_URL = os.environ.get("INTERLOCK_TEST_RABBITMQ_API", "http://127.0.0.1:15672/api")
-
-
-def _admin(sql: str) -> None:
-    with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as connection:
-        connection.execute(sql)  # type: ignore[arg-type]
+from tests.services import BROKER_BASE_URL, MANAGEMENT_URL, scratch_database
+from tests.stack import MakeStack, Stack, start_stack, stop_stack
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, migrated with Alembic."""
-    name = f"interlock_test_{uuid.uuid4().hex[:10]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    url = ADMIN_DATABASE_URL.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(Settings.from_env({}, database_url=url))
-    yield url
-    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("interlock_test") as url:
+        upgrade(Settings.from_env({}, database_url=url))
+        yield url
 
 
 def _vhost_request(method: str, path: str, **kwargs: Any) -> None:
@@ -116,51 +102,28 @@ def _truncate(database_url: str) -> None:
         runtime.close()
 
 
-@dataclass
-class Stack:
-    """An API (Falcon test client) and an in-process worker on the same real services."""
+@pytest.fixture
+def make_stack() -> Iterator[MakeStack]:
+    """``make_stack(settings, worker=True)`` starts a stack (``tests/stack.py``) for this test.
 
-    settings: Settings
-    runtime: Runtime
-    broker: Any
-    client: falcon.testing.TestClient
-    worker: Any
-    worker_broker: Any
-    worker_runtime: Runtime
+    Every stack it started is stopped when the test ends, passed or failed, the newest first; a
+    stack that fails to stop does not keep the others running. It takes no settings of its own, so
+    a test on SQLite and the in-process broker needs neither PostgreSQL nor RabbitMQ.
+    """
+    with ExitStack() as started:
 
-    def submit(self, **body: Any) -> str:
-        response = self.client.simulate_post("/agent/execute", json=body)
-        assert response.status_code == 202, response.text
-        return str(response.json["task_id"])
+        def make(settings: Settings, *, worker: bool = True) -> Stack:
+            stack = start_stack(settings, worker=worker)
+            started.callback(stop_stack, stack)
+            return stack
 
-
-def start_stack(settings: Settings, *, worker: bool = True) -> Stack:
-    """API and worker in this process; with the in-process broker they must share one broker."""
-    from actors.broker import build_broker
-    from interlock.cli.worker import start_worker
-    from web.app import create_app
-
-    catalogue = load_catalogue(settings)
-    worker_obj = worker_broker = worker_runtime = None
-    if worker:
-        worker_obj, worker_broker, worker_runtime = start_worker(settings, queues=None, threads=settings.worker_threads)
-    if worker and not settings.uses_rabbitmq:
-        runtime, broker = Runtime.open(settings), worker_broker
-    else:
-        runtime = Runtime.open(settings)
-        broker = build_broker(settings, runtime, catalogue)
-    client = falcon.testing.TestClient(create_app(runtime, broker, catalogue))
-    return Stack(settings, runtime, broker, client, worker_obj, worker_broker, worker_runtime)  # type: ignore[arg-type]
+        yield make
 
 
-def stop_stack(stack: Stack) -> None:
-    if stack.worker is not None:
-        stack.worker.stop()
-        stack.worker_broker.close()
-        stack.worker_runtime.close()
-    if stack.broker is not stack.worker_broker:
-        stack.broker.close()
-    stack.runtime.close()
+@pytest.fixture
+def stack(settings: Settings, make_stack: MakeStack) -> Stack:
+    """The usual stack: API and worker on the ``settings`` fixture's services."""
+    return make_stack(settings)
 
 
 @pytest.fixture
@@ -171,10 +134,3 @@ def bench_runs(settings: Settings) -> Iterator[Engine]:
         connection.exec_driver_sql(BENCH_TABLES)
     yield runtime.engine
     runtime.close()
-
-
-@pytest.fixture
-def stack(settings: Settings) -> Iterator[Stack]:
-    running = start_stack(settings)
-    yield running
-    stop_stack(running)

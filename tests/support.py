@@ -1,11 +1,14 @@
-"""Helpers shared by the test suites: reading tasks and events, and waiting for them with a deadline
-(``wait_until`` and ``free_port`` come from ``testkit``, which the benchmarks use too)."""
+"""Helpers shared by the test suites: reading tasks, events, LLM calls, SSE frames and Prometheus
+samples, and waiting for them with a deadline (``wait_until`` and ``free_port`` come from
+``testkit``, which the benchmarks use too)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -13,7 +16,20 @@ from models.tasks import Task, TaskEvent
 from testkit.processes import free_port
 from testkit.waiting import wait_until
 
-__all__ = ["events", "free_port", "get_task", "json_of", "llm_calls", "wait_for_state", "wait_until"]
+__all__ = [
+    "events",
+    "free_port",
+    "get_task",
+    "json_of",
+    "llm_calls",
+    "parse_sse",
+    "parse_metrics",
+    "sample",
+    "settings_for_database",
+    "stage_calls",
+    "wait_for_state",
+    "wait_until",
+]
 
 
 def get_task(sessions: sessionmaker[Session], task_id: str) -> Task | None:
@@ -49,6 +65,40 @@ def llm_calls(fake_llm: Any, prefix: str, *, status: int | None = 200) -> int:
         for r in list(fake_llm.requests)
         if (status is None or r["status"] == status) and r["body"]["messages"][-1]["content"].startswith(prefix)
     )
+
+
+def stage_calls(fake_llm: Any, stage: str, query: str, *, status: int | None = 200) -> int:
+    """LLM requests made by one stage of one checkpointed workflow (the user message starts with its tag)."""
+    return llm_calls(fake_llm, f"[stage:{stage}] Query: {query}\n", status=status)
+
+
+def parse_sse(text: str) -> list[dict[str, Any]]:
+    """Frames of an SSE body: ``{"id", "event", "data"}``; comments and ``retry:`` are dropped."""
+    frames = []
+    for block in text.split("\n\n"):
+        fields: dict[str, Any] = {}
+        for line in block.splitlines():
+            if line.startswith(":") or ":" not in line:
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+        if "id" in fields:
+            frames.append({"id": int(fields["id"]), "event": fields["event"], "data": json.loads(fields["data"])})
+    return frames
+
+
+def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """``{(sample name, labels): value}`` of a Prometheus text exposition, parsed as Prometheus would."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(parsed: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    """One sample of ``parse_metrics``'s result; 0 when it is absent (as Prometheus counts it)."""
+    return parsed.get((name, frozenset(labels.items())), 0.0)
 
 
 def settings_for_database(request: Any, tmp_path: Path) -> Any:

@@ -95,31 +95,26 @@ def test_api_and_worker_processes_on_rabbitmq_and_postgres(settings, tmp_path) -
 
 @pytest.mark.rabbitmq
 @pytest.mark.postgres
-def test_sigkilled_worker_process_loses_no_task(settings, fake_llm, tmp_path) -> None:
-    from tests.conftest import start_stack, stop_stack
-
+def test_sigkilled_worker_process_loses_no_task(settings, fake_llm, tmp_path, make_stack) -> None:
     fake_llm.latency = 1.0
-    stack = start_stack(settings, worker=False)
+    stack = make_stack(settings, worker=False)
     env = base_env(settings.to_env())
-    try:
-        with Proc(["worker", "--processes", "1", "--threads", "2"], env=env, log=tmp_path / "worker.log") as worker:
-            task_ids = [stack.submit(query=f"survive {n}") for n in range(4)]
+    with Proc(["worker", "--processes", "1", "--threads", "2"], env=env, log=tmp_path / "worker.log") as worker:
+        task_ids = [stack.submit(query=f"survive {n}") for n in range(4)]
 
-            def running_owner() -> str | None:
-                for task_id in task_ids:
-                    task = get_task(stack.runtime.sessions, task_id)
-                    if task and task.state == TaskState.PROCESSING and task.lease_owner:
-                        return task.lease_owner
-                return None
-
-            owner = wait_until(running_owner, timeout=30, what="a task in progress")
-            victim = int(owner.split(":")[1])
-            os.kill(victim, signal.SIGKILL)
+        def running_owner() -> str | None:
             for task_id in task_ids:
-                task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=60)
-                assert task.state == "SUCCESS", (task.error, worker.output()[-3000:])
-            assert "died with exit code" in worker.output()
-            killed = [get_task(stack.runtime.sessions, t) for t in task_ids]
-            assert any(t is not None and t.attempts >= 2 for t in killed)
-    finally:
-        stop_stack(stack)
+                task = get_task(stack.runtime.sessions, task_id)
+                if task and task.state == TaskState.PROCESSING and task.lease_owner:
+                    return task.lease_owner
+            return None
+
+        owner = wait_until(running_owner, timeout=30, what="a task in progress")
+        victim = int(owner.split(":")[1])
+        os.kill(victim, signal.SIGKILL)
+        for task_id in task_ids:
+            task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=60)
+            assert task.state == "SUCCESS", (task.error, worker.output()[-3000:])
+        assert "died with exit code" in worker.output()
+        killed = [get_task(stack.runtime.sessions, t) for t in task_ids]
+        assert any(t is not None and t.attempts >= 2 for t in killed)

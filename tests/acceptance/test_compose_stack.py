@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -26,8 +25,8 @@ import requests
 import yaml
 
 from interlock.settings import Settings
-from tests.conftest import ADMIN_DATABASE_URL, _admin
 from tests.processes import ROOT, Proc, base_env, wait_http
+from tests.services import scratch_database
 from tests.support import free_port, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow]
@@ -95,10 +94,8 @@ def map_url(compose_url: str, local_url: str, host: str) -> str:
 @pytest.fixture
 def scratch_database_url() -> Iterator[str]:
     """An empty database, so that the stack's own ``migrate`` service creates the schema."""
-    name = f"interlock_compose_{uuid.uuid4().hex[:10]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    yield ADMIN_DATABASE_URL.rsplit("/", 1)[0] + f"/{name}"
-    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("interlock_compose") as url:
+        yield url
 
 
 def service_env(service: dict[str, Any], dotenv: dict[str, str], local: dict[str, str]) -> dict[str, str]:

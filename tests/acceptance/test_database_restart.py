@@ -1,6 +1,6 @@
 """A PostgreSQL restart in the middle of the work: every accepted task still ends.
 
-The database is a private cluster (tests/private_postgres.py), so restarting it disturbs nobody
+The database is a private cluster (testkit/private_postgres.py), so restarting it disturbs nobody
 else; workers are a real ``interlock worker`` with two processes, the API is the real app.
 """
 
@@ -16,9 +16,9 @@ from sqlalchemy.exc import OperationalError
 from interlock.settings import Settings
 from models.migrations import upgrade
 from models.tasks import TERMINAL_STATES, Task
-from tests.conftest import Stack, start_stack, stop_stack
-from tests.private_postgres import PrivatePostgres
+from testkit.private_postgres import PrivatePostgres
 from tests.processes import Proc, base_env
+from tests.stack import Stack
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow]
@@ -66,13 +66,13 @@ def _states(stack: Stack, task_ids: list[str]) -> dict[str, str] | None:
 # runs: the lease (15 s, longer than the outage) must lapse for the task to run again.
 @pytest.mark.parametrize(("down_for", "lease"), [(2.0, 5.0), (8.0, 15.0)])
 def test_every_accepted_task_ends_after_postgresql_restarts(
-    settings: Settings, fake_llm, private_postgres: PrivatePostgres, tmp_path, down_for: float, lease: float
+    settings: Settings, fake_llm, private_postgres: PrivatePostgres, tmp_path, make_stack, down_for: float, lease: float
 ) -> None:
     url = private_postgres.create_database("interlock")
     upgrade(Settings.from_env({}, database_url=url))
     settings = settings.replace(database_url=url, lease_seconds=lease, max_retries=5, rate_limits="")
     fake_llm.latency = 0.2  # each agent task: two LLM calls and a progress write every few tenths of a second
-    stack = start_stack(settings, worker=False)
+    stack = make_stack(settings, worker=False)
     submitter = Submitter(stack, per_second=10)
     try:
         with Proc(
@@ -112,4 +112,3 @@ def test_every_accepted_task_ends_after_postgresql_restarts(
             assert sorted(set(states.values())) == ["SUCCESS"], {t: s for t, s in states.items() if s != "SUCCESS"}
     finally:
         submitter.stopping.set()
-        stop_stack(stack)

@@ -21,7 +21,6 @@ from models.base import utcnow
 from models.leases import expire_leases
 from models.task_transitions import create_task
 from models.tasks import Task, TaskEvent, TaskState
-from tests.conftest import start_stack, stop_stack
 from tests.processes import Proc, base_env
 from tests.support import get_task, wait_for_state, wait_until
 
@@ -118,53 +117,50 @@ def _holders(runtime: Runtime, task_ids: list[str]) -> dict[str, int]:
 @pytest.mark.rabbitmq
 @pytest.mark.slow
 def test_tasks_of_a_killed_worker_process_finish_long_before_its_leases_would_lapse(
-    settings: Settings, bench_runs: Engine, tmp_path
+    settings: Settings, bench_runs: Engine, tmp_path, make_stack
 ) -> None:
     settings = settings.replace(agent_modules="testkit.workflows", lease_seconds=60.0)
-    stack = start_stack(settings, worker=False)
+    stack = make_stack(settings, worker=False)
     env = base_env(settings.to_env())
-    try:
-        with Proc(["worker", "--processes", "2", "--threads", "2"], env=env, log=tmp_path / "w.log") as worker:
-            # Both processes serving before any task is sent: each then takes two (prefetch = threads).
-            wait_until(lambda: worker.output().count("worker process serving") == 2, timeout=60, what="2 processes")
-            task_ids = [stack.submit(query=f"long {n}", workflow="bench_work", context={"sleep": 5}) for n in range(4)]
+    with Proc(["worker", "--processes", "2", "--threads", "2"], env=env, log=tmp_path / "w.log") as worker:
+        # Both processes serving before any task is sent: each then takes two (prefetch = threads).
+        wait_until(lambda: worker.output().count("worker process serving") == 2, timeout=60, what="2 processes")
+        task_ids = [stack.submit(query=f"long {n}", workflow="bench_work", context={"sleep": 5}) for n in range(4)]
 
-            def all_running() -> dict[str, int] | None:
-                holders = _holders(stack.runtime, task_ids)
-                return holders if len(holders) == 4 and len(set(holders.values())) == 2 else None
+        def all_running() -> dict[str, int] | None:
+            holders = _holders(stack.runtime, task_ids)
+            return holders if len(holders) == 4 and len(set(holders.values())) == 2 else None
 
-            holders = wait_until(all_running, timeout=60, what="both worker processes running two tasks each")
-            victim = min(holders.values())
-            orphans = sorted(t for t, pid in holders.items() if pid == victim)
-            survivors = sorted(t for t, pid in holders.items() if pid != victim)
-            os.kill(victim, signal.SIGKILL)
-            killed_at = time.monotonic()
+        holders = wait_until(all_running, timeout=60, what="both worker processes running two tasks each")
+        victim = min(holders.values())
+        orphans = sorted(t for t, pid in holders.items() if pid == victim)
+        survivors = sorted(t for t, pid in holders.items() if pid != victim)
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
 
-            for task_id in task_ids:
-                task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=20)
-                assert task.state == "SUCCESS", (task.error, worker.output()[-3000:])
-            assert time.monotonic() - killed_at < 20  # the lease is 60 s
-            assert "released" in worker.output() and f"[{victim}]" in worker.output()
+        for task_id in task_ids:
+            task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=20)
+            assert task.state == "SUCCESS", (task.error, worker.output()[-3000:])
+        assert time.monotonic() - killed_at < 20  # the lease is 60 s
+        assert "released" in worker.output() and f"[{victim}]" in worker.output()
 
-            with stack.runtime.sessions() as session:
-                successes = dict(
-                    session.execute(
-                        select(TaskEvent.task_id, func.count())
-                        .where(TaskEvent.task_id.in_(task_ids), TaskEvent.state == "SUCCESS")
-                        .group_by(TaskEvent.task_id)
-                    ).all()
-                )
-                attempts = dict(session.execute(select(Task.id, Task.attempts).where(Task.id.in_(task_ids))).all())
-            with bench_runs.connect() as connection:
-                done_marks = dict(
-                    connection.execute(
-                        text("SELECT task_id, count(*) FROM bench_runs WHERE kind = 'done' GROUP BY task_id")
-                    ).all()
-                )
-            assert successes == dict.fromkeys(task_ids, 1)
-            assert {t: done_marks.get(t) for t in task_ids} == dict.fromkeys(task_ids, 1)
-            # Only the dead process's tasks ran again; the live process's leases were left alone.
-            assert {t: attempts[t] for t in orphans} == dict.fromkeys(orphans, 2)
-            assert {t: attempts[t] for t in survivors} == dict.fromkeys(survivors, 1)
-    finally:
-        stop_stack(stack)
+        with stack.runtime.sessions() as session:
+            successes = dict(
+                session.execute(
+                    select(TaskEvent.task_id, func.count())
+                    .where(TaskEvent.task_id.in_(task_ids), TaskEvent.state == "SUCCESS")
+                    .group_by(TaskEvent.task_id)
+                ).all()
+            )
+            attempts = dict(session.execute(select(Task.id, Task.attempts).where(Task.id.in_(task_ids))).all())
+        with bench_runs.connect() as connection:
+            done_marks = dict(
+                connection.execute(
+                    text("SELECT task_id, count(*) FROM bench_runs WHERE kind = 'done' GROUP BY task_id")
+                ).all()
+            )
+        assert successes == dict.fromkeys(task_ids, 1)
+        assert {t: done_marks.get(t) for t in task_ids} == dict.fromkeys(task_ids, 1)
+        # Only the dead process's tasks ran again; the live process's leases were left alone.
+        assert {t: attempts[t] for t in orphans} == dict.fromkeys(orphans, 2)
+        assert {t: attempts[t] for t in survivors} == dict.fromkeys(survivors, 1)

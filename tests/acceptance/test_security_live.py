@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 from interlock.settings import Settings
 from models.security import ApiKey
 from models.tasks import Task, TaskEvent
-from tests.conftest import Stack, start_stack, stop_stack
 from tests.processes import ROOT, Proc, base_env, wait_http
+from tests.stack import MakeStack, Stack
 from tests.support import free_port
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow]
@@ -37,19 +37,18 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def live(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Proc, Stack]]:
+def live(
+    settings: Settings, tmp_path: Path, make_stack: MakeStack
+) -> Iterator[tuple[str, dict[str, str], Proc, Stack]]:
     """`interlock api` (auth on, DEBUG logs) and an in-process worker, so that ?wait= returns."""
     settings = settings.replace(auth="on", log_level="DEBUG", **WEBHOOK_SECRETS)
-    stack = start_stack(settings)
+    stack = make_stack(settings)
     env = base_env(settings.to_env())
     port = free_port()
-    try:
-        with Proc(["api", "--bind", f"127.0.0.1:{port}", "--workers", "1"], env=env, log=tmp_path / "api.log") as api:
-            url = f"http://127.0.0.1:{port}"
-            wait_http(f"{url}/healthz", proc=api)
-            yield url, env, api, stack
-    finally:
-        stop_stack(stack)
+    with Proc(["api", "--bind", f"127.0.0.1:{port}", "--workers", "1"], env=env, log=tmp_path / "api.log") as api:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/healthz", proc=api)
+        yield url, env, api, stack
 
 
 def test_keys_from_the_cli_work_and_never_appear_in_logs(live) -> None:

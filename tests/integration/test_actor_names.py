@@ -9,7 +9,7 @@ import pytest
 from actors.messages import task_message
 from models.task_transitions import create_task
 from models.tasks import Task
-from tests.conftest import Stack
+from tests.stack import Stack
 from tests.support import wait_for_state, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Stack, start_stack, stop_stack
+from tests.stack import Stack
 from tests.support import events, wait_for_state
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -58,15 +58,12 @@ def test_rate_limited_call_waits_for_retry_after(stack: Stack, fake_llm) -> None
     assert "429" in retry.data["error"]
 
 
-def test_timeouts_are_transient(settings, fake_llm) -> None:
-    running = start_stack(settings.replace(llm_timeout=0.5))
-    try:
-        fake_llm.hang_next(1, seconds=3)
-        task_id = running.submit(query="hang once")
-        task = wait_for_state(running.runtime.sessions, task_id, "SUCCESS")
-        assert task.attempts == 2
-    finally:
-        stop_stack(running)
+def test_timeouts_are_transient(settings, fake_llm, make_stack) -> None:
+    running = make_stack(settings.replace(llm_timeout=0.5))
+    fake_llm.hang_next(1, seconds=3)
+    task_id = running.submit(query="hang once")
+    task = wait_for_state(running.runtime.sessions, task_id, "SUCCESS")
+    assert task.attempts == 2
 
 
 def test_exhausted_retries_fail_and_dead_letter(stack: Stack, fake_llm) -> None:
@@ -96,16 +93,13 @@ def test_permanent_error_is_not_retried(stack: Stack, fake_llm) -> None:
     assert fake_llm.count(status=None) == 1
 
 
-def test_soft_limit_is_seen_before_the_hard_limit(settings, fake_llm) -> None:
+def test_soft_limit_is_seen_before_the_hard_limit(settings, fake_llm, make_stack) -> None:
     fake_llm.latency = 1.5
-    running = start_stack(settings.replace(soft_time_limit=1.0, time_limit=20.0))
-    try:
-        task_id = running.submit(query="take your time")
-        task = wait_for_state(running.runtime.sessions, task_id, "SUCCESS", timeout=20)
-        assert task.result["status"] == "partial"
-        assert task.result["result"] == task.result["metadata"]["reasoning"]
-        kinds = [e.kind for e in events(running.runtime.sessions, task_id)]
-        assert "soft_time_limit" in kinds
-        assert fake_llm.count() == 1  # synthesis was skipped, not cut off by the hard limit
-    finally:
-        stop_stack(running)
+    running = make_stack(settings.replace(soft_time_limit=1.0, time_limit=20.0))
+    task_id = running.submit(query="take your time")
+    task = wait_for_state(running.runtime.sessions, task_id, "SUCCESS", timeout=20)
+    assert task.result["status"] == "partial"
+    assert task.result["result"] == task.result["metadata"]["reasoning"]
+    kinds = [e.kind for e in events(running.runtime.sessions, task_id)]
+    assert "soft_time_limit" in kinds
+    assert fake_llm.count() == 1  # synthesis was skipped, not cut off by the hard limit

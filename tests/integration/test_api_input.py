@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.pool import NullPool
 
 from models.tasks import Task
-from tests.conftest import Stack, start_stack, stop_stack
+from tests.stack import Stack
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -39,102 +39,81 @@ def _counts(stack: Stack) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize(("case", "body", "headers", "status"), CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_refused(settings, case: str, body: bytes, headers: dict, status: int) -> None:
-    stack = start_stack(settings, worker=False)
-    try:
-        before = _counts(stack)
-        response = stack.client.simulate_post("/agent/execute", body=body, headers=headers)
-        assert response.status_code == status, response.text
-        assert response.headers["content-type"].startswith("application/json")
-        assert response.json.get("title"), response.json
-        assert _counts(stack) == before
-    finally:
-        stop_stack(stack)
+def test_bad_input_is_refused(settings, make_stack, case: str, body: bytes, headers: dict, status: int) -> None:
+    stack = make_stack(settings, worker=False)
+    before = _counts(stack)
+    response = stack.client.simulate_post("/agent/execute", body=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json.get("title"), response.json
+    assert _counts(stack) == before
 
 
-def test_unknown_workflow_names_the_known_ones(settings) -> None:
-    stack = start_stack(settings, worker=False)
-    try:
-        response = stack.client.simulate_post("/agent/execute", json={"query": "x", "workflow": "nope"})
-        assert "agent" in response.json["description"]
-    finally:
-        stop_stack(stack)
+def test_unknown_workflow_names_the_known_ones(settings, make_stack) -> None:
+    stack = make_stack(settings, worker=False)
+    response = stack.client.simulate_post("/agent/execute", json={"query": "x", "workflow": "nope"})
+    assert "agent" in response.json["description"]
 
 
-def test_unknown_task_is_404_not_pending(settings) -> None:
-    stack = start_stack(settings, worker=False)
-    try:
-        for path in ("/agent/status/", "/agent/result/"):
-            response = stack.client.simulate_get(path + "00000000-0000-0000-0000-000000000000")
-            assert response.status_code == 404
-            assert response.json["title"] == "Unknown task"
-    finally:
-        stop_stack(stack)
+def test_unknown_task_is_404_not_pending(settings, make_stack) -> None:
+    stack = make_stack(settings, worker=False)
+    for path in ("/agent/status/", "/agent/result/"):
+        response = stack.client.simulate_get(path + "00000000-0000-0000-0000-000000000000")
+        assert response.status_code == 404
+        assert response.json["title"] == "Unknown task"
 
 
-def test_unfinished_result_is_202_not_ready(settings) -> None:
-    stack = start_stack(settings, worker=False)
-    try:
-        task_id = stack.submit(query="queued only")
-        response = stack.client.simulate_get(f"/agent/result/{task_id}")
-        assert response.status_code == 202
-        assert response.json["status"] == "not_ready"
-        submitted = stack.client.simulate_get(f"/agent/status/{task_id}").json
-        assert submitted["state"] == "PENDING"
-    finally:
-        stop_stack(stack)
+def test_unfinished_result_is_202_not_ready(settings, make_stack) -> None:
+    stack = make_stack(settings, worker=False)
+    task_id = stack.submit(query="queued only")
+    response = stack.client.simulate_get(f"/agent/result/{task_id}")
+    assert response.status_code == 202
+    assert response.json["status"] == "not_ready"
+    submitted = stack.client.simulate_get(f"/agent/status/{task_id}").json
+    assert submitted["state"] == "PENDING"
 
 
-def test_location_header_points_at_status(settings) -> None:
-    stack = start_stack(settings, worker=False)
-    try:
-        response = stack.client.simulate_post("/agent/execute", json={"query": "where?"})
-        assert response.status_code == 202
-        assert response.headers["location"].endswith(response.json["status_url"])
-        assert response.json["status"] == "queued"
-    finally:
-        stop_stack(stack)
+def test_location_header_points_at_status(settings, make_stack) -> None:
+    stack = make_stack(settings, worker=False)
+    response = stack.client.simulate_post("/agent/execute", json={"query": "where?"})
+    assert response.status_code == 202
+    assert response.headers["location"].endswith(response.json["status_url"])
+    assert response.json["status"] == "queued"
 
 
-def test_unreachable_broker_is_503_and_keeps_nothing(settings) -> None:
-    stack = start_stack(settings.replace(broker_url="amqp://guest:guest@127.0.0.1:1/"), worker=False)
-    try:
-        with stack.runtime.sessions() as session:
-            before = session.scalar(select(func.count()).select_from(Task))
-        response = stack.client.simulate_post("/agent/execute", json={"query": "nobody listens"})
-        assert response.status_code == 503
-        assert "broker" in response.json["description"]
-        with stack.runtime.sessions() as session:
-            assert session.scalar(select(func.count()).select_from(Task)) == before
-    finally:
-        stack.runtime.close()
+def test_unreachable_broker_is_503_and_keeps_nothing(settings, make_stack) -> None:
+    stack = make_stack(settings.replace(broker_url="amqp://guest:guest@127.0.0.1:1/"), worker=False)
+    with stack.runtime.sessions() as session:
+        before = session.scalar(select(func.count()).select_from(Task))
+    response = stack.client.simulate_post("/agent/execute", json={"query": "nobody listens"})
+    assert response.status_code == 503
+    assert "broker" in response.json["description"]
+    with stack.runtime.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Task)) == before
 
 
-def test_dropped_database_connections_cost_one_503_then_recover(settings) -> None:
+def test_dropped_database_connections_cost_one_503_then_recover(settings, make_stack) -> None:
     """The pool is not pinged at checkout: a server-side cut fails one request cleanly, not more."""
-    stack = start_stack(settings, worker=False)
-    try:
-        first = stack.client.simulate_post("/agent/execute", json={"query": "before the cut"})
-        assert first.status_code == 202, first.text
-        # Cut every other connection to this database from the server side (a restart or failover).
-        outside = create_engine(settings.effective_database_url, poolclass=NullPool)
-        with outside.connect() as other:
-            cut = other.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            ).scalar_one()
-        assert cut >= 1
-        answers = [stack.client.simulate_post("/agent/execute", json={"query": f"after {i}"}) for i in range(3)]
-        codes = [a.status_code for a in answers]
-        assert codes.count(503) <= 1 and codes[-1] == 202, codes
-        for answer in answers:
-            if answer.status_code == 503:
-                assert answer.json["title"] == "Database connection reset"
-                assert answer.headers["retry-after"] == "1"
-        with stack.runtime.sessions() as session:
-            queries = set(session.scalars(select(Task.input["query"].as_string())))
-        assert {"before the cut", *(f"after {i}" for i, c in enumerate(codes) if c == 202)} <= queries
-    finally:
-        stop_stack(stack)
+    stack = make_stack(settings, worker=False)
+    first = stack.client.simulate_post("/agent/execute", json={"query": "before the cut"})
+    assert first.status_code == 202, first.text
+    # Cut every other connection to this database from the server side (a restart or failover).
+    outside = create_engine(settings.effective_database_url, poolclass=NullPool)
+    with outside.connect() as other:
+        cut = other.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert cut >= 1
+    answers = [stack.client.simulate_post("/agent/execute", json={"query": f"after {i}"}) for i in range(3)]
+    codes = [a.status_code for a in answers]
+    assert codes.count(503) <= 1 and codes[-1] == 202, codes
+    for answer in answers:
+        if answer.status_code == 503:
+            assert answer.json["title"] == "Database connection reset"
+            assert answer.headers["retry-after"] == "1"
+    with stack.runtime.sessions() as session:
+        queries = set(session.scalars(select(Task.input["query"].as_string())))
+    assert {"before the cut", *(f"after {i}" for i, c in enumerate(codes) if c == 202)} <= queries

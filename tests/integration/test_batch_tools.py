@@ -5,17 +5,14 @@ from __future__ import annotations
 import pytest
 
 from testkit.fakes.http_server import FakeWebServer
-from tests.conftest import start_stack, stop_stack
 from tests.support import wait_for_state
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
 
 @pytest.fixture
-def batch_stack(settings):
-    stack = start_stack(settings.replace(rate_limits="", tools_allow_hosts="127.0.0.1"))
-    yield stack
-    stop_stack(stack)
+def batch_stack(settings, make_stack):
+    return make_stack(settings.replace(rate_limits="", tools_allow_hosts="127.0.0.1"))
 
 
 def test_batch_api_calls_lists_each_call_as_a_child(batch_stack) -> None:

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Stack, start_stack, stop_stack
-from tests.support import llm_calls, wait_for_state
+from tests.stack import Stack
+from tests.support import stage_calls, wait_for_state
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
 #: The reference article's six stages; the last checkpoint records the finished result.
 STAGES = ["reasoning", "searching", "analyzing", "acting", "reflecting", "completed"]
-
-
-def _calls(fake_llm, stage: str, query: str, status: int = 200) -> int:
-    """LLM requests made by one stage of one workflow (the user message starts with its tag)."""
-    return llm_calls(fake_llm, f"[stage:{stage}] Query: {query}\n", status=status)
-
-
-_ok_calls = _calls
 
 
 def test_a_clean_run_records_six_stages_ending_with_completed(stack: Stack, fake_llm) -> None:
@@ -40,10 +32,10 @@ def test_stage_failing_twice_does_not_repeat_earlier_stages(stack: Stack, fake_l
     task = wait_for_state(stack.runtime.sessions, task_id, "SUCCESS")
 
     assert task.attempts == 3
-    assert _ok_calls(fake_llm, "reasoning", "cp-1") == 1
-    assert _calls(fake_llm, "analyzing", "cp-1", status=500) == 2
-    assert _ok_calls(fake_llm, "analyzing", "cp-1") == 1
-    assert _ok_calls(fake_llm, "reflecting", "cp-1") == 1
+    assert stage_calls(fake_llm, "reasoning", "cp-1") == 1
+    assert stage_calls(fake_llm, "analyzing", "cp-1", status=500) == 2
+    assert stage_calls(fake_llm, "analyzing", "cp-1") == 1
+    assert stage_calls(fake_llm, "reflecting", "cp-1") == 1
 
     history = stack.client.simulate_get(f"/agent/history/{task_id}").json
     assert [c["stage"] for c in history["checkpoints"]] == STAGES
@@ -55,47 +47,41 @@ def test_stage_failing_twice_does_not_repeat_earlier_stages(stack: Stack, fake_l
     assert task.result["result"]["analysis"]["analysis"].startswith("fake-llm answer")
 
 
-def test_failed_stage_records_error_and_traceback(settings, fake_llm) -> None:
-    stack = start_stack(settings.replace(max_retries=0))
-    try:
-        fake_llm.fail_next(1, status=500, match="[stage:analyzing]")
-        task_id = stack.submit(query="cp-2", workflow="checkpointed")
-        wait_for_state(stack.runtime.sessions, task_id, "FAILURE")
-        history = stack.client.simulate_get(f"/agent/history/{task_id}").json
-        states = {c["stage"]: c["state"] for c in history["checkpoints"]}
-        assert states == {"reasoning": "completed", "searching": "completed", "analyzing": "failed"}
-        failed = history["checkpoints"][-1]
-        assert "500" in failed["error"] and "Traceback" in failed["traceback"]
-    finally:
-        stop_stack(stack)
+def test_failed_stage_records_error_and_traceback(settings, fake_llm, make_stack) -> None:
+    stack = make_stack(settings.replace(max_retries=0))
+    fake_llm.fail_next(1, status=500, match="[stage:analyzing]")
+    task_id = stack.submit(query="cp-2", workflow="checkpointed")
+    wait_for_state(stack.runtime.sessions, task_id, "FAILURE")
+    history = stack.client.simulate_get(f"/agent/history/{task_id}").json
+    states = {c["stage"]: c["state"] for c in history["checkpoints"]}
+    assert states == {"reasoning": "completed", "searching": "completed", "analyzing": "failed"}
+    failed = history["checkpoints"][-1]
+    assert "500" in failed["error"] and "Traceback" in failed["traceback"]
 
 
-def test_resume_picks_up_at_the_failed_stage(settings, fake_llm) -> None:
-    stack = start_stack(settings.replace(max_retries=0))
-    try:
-        fake_llm.fail_next(1, status=500, match="[stage:analyzing]")
-        task_id = stack.submit(query="cp-3", workflow="checkpointed")
-        wait_for_state(stack.runtime.sessions, task_id, "FAILURE")
+def test_resume_picks_up_at_the_failed_stage(settings, fake_llm, make_stack) -> None:
+    stack = make_stack(settings.replace(max_retries=0))
+    fake_llm.fail_next(1, status=500, match="[stage:analyzing]")
+    task_id = stack.submit(query="cp-3", workflow="checkpointed")
+    wait_for_state(stack.runtime.sessions, task_id, "FAILURE")
 
-        resumed = stack.client.simulate_post(f"/agent/resume/{task_id}")
-        assert resumed.status_code == 202, resumed.text
-        assert resumed.json == {
-            "task_id": task_id,
-            "status": "queued",
-            "resumed_from_stage": "analyzing",
-            "status_url": f"/agent/status/{task_id}",
-        }
-        task = wait_for_state(stack.runtime.sessions, task_id, "SUCCESS")
-        assert _ok_calls(fake_llm, "reasoning", "cp-3") == 1
-        assert _ok_calls(fake_llm, "analyzing", "cp-3") == 1
-        assert task.result["status"] == "completed"
+    resumed = stack.client.simulate_post(f"/agent/resume/{task_id}")
+    assert resumed.status_code == 202, resumed.text
+    assert resumed.json == {
+        "task_id": task_id,
+        "status": "queued",
+        "resumed_from_stage": "analyzing",
+        "status_url": f"/agent/status/{task_id}",
+    }
+    task = wait_for_state(stack.runtime.sessions, task_id, "SUCCESS")
+    assert stage_calls(fake_llm, "reasoning", "cp-3") == 1
+    assert stage_calls(fake_llm, "analyzing", "cp-3") == 1
+    assert task.result["status"] == "completed"
 
-        again = stack.client.simulate_post(f"/agent/resume/{task_id}")
-        assert again.status_code == 409 and "SUCCESS" in again.json["description"]
-        unknown = stack.client.simulate_post("/agent/resume/00000000-0000-0000-0000-000000000000")
-        assert unknown.status_code == 404
-    finally:
-        stop_stack(stack)
+    again = stack.client.simulate_post(f"/agent/resume/{task_id}")
+    assert again.status_code == 409 and "SUCCESS" in again.json["description"]
+    unknown = stack.client.simulate_post("/agent/resume/00000000-0000-0000-0000-000000000000")
+    assert unknown.status_code == 404
 
 
 def test_resume_of_a_running_workflow_is_409(stack: Stack, fake_llm) -> None:
@@ -108,22 +94,19 @@ def test_resume_of_a_running_workflow_is_409(stack: Stack, fake_llm) -> None:
     wait_for_state(stack.runtime.sessions, task_id, "SUCCESS")
 
 
-def test_stage_time_limit_interrupts_and_retries_the_stage(settings, fake_llm) -> None:
-    stack = start_stack(settings.replace(stage_time_limit=1.0, llm_timeout=10.0))
-    try:
-        fake_llm.hang_next(1, seconds=4, match="[stage:analyzing]")
-        task_id = stack.submit(query="cp-5", workflow="checkpointed")
-        task = wait_for_state(stack.runtime.sessions, task_id, "SUCCESS", timeout=30)
-        history = stack.client.simulate_get(f"/agent/history/{task_id}").json
-        analyzing = next(c for c in history["checkpoints"] if c["stage"] == "analyzing")
-        assert "timed out" in analyzing["failures"][0]["error"] or "StageTimeLimit" in analyzing["failures"][0]["error"]
-        assert task.attempts == 2
-        assert _ok_calls(fake_llm, "reasoning", "cp-5") == 1
-    finally:
-        stop_stack(stack)
+def test_stage_time_limit_interrupts_and_retries_the_stage(settings, fake_llm, make_stack) -> None:
+    stack = make_stack(settings.replace(stage_time_limit=1.0, llm_timeout=10.0))
+    fake_llm.hang_next(1, seconds=4, match="[stage:analyzing]")
+    task_id = stack.submit(query="cp-5", workflow="checkpointed")
+    task = wait_for_state(stack.runtime.sessions, task_id, "SUCCESS", timeout=30)
+    history = stack.client.simulate_get(f"/agent/history/{task_id}").json
+    analyzing = next(c for c in history["checkpoints"] if c["stage"] == "analyzing")
+    assert "timed out" in analyzing["failures"][0]["error"] or "StageTimeLimit" in analyzing["failures"][0]["error"]
+    assert task.attempts == 2
+    assert stage_calls(fake_llm, "reasoning", "cp-5") == 1
 
 
-def test_cli_history_and_resume(settings, fake_llm, tmp_path) -> None:
+def test_cli_history_and_resume(settings, fake_llm, tmp_path, make_stack) -> None:
     import subprocess
     import sys
 
@@ -133,30 +116,27 @@ def test_cli_history_and_resume(settings, fake_llm, tmp_path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = base_env(settings.replace(max_retries=0).to_env())
-    stack = start_stack(settings.replace(max_retries=0))
-    try:
-        with Proc(["api", "--bind", f"127.0.0.1:{port}", "--workers", "1"], env=env, log=tmp_path / "api.log") as api:
-            wait_http(f"{url}/healthz", proc=api)
-            fake_llm.fail_next(1, status=500, match="[stage:reflecting]")
-            task_id = stack.submit(query="cp-6", workflow="checkpointed")
-            wait_for_state(stack.runtime.sessions, task_id, "FAILURE")
+    stack = make_stack(settings.replace(max_retries=0))
+    with Proc(["api", "--bind", f"127.0.0.1:{port}", "--workers", "1"], env=env, log=tmp_path / "api.log") as api:
+        wait_http(f"{url}/healthz", proc=api)
+        fake_llm.fail_next(1, status=500, match="[stage:reflecting]")
+        task_id = stack.submit(query="cp-6", workflow="checkpointed")
+        wait_for_state(stack.runtime.sessions, task_id, "FAILURE")
 
-            def cli(*args: str) -> subprocess.CompletedProcess[str]:
-                return subprocess.run(
-                    [sys.executable, "-m", "interlock.cli", *args, "--url", url],
-                    env=env,
-                    cwd=ROOT,
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                )
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "interlock.cli", *args, "--url", url],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
 
-            history = cli("history", task_id)
-            assert history.returncode == 0 and '"reflecting"' in history.stdout and '"failed"' in history.stdout
-            resumed = cli("resume", task_id)
-            assert resumed.returncode == 0 and '"resumed_from_stage": "reflecting"' in resumed.stdout
-            wait_for_state(stack.runtime.sessions, task_id, "SUCCESS")
-            refused = cli("resume", task_id)
-            assert refused.returncode == 1 and "409" in refused.stderr
-    finally:
-        stop_stack(stack)
+        history = cli("history", task_id)
+        assert history.returncode == 0 and '"reflecting"' in history.stdout and '"failed"' in history.stdout
+        resumed = cli("resume", task_id)
+        assert resumed.returncode == 0 and '"resumed_from_stage": "reflecting"' in resumed.stdout
+        wait_for_state(stack.runtime.sessions, task_id, "SUCCESS")
+        refused = cli("resume", task_id)
+        assert refused.returncode == 1 and "409" in refused.stderr

@@ -7,15 +7,13 @@ import requests
 
 from actors.runtime import Runtime
 from models.breakers import record_failure
-from tests.conftest import start_stack, stop_stack
-from tests.integration.test_metrics import samples, value
 from tests.processes import Proc, base_env, wait_http
-from tests.support import free_port, wait_for_state, wait_until
+from tests.support import free_port, parse_metrics, sample, wait_for_state, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
 
-def test_queue_depth_breaker_state_and_llm_cost(settings, fake_llm, tmp_path) -> None:
+def test_queue_depth_breaker_state_and_llm_cost(settings, fake_llm, tmp_path, make_stack) -> None:
     port = free_port()
     settings = settings.replace(
         worker_metrics_port=port,
@@ -23,7 +21,7 @@ def test_queue_depth_breaker_state_and_llm_cost(settings, fake_llm, tmp_path) ->
         rate_limits="",
         llm_prices="test-model=2/4",
     )
-    stack = start_stack(settings, worker=False)
+    stack = make_stack(settings, worker=False)
     runtime = Runtime.open(settings)
     try:
         waiting = [stack.submit(query=f"nobody serves research {n}", workflow="research") for n in range(3)]
@@ -38,15 +36,14 @@ def test_queue_depth_breaker_state_and_llm_cost(settings, fake_llm, tmp_path) ->
             expected = (usage["prompt_tokens"] * 2 + usage["completion_tokens"] * 4) / 1e6
 
             def scraped() -> dict | None:
-                parsed = samples(requests.get(url, timeout=5).text)
-                return parsed if value(parsed, "interlock_worker_llm_cost_usd_total", model="test-model") else None
+                parsed = parse_metrics(requests.get(url, timeout=5).text)
+                return parsed if sample(parsed, "interlock_worker_llm_cost_usd_total", model="test-model") else None
 
             parsed = wait_until(scraped, timeout=10, what="the cost metric")
-            assert value(parsed, "interlock_worker_llm_cost_usd_total", model="test-model") == pytest.approx(expected)
-            assert value(parsed, "interlock_queue_messages", queue="research", kind="ready") == len(waiting)
-            assert value(parsed, "interlock_queue_messages", queue="default", kind="ready") == 0
-            assert value(parsed, "interlock_circuit_breaker_state", target="api.example.test") == 2
-            assert value(parsed, "interlock_circuit_breaker_failures", target="api.example.test") >= 1
+            assert sample(parsed, "interlock_worker_llm_cost_usd_total", model="test-model") == pytest.approx(expected)
+            assert sample(parsed, "interlock_queue_messages", queue="research", kind="ready") == len(waiting)
+            assert sample(parsed, "interlock_queue_messages", queue="default", kind="ready") == 0
+            assert sample(parsed, "interlock_circuit_breaker_state", target="api.example.test") == 2
+            assert sample(parsed, "interlock_circuit_breaker_failures", target="api.example.test") >= 1
     finally:
         runtime.close()
-        stop_stack(stack)

@@ -6,7 +6,6 @@ import pytest
 
 from interlock.settings import Settings
 from models.migrations import upgrade
-from tests.conftest import start_stack, stop_stack
 from tests.support import events, wait_for_state
 
 
@@ -27,14 +26,11 @@ def embedded(tmp_path, fake_llm) -> Settings:
     return settings
 
 
-def test_task_succeeds_on_sqlite_and_the_stub_broker(embedded, fake_llm) -> None:
-    stack = start_stack(embedded)
-    try:
-        fake_llm.fail_next(1, status=500)
-        task_id = stack.submit(query="embedded")
-        task = wait_for_state(stack.runtime.sessions, task_id, "SUCCESS")
-        assert task.attempts == 2
-        states = [e.state for e in events(stack.runtime.sessions, task_id) if e.kind == "state"]
-        assert states == ["PENDING", "PROCESSING", "RETRY", "PROCESSING", "SUCCESS"]
-    finally:
-        stop_stack(stack)
+def test_task_succeeds_on_sqlite_and_the_stub_broker(embedded, fake_llm, make_stack) -> None:
+    stack = make_stack(embedded)
+    fake_llm.fail_next(1, status=500)
+    task_id = stack.submit(query="embedded")
+    task = wait_for_state(stack.runtime.sessions, task_id, "SUCCESS")
+    assert task.attempts == 2
+    states = [e.state for e in events(stack.runtime.sessions, task_id) if e.kind == "state"]
+    assert states == ["PENDING", "PROCESSING", "RETRY", "PROCESSING", "SUCCESS"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
@@ -18,7 +17,7 @@ from interlock.cli.worker import start_worker
 from interlock.settings import Settings
 from models.events import Event
 from models.tasks import Task
-from tests.conftest import start_stack, stop_stack
+from tests.stack import MakeStack, Stack
 from tests.support import events as task_events
 from tests.support import free_port, get_task, wait_for_state, wait_until
 
@@ -36,14 +35,13 @@ def stored(sessions, event_type: str | None = None) -> list[Event]:
 
 
 @pytest.fixture
-def idle_stack(settings: Settings) -> Iterator:
+def idle_stack(settings: Settings, make_stack: MakeStack) -> Stack:
     """The API on RabbitMQ with no worker running, its subscription queues empty."""
-    stack = start_stack(settings, worker=False)
+    stack = make_stack(settings, worker=False)
     for subscription in stack.broker.subscriptions.values():
         stack.broker.declare_queue(subscription.queue, ensure=True)
         stack.broker.flush(subscription.queue)
-    yield stack
-    stop_stack(stack)
+    return stack
 
 
 def test_topic_patterns_match_like_rabbitmq() -> None:
@@ -185,28 +183,22 @@ def test_a_subscriber_the_publisher_does_not_know_still_gets_its_task(settings) 
         runtime.close()
 
 
-def test_in_process_broker_delivers_events_too(settings) -> None:
-    running = start_stack(settings.replace(broker_url=""))
-    try:
-        answer = running.client.simulate_post("/events", json={"event_type": "user_updated", "data": {"user_id": "u1"}})
-        assert answer.status_code == 202, answer.text
-        task = wait_for_state(running.runtime.sessions, answer.json["task_ids"][0], "SUCCESS")
-        assert task.result["user_id"] == "u1"
-    finally:
-        stop_stack(running)
+def test_in_process_broker_delivers_events_too(settings, make_stack) -> None:
+    running = make_stack(settings.replace(broker_url=""))
+    answer = running.client.simulate_post("/events", json={"event_type": "user_updated", "data": {"user_id": "u1"}})
+    assert answer.status_code == 202, answer.text
+    task = wait_for_state(running.runtime.sessions, answer.json["task_ids"][0], "SUCCESS")
+    assert task.result["user_id"] == "u1"
 
 
-def test_unreachable_broker_answers_503_and_keeps_nothing(settings) -> None:
-    running = start_stack(settings.replace(broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/"), worker=False)
-    try:
-        for event_type in ("new_data_arrived", "nobody.listens"):
-            answer = running.client.simulate_post("/events", json={"event_type": event_type, "data": {}})
-            assert answer.status_code == 503, answer.text
-        assert stored(running.runtime.sessions) == []
-        with running.runtime.sessions() as session:
-            assert session.scalars(select(Task)).all() == []
-    finally:
-        stop_stack(running)
+def test_unreachable_broker_answers_503_and_keeps_nothing(settings, make_stack) -> None:
+    running = make_stack(settings.replace(broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/"), worker=False)
+    for event_type in ("new_data_arrived", "nobody.listens"):
+        answer = running.client.simulate_post("/events", json={"event_type": event_type, "data": {}})
+        assert answer.status_code == 503, answer.text
+    assert stored(running.runtime.sessions) == []
+    with running.runtime.sessions() as session:
+        assert session.scalars(select(Task)).all() == []
 
 
 def test_listing_filters_orders_and_limits(idle_stack) -> None:

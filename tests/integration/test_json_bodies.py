@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from sqlalchemy import func, select
 
 from models.events import Event
 from models.tasks import Task
-from tests.conftest import Stack, start_stack, stop_stack
+from tests.stack import MakeStack, Stack
 from tests.support import settings_for_database
 from web.signatures import custom_signature
 
@@ -29,10 +28,8 @@ JSON_CT = {"content-type": "application/json"}
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
-def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    running = start_stack(settings_for_database(request, tmp_path).replace(webhook_secret=WEBHOOK_SECRET), worker=False)
-    yield running
-    stop_stack(running)
+def api(request: pytest.FixtureRequest, tmp_path: Path, make_stack: MakeStack) -> Stack:
+    return make_stack(settings_for_database(request, tmp_path).replace(webhook_secret=WEBHOOK_SECRET), worker=False)
 
 
 def signed(body: bytes) -> dict[str, str]:

@@ -8,28 +8,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from actors.messages import task_message
 from models.task_transitions import create_task
-from tests.conftest import start_stack, stop_stack
 from tests.processes import Proc, base_env, wait_http
-from tests.support import events, free_port, wait_for_state, wait_until
+from tests.support import events, free_port, parse_metrics, sample, wait_for_state, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
-
-
-def samples(text: str) -> dict[tuple[str, frozenset], float]:
-    """``{(sample name, labels): value}`` of a Prometheus text exposition."""
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(parsed: dict, name: str, **labels: str) -> float:
-    return parsed.get((name, frozenset(labels.items())), 0.0)
 
 
 def test_api_metrics_count_requests_submissions_and_tasks(stack) -> None:
@@ -40,81 +25,76 @@ def test_api_metrics_count_requests_submissions_and_tasks(stack) -> None:
     response = stack.client.simulate_get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    parsed = samples(response.text)
-    assert value(parsed, "interlock_tasks", workflow="agent", state="SUCCESS") == 3
-    assert value(parsed, "interlock_submissions_total", workflow="agent") == 3
-    assert value(parsed, "interlock_http_requests_total", route="/agent/execute", method="POST", status="202") == 3
+    parsed = parse_metrics(response.text)
+    assert sample(parsed, "interlock_tasks", workflow="agent", state="SUCCESS") == 3
+    assert sample(parsed, "interlock_submissions_total", workflow="agent") == 3
+    assert sample(parsed, "interlock_http_requests_total", route="/agent/execute", method="POST", status="202") == 3
     assert (
-        value(parsed, "interlock_http_requests_total", route="/agent/status/{task_id}", method="GET", status="404") == 1
+        sample(parsed, "interlock_http_requests_total", route="/agent/status/{task_id}", method="GET", status="404")
+        == 1
     )
-    assert value(parsed, "interlock_http_request_duration_seconds_count", route="/agent/execute", method="POST") == 3
+    assert sample(parsed, "interlock_http_request_duration_seconds_count", route="/agent/execute", method="POST") == 3
 
 
-def test_worker_metrics_are_summed_over_two_processes(settings, fake_llm, tmp_path) -> None:
+def test_worker_metrics_are_summed_over_two_processes(settings, fake_llm, tmp_path, make_stack) -> None:
     fake_llm.latency = 0.15
     port = free_port()
     settings = settings.replace(worker_metrics_port=port, worker_metrics_host="127.0.0.1", rate_limits="")
-    stack = start_stack(settings, worker=False)
-    try:
-        with Proc(
-            ["worker", "--processes", "2", "--threads", "1"], env=base_env(settings.to_env()), log=tmp_path / "w.log"
-        ) as worker:
-            url = f"http://127.0.0.1:{port}/metrics"
-            wait_http(url, proc=worker)
-            task_ids = [stack.submit(query=f"metered {n}") for n in range(8)]
-            task_ids.append(_send_under_the_old_actor_name(stack))
-            tasks = [wait_for_state(stack.runtime.sessions, t, {"SUCCESS", "FAILURE"}, timeout=60) for t in task_ids]
-            assert {t.state for t in tasks} == {"SUCCESS"}
-            pids = {
-                e.data["worker"]
-                for t in task_ids
-                for e in events(stack.runtime.sessions, t)
-                if e.kind == "state" and e.state == "PROCESSING"
-            }
-            assert len(pids) == 2, pids  # both processes ran some of them
-            tokens = sum(t.result["metadata"]["usage"]["total_tokens"] for t in tasks)
+    stack = make_stack(settings, worker=False)
+    with Proc(
+        ["worker", "--processes", "2", "--threads", "1"], env=base_env(settings.to_env()), log=tmp_path / "w.log"
+    ) as worker:
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_http(url, proc=worker)
+        task_ids = [stack.submit(query=f"metered {n}") for n in range(8)]
+        task_ids.append(_send_under_the_old_actor_name(stack))
+        tasks = [wait_for_state(stack.runtime.sessions, t, {"SUCCESS", "FAILURE"}, timeout=60) for t in task_ids]
+        assert {t.state for t in tasks} == {"SUCCESS"}
+        pids = {
+            e.data["worker"]
+            for t in task_ids
+            for e in events(stack.runtime.sessions, t)
+            if e.kind == "state" and e.state == "PROCESSING"
+        }
+        assert len(pids) == 2, pids  # both processes ran some of them
+        tokens = sum(t.result["metadata"]["usage"]["total_tokens"] for t in tasks)
 
-            def scraped() -> dict | None:
-                parsed = samples(requests.get(url, timeout=5).text)
-                done = value(parsed, "interlock_worker_tasks_total", actor="execute_agent_workflow", outcome="success")
-                return parsed if done == 9 else None
+        def scraped() -> dict | None:
+            parsed = parse_metrics(requests.get(url, timeout=5).text)
+            done = sample(parsed, "interlock_worker_tasks_total", actor="execute_agent_workflow", outcome="success")
+            return parsed if done == 9 else None
 
-            # The message sent under the actor's former name counts under its current name.
-            parsed = wait_until(scraped, timeout=10, what="9 successes in the worker metrics")
-            assert (
-                value(
-                    parsed,
-                    "interlock_worker_task_duration_seconds_count",
-                    actor="execute_agent_workflow",
-                    outcome="success",
-                )
-                == 9
+        # The message sent under the actor's former name counts under its current name.
+        parsed = wait_until(scraped, timeout=10, what="9 successes in the worker metrics")
+        assert (
+            sample(
+                parsed,
+                "interlock_worker_task_duration_seconds_count",
+                actor="execute_agent_workflow",
+                outcome="success",
             )
-            assert not any(dict(labels).get("actor") == "interlock.agent" for _, labels in parsed)
-            assert value(parsed, "interlock_worker_llm_tokens_total", model="test-model", kind="total") == tokens > 0
-            assert value(parsed, "interlock_worker_tasks_total", actor="execute_agent_workflow", outcome="failure") == 0
-    finally:
-        stop_stack(stack)
+            == 9
+        )
+        assert not any(dict(labels).get("actor") == "interlock.agent" for _, labels in parsed)
+        assert sample(parsed, "interlock_worker_llm_tokens_total", model="test-model", kind="total") == tokens > 0
+        assert sample(parsed, "interlock_worker_tasks_total", actor="execute_agent_workflow", outcome="failure") == 0
 
 
 @pytest.mark.filterwarnings("ignore:Unknown REQUEST_METHOD")  # wsgiref's validator, which is right
-def test_made_up_methods_and_paths_do_not_grow_the_metrics(settings) -> None:
+def test_made_up_methods_and_paths_do_not_grow_the_metrics(settings, make_stack) -> None:
     """gunicorn passes any token as a method; every label must still take a bounded set of values."""
-    stack = start_stack(settings, worker=False)
-    try:
-        for n in range(300):
-            stack.client.simulate_request(f"Q{n:06d}ZZ", "/healthz")
-            stack.client.simulate_get(f"/no/such/route/{n}")
-            stack.client.simulate_get(f"/agent/status/{n:036d}")
-        text = stack.client.simulate_get("/metrics").text
-    finally:
-        stop_stack(stack)
-    parsed = samples(text)
+    stack = make_stack(settings, worker=False)
+    for n in range(300):
+        stack.client.simulate_request(f"Q{n:06d}ZZ", "/healthz")
+        stack.client.simulate_get(f"/no/such/route/{n}")
+        stack.client.simulate_get(f"/agent/status/{n:036d}")
+    text = stack.client.simulate_get("/metrics").text
+    parsed = parse_metrics(text)
     labels = [dict(key) for name, key in parsed if name.startswith("interlock_http_request")]
     assert {lab["method"] for lab in labels} <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
     assert {lab["route"] for lab in labels} <= {"/healthz", "unmatched", "/agent/status/{task_id}", "/metrics"}
-    assert value(parsed, "interlock_http_requests_total", route="/healthz", method="other", status="400") == 300
-    assert value(parsed, "interlock_http_requests_total", route="unmatched", method="GET", status="404") == 300
+    assert sample(parsed, "interlock_http_requests_total", route="/healthz", method="other", status="400") == 300
+    assert sample(parsed, "interlock_http_requests_total", route="unmatched", method="GET", status="404") == 300
     assert len(text) < 20_000, len(text)
 
 

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from alembic import command
 from interlock.settings import Settings
 from models.migrations import alembic_config, check, upgrade
-from tests.conftest import ADMIN_DATABASE_URL
+from tests.services import scratch_database
 
 
 @pytest.fixture
-def scratch_postgres() -> str:
-    name = f"interlock_mig_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    yield ADMIN_DATABASE_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+def scratch_postgres() -> Iterator[str]:
+    with scratch_database("interlock_mig") as url:
+        yield url
 
 
 @pytest.mark.postgres

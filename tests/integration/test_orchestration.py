@@ -10,9 +10,7 @@ from sqlalchemy import select
 
 from models.tasks import TERMINAL_STATES, Task
 from testkit.fakes.openai_server import FakeOpenAIServer, message_text
-from tests.conftest import start_stack, stop_stack
-from tests.integration.test_stream import parse_sse
-from tests.support import llm_calls, wait_for_state, wait_until
+from tests.support import llm_calls, parse_sse, wait_for_state, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -27,29 +25,26 @@ def _children(stack, parent_id: str) -> dict[str, Task]:
         return {t.workflow: t for t in session.scalars(select(Task).where(Task.parent_id == parent_id))}
 
 
-def test_multi_agent_reviewer_gets_both_results(no_limits, fake_llm) -> None:
-    stack = start_stack(no_limits)
-    try:
-        parent = stack.submit(query="compare brokers", workflow="multi_agent")
-        task = wait_for_state(stack.runtime.sessions, parent, {"SUCCESS", "FAILURE"}, timeout=60)
-        assert task.state == "SUCCESS", task.error
-        children = _children(stack, parent)
-        assert set(children) == {"planner", "research", "scraper", "reviewer"}
-        assert {c.queue for c in children.values()} == {"planner", "research", "scraper", "reviewer"}
-        reviewed = children["reviewer"].input["context"]["content"]
-        assert reviewed["research"]["data"]["summary"].startswith("fake-llm answer")
-        assert reviewed["scraper"] == {"agent": "scraper", "status": "success", "data": []}
-        assert task.result["result"]["reviewed"] == ["research", "scraper"]
-        assert llm_calls(fake_llm, "[agent:planner]") == 1 and llm_calls(fake_llm, "[agent:reviewer]") == 1
+def test_multi_agent_reviewer_gets_both_results(no_limits, fake_llm, make_stack) -> None:
+    stack = make_stack(no_limits)
+    parent = stack.submit(query="compare brokers", workflow="multi_agent")
+    task = wait_for_state(stack.runtime.sessions, parent, {"SUCCESS", "FAILURE"}, timeout=60)
+    assert task.state == "SUCCESS", task.error
+    children = _children(stack, parent)
+    assert set(children) == {"planner", "research", "scraper", "reviewer"}
+    assert {c.queue for c in children.values()} == {"planner", "research", "scraper", "reviewer"}
+    reviewed = children["reviewer"].input["context"]["content"]
+    assert reviewed["research"]["data"]["summary"].startswith("fake-llm answer")
+    assert reviewed["scraper"] == {"agent": "scraper", "status": "success", "data": []}
+    assert task.result["result"]["reviewed"] == ["research", "scraper"]
+    assert llm_calls(fake_llm, "[agent:planner]") == 1 and llm_calls(fake_llm, "[agent:reviewer]") == 1
 
-        status = stack.client.simulate_get(f"/agent/status/{parent}").json
-        assert {c["agent"] for c in status["children"]} == set(children)
-        assert all(c["state"] == "SUCCESS" and c["progress"] == 100 for c in status["children"])
-    finally:
-        stop_stack(stack)
+    status = stack.client.simulate_get(f"/agent/status/{parent}").json
+    assert {c["agent"] for c in status["children"]} == set(children)
+    assert all(c["state"] == "SUCCESS" and c["progress"] == 100 for c in status["children"])
 
 
-def test_multi_agent_progress_never_goes_back(no_limits, fake_llm) -> None:
+def test_multi_agent_progress_never_goes_back(no_limits, fake_llm, make_stack) -> None:
     """Seen by polling the status and in the stream: the parent's progress only ever rises."""
     research_may_answer = threading.Event()
 
@@ -59,7 +54,7 @@ def test_multi_agent_progress_never_goes_back(no_limits, fake_llm) -> None:
         return FakeOpenAIServer._default_reply(body)
 
     fake_llm.reply = hold_research
-    stack = start_stack(no_limits.replace(llm_timeout=30.0))
+    stack = make_stack(no_limits.replace(llm_timeout=30.0))
     try:
         parent = stack.submit(query="watch my progress", workflow="multi_agent")
         streamed: dict[str, Any] = {}
@@ -90,30 +85,23 @@ def test_multi_agent_progress_never_goes_back(no_limits, fake_llm) -> None:
         assert {30, 70, 100} <= set(seen)
     finally:
         research_may_answer.set()
-        stop_stack(stack)
 
 
-def test_a_failed_member_fails_the_parent_with_its_error(no_limits, fake_llm) -> None:
+def test_a_failed_member_fails_the_parent_with_its_error(no_limits, fake_llm, make_stack) -> None:
     fake_llm.fail_next(1, status=401, match="[agent:research]")
-    stack = start_stack(no_limits)
-    try:
-        parent = stack.submit(query="doomed", workflow="multi_agent")
-        task = wait_for_state(stack.runtime.sessions, parent, "FAILURE", timeout=60)
-        assert "research member" in (task.error or "") and "401" in (task.error or "")
-        assert "reviewer" not in _children(stack, parent)
-    finally:
-        stop_stack(stack)
+    stack = make_stack(no_limits)
+    parent = stack.submit(query="doomed", workflow="multi_agent")
+    task = wait_for_state(stack.runtime.sessions, parent, "FAILURE", timeout=60)
+    assert "research member" in (task.error or "") and "401" in (task.error or "")
+    assert "reviewer" not in _children(stack, parent)
 
 
-def test_chord_aggregates_partial_results(no_limits, fake_llm) -> None:
+def test_chord_aggregates_partial_results(no_limits, fake_llm, make_stack) -> None:
     fake_llm.fail_next(1, status=401, match="[agent:research]")
-    stack = start_stack(no_limits)
-    try:
-        parent = stack.submit(query="fan out", workflow="chord")
-        task = wait_for_state(stack.runtime.sessions, parent, "SUCCESS", timeout=60)
-        assert task.result["total_agents"] == 3
-        assert task.result["successful"] == 2
-        assert task.result["combined_data"] == [None, [], None]
-        assert set(_children(stack, parent)) == {"research", "scraper", "tools", "aggregate"}
-    finally:
-        stop_stack(stack)
+    stack = make_stack(no_limits)
+    parent = stack.submit(query="fan out", workflow="chord")
+    task = wait_for_state(stack.runtime.sessions, parent, "SUCCESS", timeout=60)
+    assert task.result["total_agents"] == 3
+    assert task.result["successful"] == 2
+    assert task.result["combined_data"] == [None, [], None]
+    assert set(_children(stack, parent)) == {"research", "scraper", "tools", "aggregate"}

@@ -12,7 +12,6 @@ from actors.backends.rate_limits import DatabaseRateLimiterBackend
 from actors.limits import SlidingWindow
 from actors.runtime import Runtime
 from interlock.limits import Limit
-from tests.conftest import start_stack, stop_stack
 from tests.support import events, wait_for_state
 
 pytestmark = [pytest.mark.postgres]
@@ -98,17 +97,14 @@ def test_sliding_window_never_admits_more_than_the_limit_in_any_period(runtime) 
 
 
 @pytest.mark.rabbitmq
-def test_rate_limited_tasks_keep_their_retry_budget(settings, fake_llm) -> None:
+def test_rate_limited_tasks_keep_their_retry_budget(settings, fake_llm, make_stack) -> None:
     fake_llm.fail_next(100, status=500, match="Analyze this query: budget")
-    stack = start_stack(settings.replace(rate_limits="default=2/s", max_retries=3, min_backoff=0.1))
-    try:
-        task_ids = [stack.submit(query=f"budget {n}") for n in range(6)]
-        for task_id in task_ids:
-            task = wait_for_state(stack.runtime.sessions, task_id, "FAILURE", timeout=90)
-            assert task.attempts == 4, task.attempts
-            retries = [e for e in events(stack.runtime.sessions, task_id) if e.state == "RETRY"]
-            assert len(retries) == 3
-        waited = next(m for m in stack.worker_broker.middleware if type(m).__name__ == "Admission")
-        assert waited.rate_limited > 0  # the limit did hold some of them back
-    finally:
-        stop_stack(stack)
+    stack = make_stack(settings.replace(rate_limits="default=2/s", max_retries=3, min_backoff=0.1))
+    task_ids = [stack.submit(query=f"budget {n}") for n in range(6)]
+    for task_id in task_ids:
+        task = wait_for_state(stack.runtime.sessions, task_id, "FAILURE", timeout=90)
+        assert task.attempts == 4, task.attempts
+        retries = [e for e in events(stack.runtime.sessions, task_id) if e.state == "RETRY"]
+        assert len(retries) == 3
+    waited = next(m for m in stack.worker_broker.middleware if type(m).__name__ == "Admission")
+    assert waited.rate_limited > 0  # the limit did hold some of them back

@@ -28,7 +28,7 @@ from models.base import utcnow
 from models.events import Event, ScheduleSlot, WebhookDelivery, add_event, claim_delivery, claim_slot
 from models.task_transitions import create_task, finish_task
 from models.tasks import Task, TaskState
-from tests.conftest import Stack, start_stack, stop_stack
+from tests.stack import Stack
 from tests.support import wait_for_state, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -277,37 +277,36 @@ def source() -> Iterator[str]:
     server.server_close()
 
 
-def test_monitor_publishes_new_data_only_when_a_source_changes(settings: Settings, source: str, fake_llm) -> None:
+def test_monitor_publishes_new_data_only_when_a_source_changes(
+    settings: Settings, source: str, fake_llm, make_stack
+) -> None:
     watched = settings.replace(
         monitor_urls=f"{source}/etag, {source}/plain",
         monitor_sql="SELECT type FROM events WHERE type = 'monitor.marker' ORDER BY type",
         monitor_database_url=settings.database_url,
     )
-    stack = start_stack(watched)
-    try:
-        first = run_job(stack, "monitor_data_sources")
-        assert first.result["outcomes"] == {
-            f"{source}/etag": "baseline",
-            f"{source}/plain": "baseline",
-            "sql": "baseline",
-        }
-        second = run_job(stack, "monitor_data_sources")
-        assert set(second.result["outcomes"].values()) == {"unchanged"}
-        assert ("/etag", '"v1"') in _Source.state["requests"]  # a conditional request, answered 304
-        assert rows(stack.runtime.sessions, Event, Event.type == "new_data_arrived") == []
+    stack = make_stack(watched)
+    first = run_job(stack, "monitor_data_sources")
+    assert first.result["outcomes"] == {
+        f"{source}/etag": "baseline",
+        f"{source}/plain": "baseline",
+        "sql": "baseline",
+    }
+    second = run_job(stack, "monitor_data_sources")
+    assert set(second.result["outcomes"].values()) == {"unchanged"}
+    assert ("/etag", '"v1"') in _Source.state["requests"]  # a conditional request, answered 304
+    assert rows(stack.runtime.sessions, Event, Event.type == "new_data_arrived") == []
 
-        _Source.state["version"] = 2
-        EventBus.for_runtime(stack.runtime, stack.broker).publish("monitor.marker", {}, source="test")
-        third = run_job(stack, "monitor_data_sources")
-        assert sorted(third.result["changed"]) == sorted([f"{source}/etag", f"{source}/plain", "sql"])
-        changes = rows(stack.runtime.sessions, Event, Event.type == "new_data_arrived")
-        assert sorted(e.data["source"] for e in changes) == sorted([f"{source}/etag", f"{source}/plain", "sql"])
-        assert all(e.published_by == third.id and len(e.task_ids) == 1 for e in changes)
-        for event in changes:  # each change starts the new-data agent, which reports downstream
-            wait_for_state(stack.runtime.sessions, event.task_ids[0], "SUCCESS")
-        wait_until(
-            lambda: len(rows(stack.runtime.sessions, Event, Event.type == "data_processed")) == 3,
-            what="three data_processed events",
-        )
-    finally:
-        stop_stack(stack)
+    _Source.state["version"] = 2
+    EventBus.for_runtime(stack.runtime, stack.broker).publish("monitor.marker", {}, source="test")
+    third = run_job(stack, "monitor_data_sources")
+    assert sorted(third.result["changed"]) == sorted([f"{source}/etag", f"{source}/plain", "sql"])
+    changes = rows(stack.runtime.sessions, Event, Event.type == "new_data_arrived")
+    assert sorted(e.data["source"] for e in changes) == sorted([f"{source}/etag", f"{source}/plain", "sql"])
+    assert all(e.published_by == third.id and len(e.task_ids) == 1 for e in changes)
+    for event in changes:  # each change starts the new-data agent, which reports downstream
+        wait_for_state(stack.runtime.sessions, event.task_ids[0], "SUCCESS")
+    wait_until(
+        lambda: len(rows(stack.runtime.sessions, Event, Event.type == "data_processed")) == 3,
+        what="three data_processed events",
+    )

@@ -16,7 +16,7 @@ from models.events import Event
 from models.security import ApiKey, IdempotencyKey, create_key
 from models.task_transitions import create_task
 from models.tasks import Task, TaskEvent
-from tests.conftest import Stack, start_stack, stop_stack
+from tests.stack import MakeStack, Stack
 from web.auth import ROUTE_SCOPES
 from web.openapi import REQUEST_BODIES, routes
 
@@ -24,11 +24,9 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
 
 @pytest.fixture
-def secure(settings: Settings) -> Iterator[Stack]:
+def secure(settings: Settings, make_stack: MakeStack) -> Stack:
     """The API with authentication on (no worker: nothing here needs a task to run)."""
-    running = start_stack(settings.replace(auth="on"), worker=False)
-    yield running
-    stop_stack(running)
+    return make_stack(settings.replace(auth="on"), worker=False)
 
 
 def new_key(stack: Stack, tenant: str, *scopes: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -12,28 +11,12 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import start_stack, stop_stack
 from tests.processes import Proc, base_env, wait_http
-from tests.support import free_port, wait_until
+from tests.support import free_port, parse_sse, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
 AGENT_STEPS = ["initializing", "reasoning", "tool_execution", "synthesis"]
-
-
-def parse_sse(text: str) -> list[dict[str, Any]]:
-    """Frames of an SSE body: ``{"id", "event", "data"}``; comments and ``retry:`` are dropped."""
-    frames = []
-    for block in text.split("\n\n"):
-        fields: dict[str, Any] = {}
-        for line in block.splitlines():
-            if line.startswith(":") or ":" not in line:
-                continue
-            name, _, value = line.partition(":")
-            fields[name] = value.removeprefix(" ")
-        if "id" in fields:
-            frames.append({"id": int(fields["id"]), "event": fields["event"], "data": json.loads(fields["data"])})
-    return frames
 
 
 class SseReader:
@@ -100,86 +83,82 @@ def api_process(settings, tmp_path, *, threads: int) -> Iterator[str]:
         yield base
 
 
-def test_reconnect_with_last_event_id_misses_nothing_and_repeats_nothing(settings, fake_llm, tmp_path) -> None:
+def test_reconnect_with_last_event_id_misses_nothing_and_repeats_nothing(
+    settings, fake_llm, tmp_path, make_stack
+) -> None:
     fake_llm.latency = 0.4
-    stack = start_stack(settings)
-    try:
-        with api_process(settings, tmp_path, threads=8) as base:
-            task_id = requests.post(f"{base}/agent/execute", json={"query": "reconnect"}, timeout=10).json()["task_id"]
-            seen: list[dict[str, Any]] = []
-            with requests.get(f"{base}/agent/stream/{task_id}", stream=True, timeout=30) as first:
-                for frame in SseReader(first):
-                    seen.append(frame)
-                    if frame["event"] == "progress" and frame["data"]["step"] == "reasoning":
-                        break  # the client drops mid-task
-            assert seen[-1]["data"]["state"] == "PROCESSING"
-            headers = {"Last-Event-ID": str(seen[-1]["id"])}
-            with requests.get(f"{base}/agent/stream/{task_id}", headers=headers, stream=True, timeout=30) as second:
-                seen.extend(SseReader(second))
-            ids = [f["id"] for f in seen]
-            assert len(ids) == len(set(ids)) and ids == sorted(ids)
-            with stack.runtime.sessions() as session:
-                from models.task_queries import task_events
+    stack = make_stack(settings)
+    with api_process(settings, tmp_path, threads=8) as base:
+        task_id = requests.post(f"{base}/agent/execute", json={"query": "reconnect"}, timeout=10).json()["task_id"]
+        seen: list[dict[str, Any]] = []
+        with requests.get(f"{base}/agent/stream/{task_id}", stream=True, timeout=30) as first:
+            for frame in SseReader(first):
+                seen.append(frame)
+                if frame["event"] == "progress" and frame["data"]["step"] == "reasoning":
+                    break  # the client drops mid-task
+        assert seen[-1]["data"]["state"] == "PROCESSING"
+        headers = {"Last-Event-ID": str(seen[-1]["id"])}
+        with requests.get(f"{base}/agent/stream/{task_id}", headers=headers, stream=True, timeout=30) as second:
+            seen.extend(SseReader(second))
+        ids = [f["id"] for f in seen]
+        assert len(ids) == len(set(ids)) and ids == sorted(ids)
+        with stack.runtime.sessions() as session:
+            from models.task_queries import task_events
 
-                assert ids == [e.id for e in task_events(session, task_id)]
-            assert [f["data"]["step"] for f in seen if f["event"] == "progress"] == AGENT_STEPS
-            assert seen[-1]["data"]["state"] == "SUCCESS" and "result" in seen[-1]["data"]["data"]
-    finally:
-        stop_stack(stack)
+            assert ids == [e.id for e in task_events(session, task_id)]
+        assert [f["data"]["step"] for f in seen if f["event"] == "progress"] == AGENT_STEPS
+        assert seen[-1]["data"]["state"] == "SUCCESS" and "result" in seen[-1]["data"]["data"]
 
 
-def test_200_streams_on_one_api_process_while_100_submissions_succeed(settings, tmp_path) -> None:
-    stack = start_stack(settings, worker=False)  # no worker: the streamed tasks wait
-    try:
-        with api_process(settings, tmp_path, threads=256) as base:
-            task_ids = [stack.submit(query=f"waiting {n}") for n in range(20)]
-            opened = threading.Semaphore(0)
-            results: list[list[dict[str, Any]] | BaseException] = []
-            lock = threading.Lock()
+def test_200_streams_on_one_api_process_while_100_submissions_succeed(settings, tmp_path, make_stack) -> None:
+    stack = make_stack(settings, worker=False)  # no worker: the streamed tasks wait
+    with api_process(settings, tmp_path, threads=256) as base:
+        task_ids = [stack.submit(query=f"waiting {n}") for n in range(20)]
+        opened = threading.Semaphore(0)
+        results: list[list[dict[str, Any]] | BaseException] = []
+        lock = threading.Lock()
 
-            def follow(task_id: str) -> None:
-                frames: list[dict[str, Any]] = []
-                try:
-                    with requests.get(f"{base}/agent/stream/{task_id}", stream=True, timeout=60) as response:
-                        response.raise_for_status()
-                        for frame in SseReader(response):
-                            frames.append(frame)
-                            if len(frames) == 1:
-                                opened.release()
-                    outcome: list[dict[str, Any]] | BaseException = frames
-                except BaseException as exc:  # reported by the assertions below
-                    opened.release()
-                    outcome = exc
-                with lock:
-                    results.append(outcome)
+        def follow(task_id: str) -> None:
+            frames: list[dict[str, Any]] = []
+            try:
+                with requests.get(f"{base}/agent/stream/{task_id}", stream=True, timeout=60) as response:
+                    response.raise_for_status()
+                    for frame in SseReader(response):
+                        frames.append(frame)
+                        if len(frames) == 1:
+                            opened.release()
+                outcome: list[dict[str, Any]] | BaseException = frames
+            except BaseException as exc:  # reported by the assertions below
+                opened.release()
+                outcome = exc
+            with lock:
+                results.append(outcome)
 
-            threads = [threading.Thread(target=follow, args=(task_ids[n % 20],), daemon=True) for n in range(200)]
-            for thread in threads:
-                thread.start()
-            deadline = time.monotonic() + 30
-            for _ in threads:
-                assert opened.acquire(timeout=max(0.1, deadline - time.monotonic())), "a stream never opened"
-            assert not results, results[:3]  # all 200 are open and waiting
+        threads = [threading.Thread(target=follow, args=(task_ids[n % 20],), daemon=True) for n in range(200)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        for _ in threads:
+            assert opened.acquire(timeout=max(0.1, deadline - time.monotonic())), "a stream never opened"
+        assert not results, results[:3]  # all 200 are open and waiting
 
-            def submit(n: int) -> int:
-                return requests.post(f"{base}/agent/execute", json={"query": f"more {n}"}, timeout=30).status_code
+        def submit(n: int) -> int:
+            return requests.post(f"{base}/agent/execute", json={"query": f"more {n}"}, timeout=30).status_code
 
-            codes: list[int] = []
-            submitters = [threading.Thread(target=lambda n=n: codes.append(submit(n)), daemon=True) for n in range(100)]
-            for submitter in submitters:
-                submitter.start()
-            for submitter in submitters:
-                submitter.join(timeout=30)
-            assert codes == [202] * 100
-            assert not results  # the streams are still open
+        codes: list[int] = []
+        submitters = [threading.Thread(target=lambda n=n: codes.append(submit(n)), daemon=True) for n in range(100)]
+        for submitter in submitters:
+            submitter.start()
+        for submitter in submitters:
+            submitter.join(timeout=30)
+        assert codes == [202] * 100
+        assert not results  # the streams are still open
 
-            for task_id in task_ids:  # ending the tasks ends their streams
-                assert requests.post(f"{base}/agent/cancel/{task_id}", timeout=10).status_code == 202
-            for thread in threads:
-                thread.join(timeout=30)
-            wait_until(lambda: len(results) == 200, timeout=5, what="every stream to end")
-            for outcome in results:
-                assert isinstance(outcome, list), outcome
-                assert [f["data"]["state"] for f in outcome] == ["PENDING", "CANCELLED"]
-    finally:
-        stop_stack(stack)
+        for task_id in task_ids:  # ending the tasks ends their streams
+            assert requests.post(f"{base}/agent/cancel/{task_id}", timeout=10).status_code == 202
+        for thread in threads:
+            thread.join(timeout=30)
+        wait_until(lambda: len(results) == 200, timeout=5, what="every stream to end")
+        for outcome in results:
+            assert isinstance(outcome, list), outcome
+            assert [f["data"]["state"] for f in outcome] == ["PENDING", "CANCELLED"]

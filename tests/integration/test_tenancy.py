@@ -3,7 +3,6 @@ callbacks, dead letters. Two tenants' admins against one API (auth on) on Rabbit
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from itertools import combinations
 from typing import Any
 
@@ -16,18 +15,16 @@ from models.events import Event
 from models.security import create_key
 from models.tasks import Task
 from models.tenants import add_usage, set_limits
-from tests.conftest import Stack, start_stack, stop_stack
+from tests.stack import MakeStack, Stack
 from tests.support import get_task, wait_for_state, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
 
 @pytest.fixture
-def tenants(settings: Settings) -> Iterator[Stack]:
+def tenants(settings: Settings, make_stack: MakeStack) -> Stack:
     """The API with authentication on and an in-process worker that also runs tests.workflows."""
-    running = start_stack(settings.replace(auth="on", agent_modules="tests.workflows", max_retries=0))
-    yield running
-    stop_stack(running)
+    return make_stack(settings.replace(auth="on", agent_modules="tests.workflows", max_retries=0))
 
 
 def key(stack: Stack, tenant: str, *scopes: str) -> dict[str, str]:
@@ -89,68 +86,57 @@ def test_ctx_publish_starts_tasks_of_the_publishing_tasks_tenant(tenants: Stack)
     assert tenants.client.simulate_get(f"/agent/status/{downstream}", headers=acme).status_code == 200
 
 
-def test_a_tenant_over_its_budget_cannot_publish_and_its_queued_event_stops(settings: Settings, fake_llm) -> None:
-    from interlock.cli.worker import start_worker
+def test_a_tenant_over_its_budget_cannot_publish_and_its_queued_event_stops(
+    settings: Settings, fake_llm, make_stack
+) -> None:
+    api = make_stack(settings.replace(auth="on", max_retries=0), worker=False)
+    acme = key(api, "acme", "admin")
+    with api.runtime.sessions.begin() as session:
+        set_limits(session, "acme", max_concurrency=None, monthly_tokens=1000)
+    queued = api.client.simulate_post(
+        "/events", json={"event_type": "new_data_arrived", "data": {"source": "queued"}}, headers=acme
+    )
+    assert queued.status_code == 202, queued.text
+    with api.runtime.sessions.begin() as session:
+        add_usage(session, "acme", 1000)  # spent elsewhere meanwhile
 
-    api = start_stack(settings.replace(auth="on", max_retries=0), worker=False)
-    worker = None
-    try:
-        acme = key(api, "acme", "admin")
-        with api.runtime.sessions.begin() as session:
-            set_limits(session, "acme", max_concurrency=None, monthly_tokens=1000)
-        queued = api.client.simulate_post(
-            "/events", json={"event_type": "new_data_arrived", "data": {"source": "queued"}}, headers=acme
-        )
-        assert queued.status_code == 202, queued.text
-        with api.runtime.sessions.begin() as session:
-            add_usage(session, "acme", 1000)  # spent elsewhere meanwhile
+    refused = api.client.simulate_post(
+        "/events", json={"event_type": "new_data_arrived", "data": {"source": "over"}}, headers=acme
+    )
+    assert refused.status_code == 429, refused.text
+    assert "monthly token budget" in refused.json["description"]
+    assert count(api, Event) == 1  # the refused event was not stored
 
-        refused = api.client.simulate_post(
-            "/events", json={"event_type": "new_data_arrived", "data": {"source": "over"}}, headers=acme
-        )
-        assert refused.status_code == 429, refused.text
-        assert "monthly token budget" in refused.json["description"]
-        assert count(api, Event) == 1  # the refused event was not stored
+    make_stack(settings.replace(max_retries=0, worker_threads=2))  # a worker starts
+    task = wait_for_state(api.runtime.sessions, queued.json["task_ids"][0], {"SUCCESS", "FAILURE"}, timeout=60)
+    assert task.state == "FAILURE" and "monthly token budget" in (task.error or "")
+    assert fake_llm.count(status=None) == 0  # no LLM call was made for acme
 
-        worker, worker_broker, worker_runtime = start_worker(settings.replace(max_retries=0), queues=None, threads=2)
-        task = wait_for_state(api.runtime.sessions, queued.json["task_ids"][0], {"SUCCESS", "FAILURE"}, timeout=60)
-        assert task.state == "FAILURE" and "monthly token budget" in (task.error or "")
-        assert fake_llm.count(status=None) == 0  # no LLM call was made for acme
+    # Its dead letter (the event as it reached the subscription's queue) is acme's to see.
+    def dead_for_acme() -> list[str]:
+        answer = api.client.simulate_get("/dlq", params={"queue": "events.agent_on_new_data"}, headers=acme)
+        return [m["task_id"] for q in answer.json["queues"] for m in q["messages"]]
 
-        # Its dead letter (the event as it reached the subscription's queue) is acme's to see.
-        def dead_for_acme() -> list[str]:
-            answer = api.client.simulate_get("/dlq", params={"queue": "events.agent_on_new_data"}, headers=acme)
-            return [m["task_id"] for q in answer.json["queues"] for m in q["messages"]]
-
-        assert wait_until(dead_for_acme, what="acme's dead letter") == [task.id]
-    finally:
-        if worker is not None:
-            worker.stop()
-            worker_broker.close()
-            worker_runtime.close()
-        stop_stack(api)
+    assert wait_until(dead_for_acme, what="acme's dead letter") == [task.id]
 
 
-def test_event_tasks_wait_for_their_tenants_concurrency_cap(settings: Settings, fake_llm) -> None:
+def test_event_tasks_wait_for_their_tenants_concurrency_cap(settings: Settings, fake_llm, make_stack) -> None:
     fake_llm.latency = 0.3
-    stack = start_stack(settings.replace(auth="on", worker_threads=4))
-    try:
-        with stack.runtime.sessions.begin() as session:
-            set_limits(session, "acme", max_concurrency=1, monthly_tokens=None)
-        acme = key(stack, "acme", "admin")
-        task_ids = []
-        for n in range(3):
-            answer = stack.client.simulate_post(
-                "/events", json={"event_type": "new_data_arrived", "data": {"n": n}}, headers=acme
-            )
-            assert answer.status_code == 202, answer.text
-            task_ids += answer.json["task_ids"]
-        tasks = [wait_for_state(stack.runtime.sessions, task_id, "SUCCESS", timeout=60) for task_id in task_ids]
-        spans = [(as_utc(t.started_at), as_utc(t.finished_at)) for t in tasks]
-        for (a_start, a_end), (b_start, b_end) in combinations(spans, 2):
-            assert a_end <= b_start or b_end <= a_start, "two event tasks of a tenant capped at 1 ran at once"
-    finally:
-        stop_stack(stack)
+    stack = make_stack(settings.replace(auth="on", worker_threads=4))
+    with stack.runtime.sessions.begin() as session:
+        set_limits(session, "acme", max_concurrency=1, monthly_tokens=None)
+    acme = key(stack, "acme", "admin")
+    task_ids = []
+    for n in range(3):
+        answer = stack.client.simulate_post(
+            "/events", json={"event_type": "new_data_arrived", "data": {"n": n}}, headers=acme
+        )
+        assert answer.status_code == 202, answer.text
+        task_ids += answer.json["task_ids"]
+    tasks = [wait_for_state(stack.runtime.sessions, task_id, "SUCCESS", timeout=60) for task_id in task_ids]
+    spans = [(as_utc(t.started_at), as_utc(t.finished_at)) for t in tasks]
+    for (a_start, a_end), (b_start, b_end) in combinations(spans, 2):
+        assert a_end <= b_start or b_end <= a_start, "two event tasks of a tenant capped at 1 ran at once"
 
 
 # -- children and callbacks -----------------------------------------------------------------

@@ -12,7 +12,6 @@ import pytest
 
 from models.tasks import Task
 from testkit.fakes.http_server import FakeWebServer
-from tests.conftest import start_stack, stop_stack
 from tests.support import events, llm_calls, wait_for_state
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -39,65 +38,55 @@ def _ran_for(task: Task) -> float:
     return (task.finished_at - task.started_at).total_seconds()
 
 
-def test_hard_limit_stops_an_llm_call_that_answers_too_late(limited, fake_llm) -> None:
+def test_hard_limit_stops_an_llm_call_that_answers_too_late(limited, fake_llm, make_stack) -> None:
     fake_llm.hang_next(1, seconds=15, match="Analyze this query: too slow")
-    stack = start_stack(limited)
-    try:
-        task_id = stack.submit(query="too slow")
-        task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=30)
-        assert task.state == "FAILURE", task.result
-        assert "time limit exceeded" in (task.error or ""), task.error
-        assert 5.0 <= _ran_for(task) <= WITHIN, _ran_for(task)
-        assert task.attempts == 1  # the hard limit is final: not retried
-        assert llm_calls(fake_llm, "Analyze this query: too slow", status=None) == 1
-        status = stack.client.simulate_get(f"/agent/status/{task_id}").json
-        assert status["state"] == "FAILURE" and "time limit exceeded" in status["error"]
-    finally:
-        stop_stack(stack)
+    stack = make_stack(limited)
+    task_id = stack.submit(query="too slow")
+    task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=30)
+    assert task.state == "FAILURE", task.result
+    assert "time limit exceeded" in (task.error or ""), task.error
+    assert 5.0 <= _ran_for(task) <= WITHIN, _ran_for(task)
+    assert task.attempts == 1  # the hard limit is final: not retried
+    assert llm_calls(fake_llm, "Analyze this query: too slow", status=None) == 1
+    status = stack.client.simulate_get(f"/agent/status/{task_id}").json
+    assert status["state"] == "FAILURE" and "time limit exceeded" in status["error"]
 
 
-def test_soft_limit_returns_the_partial_answer_when_a_call_runs_into_it(limited, fake_llm) -> None:
+def test_soft_limit_returns_the_partial_answer_when_a_call_runs_into_it(limited, fake_llm, make_stack) -> None:
     # Reasoning answers at once; the synthesis call would take 15 s and is cut off at the soft limit.
     fake_llm.hang_next(1, seconds=15, match="Query: partial please")
-    stack = start_stack(limited)
-    try:
-        task_id = stack.submit(query="partial please")
-        task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=30)
-        assert task.state == "SUCCESS", task.error
-        assert task.result["status"] == "partial"
-        assert task.result["result"] == task.result["metadata"]["reasoning"]
-        assert 3.0 <= _ran_for(task) < 5.0, _ran_for(task)  # at the soft limit, before the hard one
-        kinds = [e.kind for e in events(stack.runtime.sessions, task_id)]
-        assert "soft_time_limit" in kinds
-    finally:
-        stop_stack(stack)
+    stack = make_stack(limited)
+    task_id = stack.submit(query="partial please")
+    task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=30)
+    assert task.state == "SUCCESS", task.error
+    assert task.result["status"] == "partial"
+    assert task.result["result"] == task.result["metadata"]["reasoning"]
+    assert 3.0 <= _ran_for(task) < 5.0, _ran_for(task)  # at the soft limit, before the hard one
+    kinds = [e.kind for e in events(stack.runtime.sessions, task_id)]
+    assert "soft_time_limit" in kinds
 
 
 @pytest.mark.parametrize("path", ["/slow?seconds=15", "/trickle?seconds=15"])
-def test_hard_limit_stops_a_tool_call_to_a_slow_host(limited, fake_llm, web: FakeWebServer, path: str) -> None:
+def test_hard_limit_stops_a_tool_call_to_a_slow_host(
+    limited, fake_llm, web: FakeWebServer, path: str, make_stack
+) -> None:
     # No soft limit before the hard one: the tool call runs into the hard limit.
-    stack = start_stack(limited.replace(soft_time_limit=5.0, tools_allow_hosts="127.0.0.1", cache_ttl_scrape=0.0))
-    try:
-        task_id = stack.submit(query="read a slow page", context={"urls": [web.url(path)]})
-        task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=30)
-        assert task.state == "FAILURE", task.result
-        assert "time limit exceeded" in (task.error or ""), task.error
-        assert 5.0 <= _ran_for(task) <= WITHIN, _ran_for(task)
-        assert task.attempts == 1
-        assert web.count(path.split("?")[0]) == 1
-    finally:
-        stop_stack(stack)
+    stack = make_stack(limited.replace(soft_time_limit=5.0, tools_allow_hosts="127.0.0.1", cache_ttl_scrape=0.0))
+    task_id = stack.submit(query="read a slow page", context={"urls": [web.url(path)]})
+    task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=30)
+    assert task.state == "FAILURE", task.result
+    assert "time limit exceeded" in (task.error or ""), task.error
+    assert 5.0 <= _ran_for(task) <= WITHIN, _ran_for(task)
+    assert task.attempts == 1
+    assert web.count(path.split("?")[0]) == 1
 
 
-def test_code_that_never_waits_on_a_call_is_stopped_by_the_same_limit(settings) -> None:
+def test_code_that_never_waits_on_a_call_is_stopped_by_the_same_limit(settings, make_stack) -> None:
     # Dramatiq's own time limit is the backstop there; the task ends the same way, not retried.
-    stack = start_stack(settings.replace(agent_modules="tests.workflows", time_limit=2.0, soft_time_limit=2.0))
-    try:
-        task_id = stack.submit(query="busy", workflow="test_busy", context={"seconds": 15})
-        task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=30)
-        assert task.state == "FAILURE", task.result
-        assert "time limit exceeded" in (task.error or ""), task.error
-        assert 2.0 <= _ran_for(task) <= 6.0, _ran_for(task)  # a second's grace, and Dramatiq looks once a second
-        assert task.attempts == 1
-    finally:
-        stop_stack(stack)
+    stack = make_stack(settings.replace(agent_modules="tests.workflows", time_limit=2.0, soft_time_limit=2.0))
+    task_id = stack.submit(query="busy", workflow="test_busy", context={"seconds": 15})
+    task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=30)
+    assert task.state == "FAILURE", task.result
+    assert "time limit exceeded" in (task.error or ""), task.error
+    assert 2.0 <= _ran_for(task) <= 6.0, _ran_for(task)  # a second's grace, and Dramatiq looks once a second
+    assert task.attempts == 1

@@ -34,7 +34,8 @@ from models.breakers import CircuitBreaker, admit_call, record_failure, record_s
 from models.tasks import Task
 from models.tool_cache import ToolCacheEntry, get_cached, purge_expired_cache, store_cached
 from testkit.fakes.http_server import FakeWebServer
-from tests.conftest import ADMIN_DATABASE_URL, Stack, _admin, start_stack, stop_stack
+from tests.services import admin_sql, database_url
+from tests.stack import MakeStack, Stack
 from tests.support import events, wait_for_state, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -59,13 +60,13 @@ def tools_db() -> Iterator[ToolsDatabase]:
     suffix = uuid.uuid4().hex[:8]
     name, role = f"interlock_tools_{suffix}", f"interlock_tools_reader_{suffix}"
     narrow, sneaky, admin = (f"interlock_tools_{kind}_{suffix}" for kind in ("narrow", "sneaky", "admin"))
-    _admin(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE')
-    _admin(f'CREATE ROLE "{narrow}" NOLOGIN')
-    _admin(f'GRANT "{narrow}" TO "{role}"')
-    _admin(f'CREATE ROLE "{admin}" NOLOGIN SUPERUSER')
-    _admin(f'CREATE ROLE "{sneaky}" LOGIN NOSUPERUSER IN ROLE "{admin}"')
-    _admin(f'CREATE DATABASE "{name}"')
-    superuser_url = ADMIN_DATABASE_URL.rsplit("/", 1)[0] + f"/{name}"
+    admin_sql(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE')
+    admin_sql(f'CREATE ROLE "{narrow}" NOLOGIN')
+    admin_sql(f'GRANT "{narrow}" TO "{role}"')
+    admin_sql(f'CREATE ROLE "{admin}" NOLOGIN SUPERUSER')
+    admin_sql(f'CREATE ROLE "{sneaky}" LOGIN NOSUPERUSER IN ROLE "{admin}"')
+    admin_sql(f'CREATE DATABASE "{name}"')
+    superuser_url = database_url(name)
     with psycopg.connect(superuser_url, autocommit=True) as connection:
         connection.execute(
             "CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, price numeric(10, 2) NOT NULL, "
@@ -91,9 +92,9 @@ def tools_db() -> Iterator[ToolsDatabase]:
     restricted_url = make_url(superuser_url).set(username=role).render_as_string(hide_password=False)
     sneaky_url = make_url(superuser_url).set(username=sneaky).render_as_string(hide_password=False)
     yield ToolsDatabase(name, role, superuser_url, restricted_url, narrow, sneaky_url, admin)
-    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     for each in (sneaky, admin, role, narrow):
-        _admin(f'DROP ROLE IF EXISTS "{each}"')
+        admin_sql(f'DROP ROLE IF EXISTS "{each}"')
 
 
 @pytest.fixture
@@ -125,10 +126,8 @@ def tool_settings(settings: Settings, tools_db: ToolsDatabase) -> Settings:
 
 
 @pytest.fixture
-def tool_stack(tool_settings: Settings) -> Iterator[Stack]:
-    running = start_stack(tool_settings)
-    yield running
-    stop_stack(running)
+def tool_stack(tool_settings: Settings, make_stack: MakeStack) -> Stack:
+    return make_stack(tool_settings)
 
 
 def _clear_tool_tables(settings: Settings) -> None:
@@ -283,16 +282,13 @@ def test_oversize_non_html_and_private_redirects_fail_at_once(
     assert web.count(path.split("?")[0]) == 1
 
 
-def test_loopback_is_refused_without_the_allow_list(settings: Settings, web: FakeWebServer) -> None:
+def test_loopback_is_refused_without_the_allow_list(settings: Settings, web: FakeWebServer, make_stack) -> None:
     _clear_tool_tables(settings)
-    running = start_stack(settings.replace(rate_limits=""))  # INTERLOCK_TOOLS_ALLOW_HOSTS left empty
-    try:
-        task_id = _run(running, "scrape_url", {"url": web.url("/page")})
-        task = wait_for_state(running.runtime.sessions, task_id, "FAILURE")
-        assert "127.0.0.1 is a loopback address" in (task.error or "") and task.attempts == 1
-        assert web.count() == 0
-    finally:
-        stop_stack(running)
+    running = make_stack(settings.replace(rate_limits=""))  # INTERLOCK_TOOLS_ALLOW_HOSTS left empty
+    task_id = _run(running, "scrape_url", {"url": web.url("/page")})
+    task = wait_for_state(running.runtime.sessions, task_id, "FAILURE")
+    assert "127.0.0.1 is a loopback address" in (task.error or "") and task.attempts == 1
+    assert web.count() == 0
 
 
 # -- call_external_api ------------------------------------------------------------------------
@@ -599,11 +595,11 @@ def test_superuser_logins_are_refused_whatever_the_role(tool_settings: Settings,
 
 
 def test_high_priority_tasks_overtake_a_low_priority_backlog(
-    settings: Settings, web: FakeWebServer, request: pytest.FixtureRequest
+    settings: Settings, web: FakeWebServer, request: pytest.FixtureRequest, make_stack
 ) -> None:
     _clear_tool_tables(settings)
     configured = settings.replace(tools_allow_hosts="127.0.0.1", cache_ttl_api=0.0, worker_threads=2, rate_limits="")
-    running = start_stack(configured, worker=False)
+    running = make_stack(configured, worker=False)
     worker = None
     try:
         lows = [
@@ -640,7 +636,6 @@ def test_high_priority_tasks_overtake_a_low_priority_backlog(
             worker_broker.close()
             worker_runtime.close()
         running.broker.flush("tools")  # the rest of the backlog is not needed by later tests
-        stop_stack(running)
 
 
 # -- circuit breaker --------------------------------------------------------------------------

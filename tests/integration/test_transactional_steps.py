@@ -19,7 +19,6 @@ from actors.runtime import Runtime
 from interlock.settings import Settings
 from models.checkpoints import COMPLETED, FAILED, WorkflowCheckpoint, load_checkpoints
 from models.tasks import TaskEvent
-from tests.conftest import start_stack, stop_stack
 from tests.processes import Proc, base_env
 from tests.support import get_task, wait_for_state, wait_until
 
@@ -209,47 +208,44 @@ def _holder_pid(stack: Any, task_id: str) -> int:
 @pytest.mark.rabbitmq
 @pytest.mark.slow
 def test_worker_killed_inside_or_after_a_transactional_step_never_repeats_its_effect(
-    settings: Settings, bench_runs: Engine, tmp_path
+    settings: Settings, bench_runs: Engine, tmp_path, make_stack
 ) -> None:
     # W6's failure, made deterministic: a test transaction holds a lock the worker needs next; while
     # the worker waits, its process is SIGKILLed and its database session ended, then the lock is let go.
     settings = settings.replace(agent_modules="testkit.workflows")
-    stack = start_stack(settings, worker=False)
+    stack = make_stack(settings, worker=False)
     env = base_env(settings.to_env())
-    try:
-        with Proc(["worker", "--processes", "1", "--threads", "1"], env=env, log=tmp_path / "w.log") as worker:
-            # 1. Killed inside the "done" step: its INSERT waits for a table lock, uncommitted.
-            inside = stack.submit(query="killed inside", workflow="bench_work", context={"sleep": 2})
-            wait_until(lambda: _marks(bench_runs, inside) == ["start"], timeout=60, what="the start step")
-            with bench_runs.connect() as blocker:
-                blocker.execute(text("LOCK TABLE bench_runs IN EXCLUSIVE MODE"))
-                backend = wait_until(lambda: _blocked_backend(bench_runs, "INSERT INTO bench_runs%"), what="done step")
-                _kill_while_blocked(blocker, _holder_pid(stack, inside), backend)
+    with Proc(["worker", "--processes", "1", "--threads", "1"], env=env, log=tmp_path / "w.log") as worker:
+        # 1. Killed inside the "done" step: its INSERT waits for a table lock, uncommitted.
+        inside = stack.submit(query="killed inside", workflow="bench_work", context={"sleep": 2})
+        wait_until(lambda: _marks(bench_runs, inside) == ["start"], timeout=60, what="the start step")
+        with bench_runs.connect() as blocker:
+            blocker.execute(text("LOCK TABLE bench_runs IN EXCLUSIVE MODE"))
+            backend = wait_until(lambda: _blocked_backend(bench_runs, "INSERT INTO bench_runs%"), what="done step")
+            _kill_while_blocked(blocker, _holder_pid(stack, inside), backend)
 
-            # 2. Killed after the "done" step committed, before the task's SUCCESS: finishing the
-            # task waits for a row lock on it. Before transactional steps, the body ran again and
-            # its done mark was written twice.
-            after = stack.submit(query="killed after", workflow="bench_work", context={"sleep": 2})
-            wait_until(lambda: _marks(bench_runs, after) == ["start"], timeout=60, what="the start step")
-            victim = _holder_pid(stack, after)
-            with bench_runs.connect() as blocker:
-                blocker.execute(text("SELECT id FROM tasks WHERE id = :t FOR UPDATE"), {"t": after})
-                wait_until(lambda: _marks(bench_runs, after) == ["start", "done"], what="the done step")
-                backend = wait_until(lambda: _blocked_backend(bench_runs, "%UPDATE tasks%finished_at%"), what="finish")
-                _kill_while_blocked(blocker, victim, backend)
+        # 2. Killed after the "done" step committed, before the task's SUCCESS: finishing the
+        # task waits for a row lock on it. Before transactional steps, the body ran again and
+        # its done mark was written twice.
+        after = stack.submit(query="killed after", workflow="bench_work", context={"sleep": 2})
+        wait_until(lambda: _marks(bench_runs, after) == ["start"], timeout=60, what="the start step")
+        victim = _holder_pid(stack, after)
+        with bench_runs.connect() as blocker:
+            blocker.execute(text("SELECT id FROM tasks WHERE id = :t FOR UPDATE"), {"t": after})
+            wait_until(lambda: _marks(bench_runs, after) == ["start", "done"], what="the done step")
+            backend = wait_until(lambda: _blocked_backend(bench_runs, "%UPDATE tasks%finished_at%"), what="finish")
+            _kill_while_blocked(blocker, victim, backend)
 
-            for task_id in (inside, after):
-                task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=60)
-                assert task.state == "SUCCESS", (task.error, worker.output()[-3000:])
-                assert task.attempts == 2  # the body was entered again after the kill ...
-                assert _marks(bench_runs, task_id) == ["start", "done"]  # ... and its effects happened once
-                with stack.runtime.sessions() as session:
-                    successes = session.scalars(
-                        select(TaskEvent).where(TaskEvent.task_id == task_id, TaskEvent.state == "SUCCESS")
-                    ).all()
-                    steps = {c.stage: c.status for c in load_checkpoints(session, task_id)}
-                assert len(successes) == 1
-                assert steps == {"start": COMPLETED, "done": COMPLETED}
-            wait_until(lambda: worker.output().count("died with exit code") == 2, timeout=10, what="2 restarts")
-    finally:
-        stop_stack(stack)
+        for task_id in (inside, after):
+            task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=60)
+            assert task.state == "SUCCESS", (task.error, worker.output()[-3000:])
+            assert task.attempts == 2  # the body was entered again after the kill ...
+            assert _marks(bench_runs, task_id) == ["start", "done"]  # ... and its effects happened once
+            with stack.runtime.sessions() as session:
+                successes = session.scalars(
+                    select(TaskEvent).where(TaskEvent.task_id == task_id, TaskEvent.state == "SUCCESS")
+                ).all()
+                steps = {c.stage: c.status for c in load_checkpoints(session, task_id)}
+            assert len(successes) == 1
+            assert steps == {"start": COMPLETED, "done": COMPLETED}
+        wait_until(lambda: worker.output().count("died with exit code") == 2, timeout=10, what="2 restarts")

@@ -9,14 +9,13 @@ On PostgreSQL and on SQLite (``interlock dev``'s database).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from models.security import create_key
-from tests.conftest import Stack, start_stack, stop_stack
+from tests.stack import MakeStack, Stack
 from tests.support import settings_for_database
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -25,10 +24,8 @@ FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
-def secure(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    running = start_stack(settings_for_database(request, tmp_path).replace(auth="on"), worker=False)
-    yield running
-    stop_stack(running)
+def secure(request: pytest.FixtureRequest, tmp_path: Path, make_stack: MakeStack) -> Stack:
+    return make_stack(settings_for_database(request, tmp_path).replace(auth="on"), worker=False)
 
 
 def new_key(stack: Stack, tenant: str, *scopes: str) -> str:

@@ -7,7 +7,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -19,7 +18,7 @@ from interlock.settings import Settings, setting_rows
 from models.base import utcnow
 from models.events import Event, WebhookDelivery, purge_deliveries
 from models.tasks import Task
-from tests.conftest import Stack, start_stack, stop_stack
+from tests.stack import MakeStack, Stack
 from tests.support import wait_for_state
 from web.signatures import custom_signature, sha256_signature, slack_signature
 
@@ -39,10 +38,8 @@ def secured(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def api(secured: Settings) -> Iterator[Stack]:
-    stack = start_stack(secured, worker=False)
-    yield stack
-    stop_stack(stack)
+def api(secured: Settings, make_stack: MakeStack) -> Stack:
+    return make_stack(secured, worker=False)
 
 
 def count(stack: Stack, model: Any, *conditions: Any) -> int:
@@ -220,18 +217,15 @@ def test_slack_retries_are_not_processed_twice(api: Stack) -> None:
     assert count(api, Event, Event.type == "slack.app_mention") == 1
 
 
-def test_slack_event_reaches_the_user_agent(secured: Settings) -> None:
-    running = start_stack(secured)
-    try:
-        body = json.dumps(
-            {"type": "event_callback", "event_id": "Ev0004", "event": {"type": "message", "user": "U9"}}
-        ).encode()
-        answer = slack_post(running, body, "application/json")
-        task = wait_for_state(running.runtime.sessions, answer.json["task_ids"][0], "SUCCESS")
-        assert task.workflow == "agent_on_user_update"
-        assert task.result["user_id"] == "U9" and task.result["acknowledgment"] == "Processed message update"
-    finally:
-        stop_stack(running)
+def test_slack_event_reaches_the_user_agent(secured: Settings, make_stack) -> None:
+    running = make_stack(secured)
+    body = json.dumps(
+        {"type": "event_callback", "event_id": "Ev0004", "event": {"type": "message", "user": "U9"}}
+    ).encode()
+    answer = slack_post(running, body, "application/json")
+    task = wait_for_state(running.runtime.sessions, answer.json["task_ids"][0], "SUCCESS")
+    assert task.workflow == "agent_on_user_update"
+    assert task.result["user_id"] == "U9" and task.result["acknowledgment"] == "Processed message update"
 
 
 # -- custom ---------------------------------------------------------------------------------
@@ -288,25 +282,19 @@ def test_a_captured_custom_delivery_cannot_be_replayed(api: Stack) -> None:
     assert count(api, Event) == 1 and count(api, Task) == 1
 
 
-def test_unconfigured_webhooks_are_closed(settings: Settings) -> None:
-    running = start_stack(settings, worker=False)
-    try:
-        for path in ("/webhook/github", "/webhook/slack", "/webhook/custom"):
-            answer = running.client.simulate_post(path, body=b"{}")
-            assert answer.status_code == 503, answer.text
-            assert "is not set" in answer.json["description"]
-    finally:
-        stop_stack(running)
+def test_unconfigured_webhooks_are_closed(settings: Settings, make_stack) -> None:
+    running = make_stack(settings, worker=False)
+    for path in ("/webhook/github", "/webhook/slack", "/webhook/custom"):
+        answer = running.client.simulate_post(path, body=b"{}")
+        assert answer.status_code == 503, answer.text
+        assert "is not set" in answer.json["description"]
 
 
-def test_a_body_over_the_limit_is_refused_before_it_is_read(secured: Settings) -> None:
-    running = start_stack(secured.replace(max_body_bytes=64), worker=False)
-    try:
-        body = json.dumps({"padding": "x" * 100}).encode()
-        answer = github_post(running, body)
-        assert answer.status_code == 413
-    finally:
-        stop_stack(running)
+def test_a_body_over_the_limit_is_refused_before_it_is_read(secured: Settings, make_stack) -> None:
+    running = make_stack(secured.replace(max_body_bytes=64), worker=False)
+    body = json.dumps({"padding": "x" * 100}).encode()
+    answer = github_post(running, body)
+    assert answer.status_code == 413
 
 
 def test_secrets_are_never_logged_or_returned(api: Stack, caplog: pytest.LogCaptureFixture) -> None:

@@ -19,7 +19,7 @@ from types import TracebackType
 
 import psycopg
 
-from tests.support import free_port
+from testkit.processes import free_port
 
 __all__ = ["PrivatePostgres", "postgres_bin_dir"]
 
