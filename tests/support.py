@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +18,7 @@ from testkit.processes import free_port
 from testkit.waiting import wait_until
 
 __all__ = [
+    "DATABASES",
     "events",
     "free_port",
     "get_task",
@@ -101,9 +103,13 @@ def sample(parsed: dict[tuple[str, frozenset[tuple[str, str]]], float], name: st
     return parsed.get((name, frozenset(labels.items())), 0.0)
 
 
+#: ``@pytest.fixture(params=DATABASES)`` with ``settings_for_database``: only the PostgreSQL runs need services.
+DATABASES = [pytest.param("postgresql", marks=[pytest.mark.rabbitmq, pytest.mark.postgres]), "sqlite"]
+
+
 def settings_for_database(request: Any, tmp_path: Path) -> Any:
-    """For a test parametrized over ``"postgresql"`` and ``"sqlite"``: the ``settings`` fixture (the
-    real PostgreSQL and RabbitMQ), or SQLite in ``tmp_path`` with the in-process broker, migrated."""
+    """For a fixture parametrized over ``DATABASES``: the ``settings`` fixture (the real PostgreSQL and
+    RabbitMQ), or SQLite in ``tmp_path`` with the in-process broker, migrated."""
     from interlock.settings import Settings
     from models.migrations import upgrade
 

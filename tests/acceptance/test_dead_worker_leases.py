@@ -24,7 +24,7 @@ from models.tasks import Task, TaskEvent, TaskState
 from tests.processes import Proc, base_env
 from tests.support import get_task, wait_for_state, wait_until
 
-pytestmark = [pytest.mark.postgres]
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]  # the settings fixture makes a vhost
 
 
 @pytest.fixture
@@ -114,7 +114,6 @@ def _holders(runtime: Runtime, task_ids: list[str]) -> dict[str, int]:
     return {task_id: int(owner.split(":")[1]) for task_id, owner in rows if owner}
 
 
-@pytest.mark.rabbitmq
 @pytest.mark.slow
 def test_tasks_of_a_killed_worker_process_finish_long_before_its_leases_would_lapse(
     settings: Settings, bench_runs: Engine, tmp_path, make_stack

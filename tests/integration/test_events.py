@@ -11,7 +11,6 @@ from sqlalchemy import select
 from actors.broker import build_broker
 from actors.catalogue import discover
 from actors.events.bus import EventBus, event_task_id
-from actors.events.topics import topic_matches
 from actors.runtime import Runtime
 from interlock.cli.worker import start_worker
 from interlock.settings import Settings
@@ -42,17 +41,6 @@ def idle_stack(settings: Settings, make_stack: MakeStack) -> Stack:
         stack.broker.declare_queue(subscription.queue, ensure=True)
         stack.broker.flush(subscription.queue)
     return stack
-
-
-def test_topic_patterns_match_like_rabbitmq() -> None:
-    assert topic_matches("user.*", "user.updated")
-    assert not topic_matches("user.*", "user")
-    assert not topic_matches("user.*", "user.profile.changed")
-    assert topic_matches("user.#", "user")
-    assert topic_matches("user.#", "user.profile.changed")
-    assert topic_matches("#", "anything.at.all")
-    assert topic_matches("*.push", "github.push")
-    assert not topic_matches("new_data_arrived", "new_data_arrived.x")
 
 
 def test_event_published_while_no_worker_runs_is_handled_when_one_starts(idle_stack, settings, fake_llm) -> None:

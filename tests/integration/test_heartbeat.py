@@ -21,7 +21,7 @@ from models.task_transitions import create_task
 from models.tasks import Task, TaskState
 from tests.support import get_task
 
-pytestmark = [pytest.mark.postgres]
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]  # the settings fixture makes a vhost
 
 
 @pytest.fixture

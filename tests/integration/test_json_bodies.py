@@ -17,17 +17,15 @@ from sqlalchemy import func, select
 from models.events import Event
 from models.tasks import Task
 from tests.stack import MakeStack, Stack
-from tests.support import settings_for_database
+from tests.support import DATABASES, settings_for_database
 from web.signatures import custom_signature
-
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
 WEBHOOK_SECRET = "custom-webhook-secret-for-json-tests"
 NOT_JSON_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e999999", "-1e999999"]
 JSON_CT = {"content-type": "application/json"}
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(params=DATABASES)
 def api(request: pytest.FixtureRequest, tmp_path: Path, make_stack: MakeStack) -> Stack:
     return make_stack(settings_for_database(request, tmp_path).replace(webhook_secret=WEBHOOK_SECRET), worker=False)
 

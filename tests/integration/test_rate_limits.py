@@ -14,7 +14,7 @@ from actors.runtime import Runtime
 from interlock.limits import Limit
 from tests.support import events, wait_for_state
 
-pytestmark = [pytest.mark.postgres]
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]  # the settings fixture makes a vhost
 
 
 @pytest.fixture
@@ -96,7 +96,6 @@ def test_sliding_window_never_admits_more_than_the_limit_in_any_period(runtime) 
     assert not admitted_now and 0 < wait <= 1.0
 
 
-@pytest.mark.rabbitmq
 def test_rate_limited_tasks_keep_their_retry_budget(settings, fake_llm, make_stack) -> None:
     fake_llm.fail_next(100, status=500, match="Analyze this query: budget")
     stack = make_stack(settings.replace(rate_limits="default=2/s", max_retries=3, min_backoff=0.1))

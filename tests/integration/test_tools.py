@@ -7,13 +7,11 @@ database is a scratch PostgreSQL database with a restricted login role, made and
 from __future__ import annotations
 
 import json
-import re
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -39,8 +37,6 @@ from tests.stack import MakeStack, Stack
 from tests.support import events, wait_for_state, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
-
-CONFIGURATION_PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 @dataclass(frozen=True)
@@ -158,28 +154,6 @@ def _task_count(stack: Stack) -> int:
 
 def _errors(stack: Stack, task_id: str, state: str = "RETRY") -> list[str]:
     return [str((e.data or {}).get("error")) for e in events(stack.runtime.sessions, task_id) if e.state == state]
-
-
-# -- configuration ----------------------------------------------------------------------------
-
-
-def test_configuration_page_lists_every_tool_limit() -> None:
-    table = CONFIGURATION_PAGE.read_text()
-    for variable in (
-        "INTERLOCK_SCRAPE_MAX_BYTES",
-        "INTERLOCK_HTTP_TIMEOUT",
-        "INTERLOCK_TOOLS_STATEMENT_TIMEOUT_MS",
-        "INTERLOCK_TOOLS_MAX_ROWS",
-        "INTERLOCK_API_MAX_BYTES",
-        "INTERLOCK_HTTP_MAX_REDIRECTS",
-        "INTERLOCK_TOOLS_ALLOW_HOSTS",
-        "INTERLOCK_TOOLS_DATABASE_URL",
-        "INTERLOCK_CACHE_TTL_API",
-        "INTERLOCK_BREAKER_THRESHOLD",
-        "INTERLOCK_BREAKER_RESET",
-    ):
-        assert re.search(rf"^\| `{variable}` \|", table, re.M), variable
-    assert "| `INTERLOCK_CACHE_TTL_API` | `1800` |" in table
 
 
 # -- the API ----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from models.tasks import TaskEvent
 from tests.processes import Proc, base_env
 from tests.support import get_task, wait_for_state, wait_until
 
-pytestmark = [pytest.mark.postgres]
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]  # the settings fixture makes a vhost
 
 EFFECTS = text("CREATE TABLE IF NOT EXISTS step_effects (task_id text NOT NULL, note text NOT NULL)")
 
@@ -205,7 +205,6 @@ def _holder_pid(stack: Any, task_id: str) -> int:
     return int(task.lease_owner.split(":")[1])
 
 
-@pytest.mark.rabbitmq
 @pytest.mark.slow
 def test_worker_killed_inside_or_after_a_transactional_step_never_repeats_its_effect(
     settings: Settings, bench_runs: Engine, tmp_path, make_stack

@@ -16,14 +16,12 @@ import pytest
 
 from models.security import create_key
 from tests.stack import MakeStack, Stack
-from tests.support import settings_for_database
-
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+from tests.support import DATABASES, settings_for_database
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(params=DATABASES)
 def secure(request: pytest.FixtureRequest, tmp_path: Path, make_stack: MakeStack) -> Stack:
     return make_stack(settings_for_database(request, tmp_path).replace(auth="on"), worker=False)
 

@@ -58,6 +58,25 @@ def test_configuration_page_lists_every_setting_with_its_default() -> None:
         assert f"`{name}`" in page
 
 
+def test_configuration_page_lists_every_tool_limit() -> None:
+    table = (ROOT / "docs" / "configuration.md").read_text()
+    for variable in (
+        "INTERLOCK_SCRAPE_MAX_BYTES",
+        "INTERLOCK_HTTP_TIMEOUT",
+        "INTERLOCK_TOOLS_STATEMENT_TIMEOUT_MS",
+        "INTERLOCK_TOOLS_MAX_ROWS",
+        "INTERLOCK_API_MAX_BYTES",
+        "INTERLOCK_HTTP_MAX_REDIRECTS",
+        "INTERLOCK_TOOLS_ALLOW_HOSTS",
+        "INTERLOCK_TOOLS_DATABASE_URL",
+        "INTERLOCK_CACHE_TTL_API",
+        "INTERLOCK_BREAKER_THRESHOLD",
+        "INTERLOCK_BREAKER_RESET",
+    ):
+        assert re.search(rf"^\| `{variable}` \|", table, re.M), variable
+    assert "| `INTERLOCK_CACHE_TTL_API` | `1800` |" in table
+
+
 def test_config_command_masks_secrets() -> None:
     env = {"OPENAI_API_KEY": "sk-very-secret-value", "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
