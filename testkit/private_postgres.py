@@ -101,7 +101,7 @@ class PrivatePostgres:
     def create_database(self, name: str) -> str:
         """Create ``name`` and return its URL."""
         with psycopg.connect(self.url(), autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+            connection.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
     def __enter__(self) -> PrivatePostgres:

@@ -23,7 +23,7 @@ MANAGEMENT_URL = os.environ.get("INTERLOCK_TEST_RABBITMQ_API", "http://127.0.0.1
 def admin_sql(sql: str) -> None:
     """One statement as the administrator, outside a transaction (CREATE DATABASE, CREATE ROLE, ...)."""
     with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as connection:
-        connection.execute(sql)  # type: ignore[arg-type]
+        connection.execute(sql)
 
 
 def database_url(name: str) -> str:

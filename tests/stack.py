@@ -29,9 +29,9 @@ class Stack:
     runtime: Runtime
     broker: Any
     client: falcon.testing.TestClient
-    worker: Any
+    worker: Any  # None without a worker, and so are the two below
     worker_broker: Any
-    worker_runtime: Runtime
+    worker_runtime: Any
 
     def submit(self, **body: Any) -> str:
         response = self.client.simulate_post("/agent/execute", json=body)
@@ -51,13 +51,13 @@ def start_stack(settings: Settings, *, worker: bool = True) -> Stack:
     worker_obj = worker_broker = worker_runtime = None
     if worker:
         worker_obj, worker_broker, worker_runtime = start_worker(settings, queues=None, threads=settings.worker_threads)
-    if worker and not settings.uses_rabbitmq:
-        runtime, broker = Runtime.open(settings), worker_broker
+    runtime = Runtime.open(settings)
+    if worker_broker is not None and not settings.uses_rabbitmq:
+        broker = worker_broker
     else:
-        runtime = Runtime.open(settings)
         broker = build_broker(settings, runtime, catalogue)
     client = falcon.testing.TestClient(create_app(runtime, broker, catalogue))
-    return Stack(settings, runtime, broker, client, worker_obj, worker_broker, worker_runtime)  # type: ignore[arg-type]
+    return Stack(settings, runtime, broker, client, worker_obj, worker_broker, worker_runtime)
 
 
 def stop_stack(stack: Stack) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import update
@@ -45,10 +45,10 @@ def _leased(runtime: Runtime, *, owner: str, seconds: float = 1.0) -> str:
     return task_id
 
 
-def _lease_left(runtime: Runtime, task_id: str) -> float:
+def _lease_end(runtime: Runtime, task_id: str) -> datetime:
     task = get_task(runtime.sessions, task_id)
     assert task is not None and task.lease_expires_at is not None
-    return (task.lease_expires_at - utcnow()).total_seconds()
+    return task.lease_expires_at
 
 
 def test_only_the_leases_of_tasks_running_here_are_renewed(runtime: Runtime) -> None:
@@ -57,11 +57,13 @@ def test_only_the_leases_of_tasks_running_here_are_renewed(runtime: Runtime) -> 
     elsewhere = _leased(runtime, owner="another-host:1:feedbeef")
     runtime.running.add(RunningTask(running))
     runtime.running.add(RunningTask(elsewhere))  # a lease another process took over is not ours to renew
+    leases = {task_id: _lease_end(runtime, task_id) for task_id in (left_behind, elsewhere)}
 
+    renewed_from = utcnow()
     assert heartbeat(runtime, renew=True) == []
-    assert _lease_left(runtime, running) > 25
-    assert _lease_left(runtime, left_behind) < 2  # it lapses, and reclaim re-publishes the task
-    assert _lease_left(runtime, elsewhere) < 2
+    assert _lease_end(runtime, running) >= renewed_from + timedelta(seconds=30)  # INTERLOCK_LEASE_SECONDS
+    # The others keep the leases they had: left behind, it lapses, and reclaim re-publishes the task.
+    assert {task_id: _lease_end(runtime, task_id) for task_id in leases} == leases
 
 
 def test_a_cancelled_running_task_is_woken_out_of_its_wait(runtime: Runtime) -> None:

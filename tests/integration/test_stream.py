@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.processes import Proc, base_env, wait_http
-from tests.support import free_port, parse_sse, wait_until
+from tests.support import free_port, get_task, parse_sse, wait_for_state, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -57,20 +57,25 @@ def test_stream_shows_every_step_in_order_and_the_result(stack) -> None:
     assert stack.client.simulate_get("/agent/stream/no-such-task").status_code == 404
 
 
-def test_execute_wait(stack, fake_llm) -> None:
+def test_execute_wait(settings, fake_llm, make_stack) -> None:
+    stack = make_stack(settings.replace(llm_timeout=60.0))
     done = stack.client.simulate_post("/agent/execute", params={"wait": "20"}, json={"query": "quick"})
     assert done.status_code == 200, done.text
     assert done.json["state"] == "SUCCESS" and done.json["result"]["result"].startswith("fake-llm answer")
 
-    fake_llm.hang_next(1, seconds=3, match="Analyze this query: slow")
-    started = time.monotonic()
+    # The slow task cannot finish before its first LLM call answers, 20 s after it starts: a 202
+    # shows that ?wait=0.5 stopped waiting (the longest ?wait=30 would have seen it finish).
+    fake_llm.hang_next(1, seconds=20, match="Analyze this query: slow")
     slow = stack.client.simulate_post("/agent/execute", params={"wait": "0.5"}, json={"query": "slow"})
     assert slow.status_code == 202 and slow.json["status"] == "queued"
-    assert time.monotonic() - started < 2.5
+    assert get_task(stack.runtime.sessions, slow.json["task_id"]).state in {"PENDING", "PROCESSING"}
     for bad in ("0", "-1", "31", "soon", "nan"):
         refused = stack.client.simulate_post("/agent/execute", params={"wait": bad}, json={"query": "x"})
         assert refused.status_code == 400, (bad, refused.text)
         assert refused.json["title"] == "Invalid wait"
+    # Cancelling interrupts the hung call, so the worker stops at once at teardown.
+    assert stack.client.simulate_post(f"/agent/cancel/{slow.json['task_id']}").status_code == 202
+    wait_for_state(stack.runtime.sessions, slow.json["task_id"], "CANCELLED")
 
 
 @contextmanager

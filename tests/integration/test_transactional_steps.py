@@ -156,16 +156,18 @@ def test_stage_time_limit_interrupts_and_rolls_back(settings: Settings, runtime:
     runtime.settings = settings.replace(stage_time_limit=0.5)
     task_id = str(uuid.uuid4())
 
+    finished: list[bool] = []
+
     def note_then_hang(session: Session) -> None:
         _note(session, task_id, "rolled back")
         give_up = time.monotonic() + 10
         while time.monotonic() < give_up:  # busy work the watchdog interrupts
             time.sleep(0.01)
+        finished.append(True)
 
-    started = time.monotonic()
     with pytest.raises(StageTimeLimitExceeded):
         _context(runtime, task_id).transactional_step("note", note_then_hang)
-    assert time.monotonic() - started < 5
+    assert finished == []  # stopped in the middle of its work, not found too slow once it ended
     assert _effects(runtime, task_id) == []
     failed = _checkpoint(runtime, task_id, "note")
     assert failed is not None and failed.status == FAILED and "StageTimeLimitExceeded" in (failed.error or "")
