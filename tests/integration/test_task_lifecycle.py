@@ -27,8 +27,6 @@ from models.task_transitions import Transition, reclaim_lapsed
 from models.tasks import Task, TaskEvent, TaskState
 from models.tenants import add_usage, set_limits
 
-pytestmark = [pytest.mark.postgres]
-
 
 @dataclass(frozen=True)
 class Idempotency:
@@ -36,7 +34,7 @@ class Idempotency:
     body_hash: str
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.postgres), "sqlite"])
 def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
     if request.param == "postgresql":
         url = request.getfixturevalue("database_url")
