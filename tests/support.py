@@ -13,6 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from interlock.settings import Settings
+from models.migrations import upgrade
 from models.tasks import Task, TaskEvent
 from testkit.processes import free_port
 from testkit.waiting import wait_until
@@ -107,12 +109,9 @@ def sample(parsed: dict[tuple[str, frozenset[tuple[str, str]]], float], name: st
 DATABASES = [pytest.param("postgresql", marks=[pytest.mark.rabbitmq, pytest.mark.postgres]), "sqlite"]
 
 
-def settings_for_database(request: Any, tmp_path: Path) -> Any:
+def settings_for_database(request: Any, tmp_path: Path) -> Settings:
     """For a fixture parametrized over ``DATABASES``: the ``settings`` fixture (the real PostgreSQL and
     RabbitMQ), or SQLite in ``tmp_path`` with the in-process broker, migrated."""
-    from interlock.settings import Settings
-    from models.migrations import upgrade
-
     if request.param == "postgresql":
         return request.getfixturevalue("settings")
     settings = Settings.from_env({}, database_url=f"sqlite:///{tmp_path / 'api.db'}", auth="off")
