@@ -87,7 +87,7 @@ class TaskCancelled(PermanentError):
 # -- children (actors.orchestration) ------------------------------------------------------------
 
 
-class Suspend(InterlockError):  # noqa: N818 - a control-flow signal, not an error
+class Suspend(InterlockError):
     """Raised by ``ctx.call``/``ctx.gather`` when children are still running."""
 
 

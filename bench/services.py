@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -75,10 +76,8 @@ class Scratch:
         vhost = quote(self.vhosts[system], safe="")
         for queue in self._mgmt("GET", f"/queues/{vhost}").json():
             name = quote(queue["name"], safe="")
-            try:
+            with contextlib.suppress(requests.RequestException):
                 self._mgmt("DELETE", f"/queues/{vhost}/{name}/contents")
-            except requests.RequestException:
-                pass
 
     def close(self) -> None:
         if self._connection is not None:
@@ -116,8 +115,6 @@ class Proc(processes.Proc):
     def rss_mb(self) -> float:
         total = 0
         for proc in self.tree():
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 total += proc.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
         return total / 2**20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -531,10 +532,8 @@ def _w5_one(lab: Lab, sizes: Sizes, name: str) -> dict[str, Any]:
 
     def poll_api() -> None:
         while not poller_stop.wait(0.05):
-            try:
+            with contextlib.suppress(requests.RequestException):
                 requests.get(url + "/healthz", timeout=2)
-            except requests.RequestException:
-                pass
 
     poller = threading.Thread(target=poll_api, daemon=True)
     poller.start()
@@ -619,7 +618,7 @@ def _kill_children(proc: Proc, kills: int, interval: float, log: list[dict[str, 
         if not children:
             log.append({"at": time.monotonic(), "pid": None})
             continue
-        victim = random.choice(children)  # noqa: S311
+        victim = random.choice(children)
         try:
             os.kill(victim.pid, signal.SIGKILL)
             log.append({"at": time.monotonic(), "pid": victim.pid})
@@ -676,10 +675,8 @@ def _w6_one(lab: Lab, sizes: Sizes, name: str, concurrency: int) -> dict[str, An
 
     # A dead process's leases are released by its supervisor at once; the 30 s lease is the fallback.
     deadline = 60 + expected * 2 + (60 if name == "interlock" else 0)
-    try:
+    with contextlib.suppress(WaitTimeout):
         wait_until(lambda: finished() >= n, timeout=deadline, interval=0.25, what="all tasks")
-    except WaitTimeout:
-        pass
     wall = time.monotonic() - started
     done_once = finished()
     twice = int(

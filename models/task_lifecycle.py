@@ -78,7 +78,7 @@ class Creation:
     earlier: Reservation | None = None
 
 
-class _KeyTaken(Exception):  # noqa: N818 - rolls the losing transaction back
+class _KeyTaken(Exception):
     def __init__(self, reservation: Reservation) -> None:
         self.reservation = reservation
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -76,10 +77,8 @@ class Proc:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
-        try:  # leftovers of the group (a pool child that ignored SIGTERM)
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # leftovers of the group
             os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         if self._log is not None:
             self._log.close()
         self.process = None

@@ -94,9 +94,12 @@ def _query(params: Mapping[str, Any]) -> dict[str, Scalar | list[Scalar]]:
     for key, value in params.items():
         if isinstance(value, bool):
             query[key] = "true" if value else "false"
-        elif isinstance(value, str | int | float) or value is None:
-            query[key] = value
-        elif isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        elif (
+            isinstance(value, str | int | float)
+            or value is None
+            or isinstance(value, list)
+            and all(isinstance(v, str | int | float) for v in value)
+        ):
             query[key] = value
         else:
             raise InvalidInput(f"query parameter {key!r} must be a string, number, boolean or list of those")

@@ -91,33 +91,155 @@ ALLOWED_FUNCTIONS = frozenset(
 #: Every operator name in PostgreSQL's own catalogue; each is run as ``OPERATOR(pg_catalog.op)``
 #: where the syntax allows, so only the built-in implementations are reachable.
 ALLOWED_OPERATORS = frozenset(
-    """
-    !! !~ !~* !~~ !~~* # ## #- #> #>> % & && &< &<| &> * *< *<= *<> *= *> *>= + - -> ->> -|- / < <->
-    << <<= <<| <= <> <@ <^ = > >= >> >>= >^ ? ?# ?& ?- ?-| ?| ?|| @ @-@ @> @? @@ @@@ ^ ^@ | |&> |/
-    |>> || ||/ ~ ~* ~<=~ ~<~ ~= ~>=~ ~>~ ~~ ~~*
-    """.split()
+    [
+        "!!",
+        "!~",
+        "!~*",
+        "!~~",
+        "!~~*",
+        "#",
+        "##",
+        "#-",
+        "#>",
+        "#>>",
+        "%",
+        "&",
+        "&&",
+        "&<",
+        "&<|",
+        "&>",
+        "*",
+        "*<",
+        "*<=",
+        "*<>",
+        "*=",
+        "*>",
+        "*>=",
+        "+",
+        "-",
+        "->",
+        "->>",
+        "-|-",
+        "/",
+        "<",
+        "<->",
+        "<<",
+        "<<=",
+        "<<|",
+        "<=",
+        "<>",
+        "<@",
+        "<^",
+        "=",
+        ">",
+        ">=",
+        ">>",
+        ">>=",
+        ">^",
+        "?",
+        "?#",
+        "?&",
+        "?-",
+        "?-|",
+        "?|",
+        "?||",
+        "@",
+        "@-@",
+        "@>",
+        "@?",
+        "@@",
+        "@@@",
+        "^",
+        "^@",
+        "|",
+        "|&>",
+        "|/",
+        "|>>",
+        "||",
+        "||/",
+        "~",
+        "~*",
+        "~<=~",
+        "~<~",
+        "~=",
+        "~>=~",
+        "~>~",
+        "~~",
+        "~~*",
+    ]
 )
 
 #: Types a value may be cast to (``CAST(x AS t)``, ``x::t``, ``t 'literal'``): PostgreSQL's own,
 #: whose input functions only parse a value. Not ``xml``, ``reg*`` lookups but ``regconfig``, nor
 #: domains (their checks may call any function).
 ALLOWED_TYPES = frozenset(
-    """
-    bool int2 int4 int8 numeric float4 float8 money text varchar bpchar name char bytea date time
-    timetz timestamp timestamptz interval uuid json jsonb jsonpath inet cidr macaddr macaddr8 bit
-    varbit tsvector tsquery regconfig int4range int8range numrange daterange tsrange tstzrange
-    int4multirange int8multirange nummultirange datemultirange tsmultirange tstzmultirange
-    """.split()
+    [
+        "bool",
+        "int2",
+        "int4",
+        "int8",
+        "numeric",
+        "float4",
+        "float8",
+        "money",
+        "text",
+        "varchar",
+        "bpchar",
+        "name",
+        "char",
+        "bytea",
+        "date",
+        "time",
+        "timetz",
+        "timestamp",
+        "timestamptz",
+        "interval",
+        "uuid",
+        "json",
+        "jsonb",
+        "jsonpath",
+        "inet",
+        "cidr",
+        "macaddr",
+        "macaddr8",
+        "bit",
+        "varbit",
+        "tsvector",
+        "tsquery",
+        "regconfig",
+        "int4range",
+        "int8range",
+        "numrange",
+        "daterange",
+        "tsrange",
+        "tstzrange",
+        "int4multirange",
+        "int8multirange",
+        "nummultirange",
+        "datemultirange",
+        "tsmultirange",
+        "tstzmultirange",
+    ]
 )
 
 #: System relations a query may read (to find its way around the schema); every other relation of
 #: ``pg_catalog`` (``pg_settings``, ``pg_stat_activity``, ``pg_authid``...) is refused.
 #: ``information_schema`` shows only what the role may see and is allowed.
 ALLOWED_CATALOG_RELATIONS = frozenset(
-    """
-    pg_tables pg_views pg_matviews pg_indexes pg_class pg_namespace pg_attribute pg_type
-    pg_constraint pg_index pg_description pg_enum
-    """.split()
+    [
+        "pg_tables",
+        "pg_views",
+        "pg_matviews",
+        "pg_indexes",
+        "pg_class",
+        "pg_namespace",
+        "pg_attribute",
+        "pg_type",
+        "pg_constraint",
+        "pg_index",
+        "pg_description",
+        "pg_enum",
+    ]
 )
 
 TABLESAMPLE_METHODS = frozenset({"system", "bernoulli"})

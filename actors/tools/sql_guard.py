@@ -255,12 +255,13 @@ class _Guard:
         schema, name = node.schemaname, node.relname or ""
         if node.catalogname is not None:
             raise QueryRefused("cross-database references are not allowed")
-        if schema == "pg_catalog" or (schema is None and name.startswith("pg_")):
-            if name not in ALLOWED_CATALOG_RELATIONS:
-                raise QueryRefused(
-                    f"the system relation {name} is not allowed in tool queries; "
-                    f"allowed: {', '.join(sorted(ALLOWED_CATALOG_RELATIONS))} and information_schema"
-                )
+        if (schema == "pg_catalog" or (schema is None and name.startswith("pg_"))) and (
+            name not in ALLOWED_CATALOG_RELATIONS
+        ):
+            raise QueryRefused(
+                f"the system relation {name} is not allowed in tool queries; "
+                f"allowed: {', '.join(sorted(ALLOWED_CATALOG_RELATIONS))} and information_schema"
+            )
 
     def _tablesample(self, node: ast.RangeTableSample) -> None:
         schema, name = _split(node.method)

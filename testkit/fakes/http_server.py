@@ -76,7 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def do_GET(self) -> None:  # noqa: C901 - a route table
+    def do_GET(self) -> None:
         fake = cast(_Server, self.server).fake
         parts = urlsplit(self.path)
         path = parts.path

@@ -31,7 +31,8 @@ def test_dev_runs_a_task_to_success_on_embedded_defaults(tmp_path) -> None:
     url = f"http://127.0.0.1:{port}"
     with Proc(["dev", "--port", str(port)], env=base_env(), log=tmp_path / "dev.log", cwd=tmp_path) as dev:
         wait_http(f"{url}/healthz", proc=dev)
-        assert "in-process broker" in dev.output() and "offline stand-in" in dev.output()
+        assert "in-process broker" in dev.output()
+        assert "offline stand-in" in dev.output()
         submitted = requests.post(f"{url}/agent/execute", json={"query": "hello dev"}, timeout=5)
         assert submitted.status_code == 202
         body = _wait_success(url, submitted.json()["task_id"])
@@ -47,7 +48,8 @@ def test_dev_runs_a_task_to_success_on_embedded_defaults(tmp_path) -> None:
             timeout=60,
         )
         assert follow.returncode == 0, follow.stdout + follow.stderr
-        assert "100%" in follow.stdout and "SUCCESS" in follow.stdout
+        assert "100%" in follow.stdout
+        assert "SUCCESS" in follow.stdout
     assert (tmp_path / "interlock.db").exists()
 
 
@@ -57,7 +59,8 @@ def test_dev_honours_an_explicit_interlock_auth_on(tmp_path) -> None:
     env = {**base_env(), "INTERLOCK_AUTH": "on"}
     with Proc(["dev", "--port", str(port)], env=env, log=tmp_path / "dev.log", cwd=tmp_path) as dev:
         wait_http(f"{url}/healthz", proc=dev)
-        assert "AUTHENTICATION IS OFF" not in dev.output() and "Authentication is on" in dev.output()
+        assert "AUTHENTICATION IS OFF" not in dev.output()
+        assert "Authentication is on" in dev.output()
         assert requests.get(f"{url}/keys", timeout=5).status_code == 401
         assert requests.post(f"{url}/agent/execute", json={"query": "x"}, timeout=5).status_code == 401
         made = subprocess.run(

@@ -39,7 +39,8 @@ def test_cancel_and_dead_letters_from_the_command_line(settings, fake_llm, tmp_p
         assert "CANCELLED" in cancelled.stdout
         assert get_task(queued_only.runtime.sessions, queued).state == "CANCELLED"
         again = _cli(env, url, "cancel", queued)
-        assert again.returncode == 1 and "409" in again.stderr
+        assert again.returncode == 1
+        assert "409" in again.stderr
 
         fake_llm.fail_next(1, status=401)
         stack = make_stack(settings)
@@ -55,7 +56,8 @@ def test_cancel_and_dead_letters_from_the_command_line(settings, fake_llm, tmp_p
 
         queues = wait_until(listed, timeout=15, what="the dead letter in `interlock dlq list`")
         entry = next(m for m in queues["default"] if m["task_id"] == doomed)
-        assert "401" in entry["error"] and entry["attempts"] == 1
+        assert "401" in entry["error"]
+        assert entry["attempts"] == 1
 
         purged = _cli(env, url, "dlq", "purge", doomed)
         assert purged.returncode == 0, purged.stderr

@@ -86,7 +86,8 @@ def map_url(compose_url: str, local_url: str, host: str) -> str:
     """The compose URL points at the ``host`` service; the local one at the test's server."""
     parts, local = urlsplit(compose_url), urlsplit(local_url)
     assert parts.hostname == host, compose_url
-    assert parts.username and parts.password, f"{compose_url} must carry its credentials"
+    assert parts.username, f"{compose_url} must carry its credentials"
+    assert parts.password, f"{compose_url} must carry its credentials"
     assert parts.scheme.split("+")[0] == local.scheme.split("+")[0]
     return local_url
 
@@ -194,4 +195,5 @@ def test_the_compose_services_run_as_processes_and_complete_a_task(
 
         for name, proc in running.items():
             if name != "migrate":
-                assert proc.process is not None and proc.process.poll() is None, f"{name} died:\n{proc.output()}"
+                assert proc.process is not None
+                assert proc.process.poll() is None, f"{name} died:\n{proc.output()}"

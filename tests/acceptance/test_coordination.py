@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -65,10 +66,8 @@ def test_fifty_chords_survive_sigkills_and_each_callback_runs_once(settings, fak
                 continue
             time.sleep(rng.uniform(0.0, 0.4))  # a random moment, not a wait for work
             victim = rng.choice(sorted(pids))
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             killed.add(victim)
         assert len(killed) == 5, "not enough busy moments to kill"
 
@@ -84,7 +83,8 @@ def test_fifty_chords_survive_sigkills_and_each_callback_runs_once(settings, fak
         for parent in parents:
             task = get_task(stack.runtime.sessions, parent)
             assert task.state == "SUCCESS", (task.error, worker.output()[-2000:])
-            assert task.result["total_agents"] == 3 and task.result["successful"] == 3
+            assert task.result["total_agents"] == 3
+            assert task.result["successful"] == 3
         with stack.runtime.sessions() as session:
             callbacks = session.execute(
                 select(Task.parent_id, func.count())
@@ -120,8 +120,10 @@ def test_worker_with_queues_serves_only_those(settings, tmp_path, broker_url, ma
     queues = requests.get(f"{MANAGEMENT_URL}/queues/{vhost}", auth=("guest", "guest"), timeout=10).json()
     names = {q["name"]: q for q in queues}
     for agent in ("research", "scraper", "reviewer", "planner", "tools"):
-        assert agent in names and f"{agent}.XQ" in names, sorted(names)
-        assert names[agent]["durable"] and names[agent]["arguments"]["x-max-priority"] == settings.queue_max_priority
+        assert agent in names, sorted(names)
+        assert f"{agent}.XQ" in names, sorted(names)
+        assert names[agent]["durable"]
+        assert names[agent]["arguments"]["x-max-priority"] == settings.queue_max_priority
 
 
 def _stuck_report(stack, parents: list[str]) -> list[object]:

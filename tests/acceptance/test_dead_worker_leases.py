@@ -47,19 +47,22 @@ def _leased_task(runtime: Runtime, *, owner: str, state: str = TaskState.PROCESS
 
 def _lease_left(runtime: Runtime, task_id: str) -> float:
     task = get_task(runtime.sessions, task_id)
-    assert task is not None and task.lease_expires_at is not None
+    assert task is not None
+    assert task.lease_expires_at is not None
     return (task.lease_expires_at - utcnow()).total_seconds()
 
 
 def _lease_end(runtime: Runtime, task_id: str) -> datetime:
     task = get_task(runtime.sessions, task_id)
-    assert task is not None and task.lease_expires_at is not None
+    assert task is not None
+    assert task.lease_expires_at is not None
     return task.lease_expires_at
 
 
 def _finished_at(runtime: Runtime, task_id: str) -> datetime:
     task = get_task(runtime.sessions, task_id)
-    assert task is not None and task.finished_at is not None
+    assert task is not None
+    assert task.finished_at is not None
     return task.finished_at
 
 
@@ -153,7 +156,8 @@ def test_tasks_of_a_killed_worker_process_finish_long_before_its_leases_would_la
             assert task.state == "SUCCESS", (task.error, worker.output()[-3000:])
         # Its tasks ran again and finished before its leases would have lapsed: released, not waited out.
         assert all(_finished_at(stack.runtime, t) < lapse for t in orphans)
-        assert "released" in worker.output() and f"[{victim}]" in worker.output()
+        assert "released" in worker.output()
+        assert f"[{victim}]" in worker.output()
 
         with stack.runtime.sessions() as session:
             successes = dict(

@@ -84,5 +84,6 @@ def test_each_finished_task_logs_one_info_line_with_its_fields(settings, fake_ll
             line = lines[0]
             assert line["level"] == "INFO"
             assert (line["workflow"], line["attempts"]) == ("agent", 1)
-            assert isinstance(line["duration"], float) and line["duration"] > 0
+            assert isinstance(line["duration"], float)
+            assert line["duration"] > 0
             assert line["message"] == f"task {task_id} (agent) SUCCESS in {line['duration']:.2f}s, attempt 1"

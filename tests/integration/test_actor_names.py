@@ -50,4 +50,5 @@ def test_a_message_queued_under_the_old_actor_name_still_completes(stack: Stack,
     task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"})
     assert task.state == "SUCCESS", task.error
     status = stack.client.simulate_get(f"/agent/status/{task_id}").json
-    assert status["state"] == "SUCCESS" and status["result"]["status"] == "success"
+    assert status["state"] == "SUCCESS"
+    assert status["result"]["status"] == "success"

@@ -21,7 +21,8 @@ def test_submitted_task_succeeds_with_progress_in_order(stack: Stack, fake_llm) 
     assert states == ["PENDING", "PROCESSING", "SUCCESS"]
     progress = [(e.progress, e.step) for e in history if e.kind == "progress"]
     assert progress == STEPS
-    assert history[-1].progress == 100 and history[-1].step == "complete"
+    assert history[-1].progress == 100
+    assert history[-1].step == "complete"
 
     assert task.result["status"] == "success"
     assert task.result["result"].startswith("fake-llm answer to:")
@@ -30,9 +31,11 @@ def test_submitted_task_succeeds_with_progress_in_order(stack: Stack, fake_llm) 
     assert fake_llm.count() == 2
 
     status = stack.client.simulate_get(f"/agent/status/{task_id}").json
-    assert status["state"] == "SUCCESS" and status["progress"] == 100
+    assert status["state"] == "SUCCESS"
+    assert status["progress"] == 100
     result = stack.client.simulate_get(f"/agent/result/{task_id}")
-    assert result.status_code == 200 and result.json["status"] == "complete"
+    assert result.status_code == 200
+    assert result.json["status"] == "complete"
 
 
 def test_server_error_is_retried_then_succeeds(stack: Stack, fake_llm) -> None:
@@ -81,7 +84,8 @@ def test_exhausted_retries_fail_and_dead_letter(stack: Stack, fake_llm) -> None:
 
     wait_until(dead_lettered, timeout=10, what="the message in default.XQ")
     result = stack.client.simulate_get(f"/agent/result/{task_id}").json
-    assert result["status"] == "failed" and "503" in result["error"]
+    assert result["status"] == "failed"
+    assert "503" in result["error"]
 
 
 def test_permanent_error_is_not_retried(stack: Stack, fake_llm) -> None:

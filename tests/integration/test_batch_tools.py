@@ -22,8 +22,10 @@ def test_batch_api_calls_lists_each_call_as_a_child(batch_stack) -> None:
         assert response.status_code == 202, response.text
         batch_id = response.json["task_id"]
         task = wait_for_state(batch_stack.runtime.sessions, batch_id, "SUCCESS", timeout=60)
-        assert web.count("/status/200") == 2 and web.count("/status/404") == 1
-    assert task.result["total_tasks"] == 3 and task.result["successful"] == 2
+        assert web.count("/status/200") == 2
+        assert web.count("/status/404") == 1
+    assert task.result["total_tasks"] == 3
+    assert task.result["successful"] == 2
     assert [m["status"] for m in task.result["results"]] == ["success", "success", "failed"]
     status = batch_stack.client.simulate_get(f"/agent/status/{batch_id}").json
     assert len(status["children"]) == 3
@@ -39,7 +41,8 @@ def test_batch_url_scraping_with_a_callback_is_a_chord(batch_stack) -> None:
         )
         assert response.status_code == 202, response.text
         task = wait_for_state(batch_stack.runtime.sessions, response.json["task_id"], "SUCCESS", timeout=60)
-    assert task.result["total_agents"] == 2 and task.result["successful"] == 2
+    assert task.result["total_agents"] == 2
+    assert task.result["successful"] == 2
     assert all(data["title"] for data in task.result["combined_data"])
 
 

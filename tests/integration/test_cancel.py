@@ -64,7 +64,9 @@ def test_running_task_stops_in_the_middle_of_its_llm_call(settings, fake_llm, ma
     # worker looks for cancellations twice a second); the bound is the call's own answer, far off.
     assert time.monotonic() < _answers_at(fake_llm, "Analyze this query: stop me")
     task = get_task(stack.runtime.sessions, task_id)
-    assert task.state == "CANCELLED" and task.lease_owner is None and task.result is None
+    assert task.state == "CANCELLED"
+    assert task.lease_owner is None
+    assert task.result is None
     assert task.attempts == 1
     assert llm_calls(fake_llm, "Query: stop me") == 0  # the synthesis call was never made
     steps = [e.step for e in events(stack.runtime.sessions, task_id) if e.kind == "progress"]

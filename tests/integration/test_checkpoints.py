@@ -56,7 +56,8 @@ def test_failed_stage_records_error_and_traceback(settings, fake_llm, make_stack
     states = {c["stage"]: c["state"] for c in history["checkpoints"]}
     assert states == {"reasoning": "completed", "searching": "completed", "analyzing": "failed"}
     failed = history["checkpoints"][-1]
-    assert "500" in failed["error"] and "Traceback" in failed["traceback"]
+    assert "500" in failed["error"]
+    assert "Traceback" in failed["traceback"]
 
 
 def test_resume_picks_up_at_the_failed_stage(settings, fake_llm, make_stack) -> None:
@@ -79,7 +80,8 @@ def test_resume_picks_up_at_the_failed_stage(settings, fake_llm, make_stack) -> 
     assert task.result["status"] == "completed"
 
     again = stack.client.simulate_post(f"/agent/resume/{task_id}")
-    assert again.status_code == 409 and "SUCCESS" in again.json["description"]
+    assert again.status_code == 409
+    assert "SUCCESS" in again.json["description"]
     unknown = stack.client.simulate_post("/agent/resume/00000000-0000-0000-0000-000000000000")
     assert unknown.status_code == 404
 
@@ -134,9 +136,13 @@ def test_cli_history_and_resume(settings, fake_llm, tmp_path, make_stack) -> Non
             )
 
         history = cli("history", task_id)
-        assert history.returncode == 0 and '"reflecting"' in history.stdout and '"failed"' in history.stdout
+        assert history.returncode == 0
+        assert '"reflecting"' in history.stdout
+        assert '"failed"' in history.stdout
         resumed = cli("resume", task_id)
-        assert resumed.returncode == 0 and '"resumed_from_stage": "reflecting"' in resumed.stdout
+        assert resumed.returncode == 0
+        assert '"resumed_from_stage": "reflecting"' in resumed.stdout
         wait_for_state(stack.runtime.sessions, task_id, "SUCCESS")
         refused = cli("resume", task_id)
-        assert refused.returncode == 1 and "409" in refused.stderr
+        assert refused.returncode == 1
+        assert "409" in refused.stderr

@@ -35,8 +35,10 @@ def test_replayed_poison_task_succeeds_with_one_history(settings, tmp_path, make
             what="both tasks in GET /dlq",
         )
         entry = listed[poison]
-        assert entry["queue"] == "default" and entry["actor"] == "interlock.test_self_kill"
-        assert entry["attempts"] >= 3 and "INTERLOCK_MAX_DELIVERIES=2" in entry["error"]
+        assert entry["queue"] == "default"
+        assert entry["actor"] == "interlock.test_self_kill"
+        assert entry["attempts"] >= 3
+        assert "INTERLOCK_MAX_DELIVERIES=2" in entry["error"]
         assert entry["dead_at"]
         assert _listed(stack) == listed  # listing leaves them in place
 
@@ -50,7 +52,8 @@ def test_replayed_poison_task_succeeds_with_one_history(settings, tmp_path, make
         assert replay.json["queue"] == "default"
         task = wait_for_state(stack.runtime.sessions, poison, {"SUCCESS", "FAILURE"}, timeout=60)
         assert task.state == "SUCCESS", task.error
-        assert task.id == poison and task.result == {"status": "success", "result": "survived"}
+        assert task.id == poison
+        assert task.result == {"status": "success", "result": "survived"}
         assert _listed(stack) == {}
         assert stack.client.simulate_post(f"/dlq/{poison}/replay").status_code == 404
         assert stack.client.simulate_delete(f"/dlq/{doomed}").status_code == 404
@@ -58,7 +61,8 @@ def test_replayed_poison_task_succeeds_with_one_history(settings, tmp_path, make
         history = events(stack.runtime.sessions, poison)
         assert [e.id for e in history] == sorted(e.id for e in history)
         states = [e.state for e in history if e.kind == "state"]
-        assert states[0] == "PENDING" and states[-1] == "SUCCESS"
+        assert states[0] == "PENDING"
+        assert states[-1] == "SUCCESS"
         failed_at = states.index("FAILURE")
         assert states[failed_at + 1 :] == ["PENDING", "PROCESSING", "SUCCESS"]
         assert states[:failed_at].count("PROCESSING") >= 2  # the last start found it exhausted

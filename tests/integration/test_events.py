@@ -53,7 +53,8 @@ def test_event_published_while_no_worker_runs_is_handled_when_one_starts(idle_st
     sessions = idle_stack.runtime.sessions
     assert get_task(sessions, task_ids[0]).state == "PENDING"
     status = idle_stack.client.simulate_get(f"/agent/status/{task_ids[0]}").json
-    assert status["workflow"] == "agent_on_new_data" and status["state"] == "PENDING"
+    assert status["workflow"] == "agent_on_new_data"
+    assert status["state"] == "PENDING"
     # Durable: the message waits in the subscription's own queue until a worker comes.
     assert idle_stack.broker.get_queue_message_counts(NEW_DATA_QUEUE)[0] == 1
 
@@ -67,7 +68,8 @@ def test_event_published_while_no_worker_runs_is_handled_when_one_starts(idle_st
         worker_runtime.close()
 
     assert len(downstream) == 1
-    assert downstream[0].published_by == task.id and downstream[0].source == "agent_on_new_data"
+    assert downstream[0].published_by == task.id
+    assert downstream[0].source == "agent_on_new_data"
     assert downstream[0].data["source"] == "warehouse"
     assert downstream[0].data["summary"].startswith("fake-llm answer to:")
     assert task.result["published"]["event_id"] == downstream[0].id
@@ -83,7 +85,8 @@ def test_a_failing_handler_is_retried_like_any_task_and_publishes_once(stack, fa
     task = wait_for_state(stack.runtime.sessions, task_id, "SUCCESS")
     assert task.attempts == 2
     history = stack.client.simulate_get(f"/agent/status/{task_id}").json
-    assert history["state"] == "SUCCESS" and history["progress"] == 100
+    assert history["state"] == "SUCCESS"
+    assert history["progress"] == 100
     states = [e.state for e in task_events(stack.runtime.sessions, task_id) if e.kind == "state"]
     assert states == ["PENDING", "PROCESSING", "RETRY", "PROCESSING", "SUCCESS"]
     wait_until(lambda: stored(stack.runtime.sessions, "data_processed"), what="data_processed")
@@ -96,7 +99,8 @@ def test_event_without_subscriber_is_stored_and_answered(idle_stack) -> None:
     assert answer.json["task_ids"] == []
     listed = idle_stack.client.simulate_get("/events", params={"type": "nobody.listens"}).json
     assert [e["event_id"] for e in listed["events"]] == [answer.json["event_id"]]
-    assert listed["events"][0]["data"] == {"n": 1} and listed["events"][0]["source"] == "api"
+    assert listed["events"][0]["data"] == {"n": 1}
+    assert listed["events"][0]["source"] == "api"
 
 
 def test_each_article_agent_runs_and_the_chain_follows(stack) -> None:
@@ -114,7 +118,8 @@ def test_each_article_agent_runs_and_the_chain_follows(stack) -> None:
     adapted_task = wait_for_state(sessions, change["task_ids"][0], "SUCCESS")
     user_task = wait_for_state(sessions, user["task_ids"][0], "SUCCESS")
 
-    assert adapted_task.workflow == "agent_on_environment_change" and adapted_task.parent_id is None
+    assert adapted_task.workflow == "agent_on_environment_change"
+    assert adapted_task.parent_id is None
     adapted = wait_until(lambda: stored(sessions, "agent_adapted"), what="agent_adapted")
     assert adapted[0].data["adaptation_strategy"] == "Adjusted for api_rate_limit_increased"
     assert user_task.workflow == "agent_on_user_update"
@@ -144,7 +149,8 @@ def test_publishing_an_event_again_runs_its_tasks_once(stack) -> None:
     wait_until(lambda: stack.broker.get_queue_message_counts(queue)[:2] == (0, 0), what="the redelivery consumed")
     stack.worker.join()
     task = get_task(stack.runtime.sessions, task_ids[0])
-    assert task.attempts == 1 and task.state == "SUCCESS"
+    assert task.attempts == 1
+    assert task.state == "SUCCESS"
     assert len(stored(stack.runtime.sessions, "environment_changed")) == 1
     assert len(stored(stack.runtime.sessions, "agent_adapted")) == 1
 
@@ -162,7 +168,8 @@ def test_a_subscriber_the_publisher_does_not_know_still_gets_its_task(settings) 
         )
         assert task_ids == []
         task = wait_for_state(runtime.sessions, event_task_id(event_id, "agent_on_environment_change"), "SUCCESS")
-        assert task.input["event_id"] == event_id and task.input["data"] == {"change_type": "deploy"}
+        assert task.input["event_id"] == event_id
+        assert task.input["data"] == {"change_type": "deploy"}
     finally:
         worker.stop()
         worker_broker.close()
@@ -196,7 +203,8 @@ def test_listing_filters_orders_and_limits(idle_stack) -> None:
     client.simulate_post("/events", json={"event_type": "listing.b", "data": {}})
 
     everything = client.simulate_get("/events").json
-    assert everything["count"] == 4 and everything["limit"] == 100
+    assert everything["count"] == 4
+    assert everything["limit"] == 100
     only_a = client.simulate_get("/events", params={"type": "listing.a"}).json["events"]
     assert [e["data"]["n"] for e in only_a] == [2, 1, 0]  # newest first
     assert client.simulate_get("/events", params={"limit": "2"}).json["count"] == 2

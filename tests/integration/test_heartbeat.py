@@ -47,7 +47,8 @@ def _leased(runtime: Runtime, *, owner: str, seconds: float = 1.0) -> str:
 
 def _lease_end(runtime: Runtime, task_id: str) -> datetime:
     task = get_task(runtime.sessions, task_id)
-    assert task is not None and task.lease_expires_at is not None
+    assert task is not None
+    assert task.lease_expires_at is not None
     return task.lease_expires_at
 
 

@@ -37,7 +37,8 @@ def test_multi_agent_reviewer_gets_both_results(no_limits, fake_llm, make_stack)
     assert reviewed["research"]["data"]["summary"].startswith("fake-llm answer")
     assert reviewed["scraper"] == {"agent": "scraper", "status": "success", "data": []}
     assert task.result["result"]["reviewed"] == ["research", "scraper"]
-    assert llm_calls(fake_llm, "[agent:planner]") == 1 and llm_calls(fake_llm, "[agent:reviewer]") == 1
+    assert llm_calls(fake_llm, "[agent:planner]") == 1
+    assert llm_calls(fake_llm, "[agent:reviewer]") == 1
 
     status = stack.client.simulate_get(f"/agent/status/{parent}").json
     assert {c["agent"] for c in status["children"]} == set(children)
@@ -71,10 +72,12 @@ def test_multi_agent_progress_never_goes_back(no_limits, fake_llm, make_stack) -
 
         # The scraper ends while research is held: the parent has moved on from 30 toward 70 with them.
         midway = wait_until(lambda: (body := status())["progress"] > 30 and body, timeout=60, what="progress > 30")
-        assert midway["current_step"] == "gather" and midway["progress"] < 70, midway
+        assert midway["current_step"] == "gather", midway
+        assert midway["progress"] < 70, midway
         research_may_answer.set()
         done = wait_until(lambda: (body := status())["state"] in TERMINAL_STATES and body, timeout=60, what="the end")
-        assert done["state"] == "SUCCESS" and done["progress"] == 100
+        assert done["state"] == "SUCCESS"
+        assert done["progress"] == 100
         reader.join(timeout=60)
 
         assert polled == sorted(polled), polled
@@ -92,7 +95,8 @@ def test_a_failed_member_fails_the_parent_with_its_error(no_limits, fake_llm, ma
     stack = make_stack(no_limits)
     parent = stack.submit(query="doomed", workflow="multi_agent")
     task = wait_for_state(stack.runtime.sessions, parent, "FAILURE", timeout=60)
-    assert "research member" in (task.error or "") and "401" in (task.error or "")
+    assert "research member" in (task.error or "")
+    assert "401" in (task.error or "")
     assert "reviewer" not in _children(stack, parent)
 
 

@@ -52,7 +52,8 @@ def test_dramatiq_concurrent_limiter_on_postgres(runtime) -> None:
                     inside.pop()
 
     _threads(work, 8)
-    assert peak and max(peak) <= 2
+    assert peak
+    assert max(peak) <= 2
 
 
 def test_dramatiq_window_limiter_on_postgres(runtime) -> None:
@@ -93,7 +94,8 @@ def test_sliding_window_never_admits_more_than_the_limit_in_any_period(runtime) 
         assert sum(1 for u in admitted if t <= u < t + 1.0) <= 3
     assert len(admitted) >= 3 * 3  # and it keeps admitting at the limit
     admitted_now, wait, _ = window.acquire("unit", limit, now=admitted[-1] + 0.01)
-    assert not admitted_now and 0 < wait <= 1.0
+    assert not admitted_now
+    assert 0 < wait <= 1.0
 
 
 def test_rate_limited_tasks_keep_their_retry_budget(settings, fake_llm, make_stack) -> None:

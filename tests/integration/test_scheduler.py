@@ -71,9 +71,11 @@ def test_only_the_first_claim_of_a_slot_enqueues(stack: Stack) -> None:
     catalogue = discover()
     won = fire_slot(bus, catalogue, job="health_check", slot=slot, owner="scheduler-a")
     lost = fire_slot(bus, catalogue, job="health_check", slot=slot, owner="scheduler-b")
-    assert won is not None and lost is None
+    assert won is not None
+    assert lost is None
     [claimed] = rows(stack.runtime.sessions, ScheduleSlot)
-    assert claimed.claimed_by == "scheduler-a" and claimed.task_id == won
+    assert claimed.claimed_by == "scheduler-a"
+    assert claimed.task_id == won
     [fired] = rows(stack.runtime.sessions, Event, Event.type == "schedule.fired")
     assert fired.data == {"job": "health_check", "slot": slot.isoformat(), "task_id": won, "scheduler": "scheduler-a"}
     assert claimed.event_id == fired.id
@@ -127,7 +129,8 @@ def test_two_schedulers_run_each_slot_once(settings: Settings, tmp_path: Path) -
         for task in tasks:
             wait_for_state(runtime.sessions, task.id, "SUCCESS")
         health = rows(runtime.sessions, Event, Event.type == "system.health")
-        assert len(health) == len(slots) and all(e.data["status"] == "healthy" for e in health)
+        assert len(health) == len(slots)
+        assert all(e.data["status"] == "healthy" for e in health)
         assert all(t.attempts == 1 for t in rows(runtime.sessions, Task, Task.workflow == "health_check"))
 
         # Both schedulers tried the slots: every slot has one winner and (nearly always) one loser.
@@ -156,7 +159,8 @@ def test_health_check_records_database_and_broker(stack: Stack) -> None:
     task = run_job(stack, "health_check")
     assert task.state == "SUCCESS", task.error
     [event] = rows(stack.runtime.sessions, Event, Event.type == "system.health")
-    assert event.published_by == task.id and event.source == "health_check"
+    assert event.published_by == task.id
+    assert event.source == "health_check"
     assert event.data["status"] == "healthy"
     assert event.data["checks"]["database"]["status"] == "ok"
     assert event.data["checks"]["broker"]["status"] == "ok"
@@ -199,8 +203,10 @@ def test_cleanup_applies_retention(stack: Stack) -> None:
     task = run_job(stack, "cleanup_old_events")
     assert task.state == "SUCCESS", task.error
     deleted = task.result["deleted"]
-    assert deleted["events"] == 1 and deleted["tasks"] == 1
-    assert deleted["webhook_deliveries"] == 1 and deleted["schedule_slots"] == 1
+    assert deleted["events"] == 1
+    assert deleted["tasks"] == 1
+    assert deleted["webhook_deliveries"] == 1
+    assert deleted["schedule_slots"] == 1
     assert "tool_cache" in deleted  # the tools' cache is purged when its module offers it
     assert [e.type for e in rows(sessions, Event, Event.type.like("retention.%"))] == ["retention.new"]
     assert [d.delivery_id for d in rows(sessions, WebhookDelivery)] == ["new"]
@@ -213,7 +219,7 @@ class _Source(BaseHTTPRequestHandler):
 
     state: dict[str, Any] = {"version": 1, "requests": []}
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         version = self.state["version"]
         self.state["requests"].append((self.path, self.headers.get("If-None-Match")))
         body = f"dataset version {version}".encode()

@@ -86,7 +86,8 @@ def test_each_route_refuses_no_key_401_missing_scope_403_other_tenant_404(secure
                 assert response.headers["WWW-Authenticate"].startswith("Bearer"), template
                 assert response.json["title"], template
             else:  # the dashboard page sends a browser to the sign-in form
-                assert template == "/" and response.headers["Location"] == "/login"
+                assert template == "/"
+                assert response.headers["Location"] == "/login"
         response = secure.client.simulate_request(method, path, headers=bearer(weak[scope]))
         assert response.status_code == 403, (template, method, response.status, response.text)
         assert scope in response.json["description"]
@@ -107,10 +108,12 @@ def test_a_tenant_sees_its_own_tasks_and_lists_only_them(secure: Stack) -> None:
     assert secure.client.simulate_post(f"/agent/cancel/{task_id}", headers=bearer(other)).status_code == 404
     mine = secure.client.simulate_get("/dashboard/api/tasks", headers=bearer(acme)).json["tasks"]
     theirs = secure.client.simulate_get("/dashboard/api/tasks", headers=bearer(other)).json["tasks"]
-    assert [t["task_id"] for t in mine] == [task_id] and theirs == []
+    assert [t["task_id"] for t in mine] == [task_id]
+    assert theirs == []
     with secure.runtime.sessions() as session:
         task = session.get(Task, task_id)
-        assert task is not None and task.tenant == "acme"
+        assert task is not None
+        assert task.tenant == "acme"
 
 
 def test_system_tasks_are_visible_to_admin_keys_only(secure: Stack) -> None:
@@ -127,7 +130,8 @@ def test_revoked_keys_are_refused_and_keys_are_stored_as_hashes(secure: Stack) -
     key, key_id = made.json["key"], made.json["id"]
     assert secure.client.simulate_get("/dashboard/api/tasks", headers=bearer(key)).status_code == 200
     listed = secure.client.simulate_get("/keys", headers=bearer(admin)).json["keys"]
-    assert key_id in {k["id"] for k in listed} and key not in json.dumps(listed)
+    assert key_id in {k["id"] for k in listed}
+    assert key not in json.dumps(listed)
     with secure.runtime.sessions() as session:
         stored = json.dumps([[k.id, k.hash, k.scopes] for k in session.scalars(select(ApiKey))])
     assert key not in stored
@@ -155,7 +159,8 @@ def test_dashboard_session_cookie_with_csrf(secure: Stack) -> None:
     form = secure.client.simulate_get("/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
     login_cookie = form.cookies["interlock_login"]
-    assert login_cookie.http_only and login_cookie.same_site == "Strict"
+    assert login_cookie.http_only
+    assert login_cookie.same_site == "Strict"
     refused = secure.client.simulate_post(
         "/login",
         body=f"api_key={key}&csrf_token=wrong",
@@ -167,9 +172,11 @@ def test_dashboard_session_cookie_with_csrf(secure: Stack) -> None:
         body=f"api_key={key}&csrf_token={token}",
         headers={"content-type": "application/x-www-form-urlencoded", "cookie": f"interlock_login={token}"},
     )
-    assert signed_in.status_code == 303 and signed_in.headers["Location"] == "/"
+    assert signed_in.status_code == 303
+    assert signed_in.headers["Location"] == "/"
     session_cookie = signed_in.cookies["interlock_session"]
-    assert session_cookie.http_only and session_cookie.same_site == "Strict"
+    assert session_cookie.http_only
+    assert session_cookie.same_site == "Strict"
     assert key not in session_cookie.value
     cookie = {"cookie": f"interlock_session={session_cookie.value}"}
     page = secure.client.simulate_get("/", headers=cookie)
@@ -177,7 +184,8 @@ def test_dashboard_session_cookie_with_csrf(secure: Stack) -> None:
     csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
     assert secure.client.simulate_get("/dashboard/api/tasks", headers=cookie).status_code == 200
     no_csrf = secure.client.simulate_post("/agent/execute", json={"query": "x"}, headers=cookie)
-    assert no_csrf.status_code == 403 and "CSRF" in no_csrf.json["title"]
+    assert no_csrf.status_code == 403
+    assert "CSRF" in no_csrf.json["title"]
     with_csrf = secure.client.simulate_post(
         "/agent/execute", json={"query": "x"}, headers={**cookie, "X-CSRF-Token": csrf}
     )
@@ -212,14 +220,17 @@ def test_twenty_concurrent_identical_submissions_with_one_key_make_one_task(secu
     assert secure.broker.get_queue_message_counts("default")[0] == queued_before + 1  # one message enqueued
 
     again = secure.client.simulate_post("/agent/execute", json=body, headers=headers)
-    assert again.status_code == 200 and again.json["task_id"] == responses[0].json["task_id"]
+    assert again.status_code == 200
+    assert again.json["task_id"] == responses[0].json["task_id"]
     changed = secure.client.simulate_post("/agent/execute", json={"query": "another"}, headers=headers)
-    assert changed.status_code == 422 and "Idempotency-Key" in changed.json["title"]
+    assert changed.status_code == 422
+    assert "Idempotency-Key" in changed.json["title"]
     other = new_key(secure, "other", "submit")
     theirs = secure.client.simulate_post(
         "/agent/execute", json=body, headers={**bearer(other), "Idempotency-Key": "order-42"}
     )
-    assert theirs.status_code == 202 and theirs.json["task_id"] != responses[0].json["task_id"]
+    assert theirs.status_code == 202
+    assert theirs.json["task_id"] != responses[0].json["task_id"]
     bad = secure.client.simulate_post(
         "/agent/execute", json=body, headers={**bearer(key), "Idempotency-Key": "x" * 300}
     )
@@ -304,7 +315,8 @@ def test_openapi_document_is_built_from_the_validating_schemas(secure: Stack) ->
     def body(path: str) -> Any:
         return doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
 
-    assert body("/agent/execute") == EXECUTE_REQUEST and body("/events") == EVENT_REQUEST
+    assert body("/agent/execute") == EXECUTE_REQUEST
+    assert body("/events") == EVENT_REQUEST
     for tool, schema in TOOL_SCHEMAS.items():
         assert body(f"/tools/{tool}") == schema
     operations = {(path, method.upper()) for path, methods in doc["paths"].items() for method in methods}
@@ -328,6 +340,8 @@ def test_an_idempotency_key_older_than_24_hours_starts_a_new_task(secure: Stack)
     with secure.runtime.sessions.begin() as session:
         session.execute(update(IdempotencyKey).values(created_at=utcnow() - timedelta(hours=25)))
     second = secure.client.simulate_post("/agent/execute", json={"query": "report"}, headers=headers)
-    assert second.status_code == 202 and second.json["task_id"] != first.json["task_id"]
+    assert second.status_code == 202
+    assert second.json["task_id"] != first.json["task_id"]
     third = secure.client.simulate_post("/agent/execute", json={"query": "report"}, headers=headers)
-    assert third.status_code == 200 and third.json["task_id"] == second.json["task_id"]
+    assert third.status_code == 200
+    assert third.json["task_id"] == second.json["task_id"]

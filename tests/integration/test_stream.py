@@ -43,9 +43,11 @@ def test_stream_shows_every_step_in_order_and_the_result(stack) -> None:
     frames = parse_sse(response.text)
     assert [f["id"] for f in frames] == sorted({f["id"] for f in frames})
     assert [f["data"]["step"] for f in frames if f["event"] == "progress"] == AGENT_STEPS
-    assert frames[0]["event"] == "state" and frames[0]["data"]["state"] == "PENDING"
+    assert frames[0]["event"] == "state"
+    assert frames[0]["data"]["state"] == "PENDING"
     last = frames[-1]
-    assert last["event"] == "state" and last["data"]["state"] == "SUCCESS"
+    assert last["event"] == "state"
+    assert last["data"]["state"] == "SUCCESS"
     assert last["data"]["data"]["result"]["result"].startswith("fake-llm answer")
 
     # Reconnecting after the terminal event: nothing more, and the stream ends at once.
@@ -61,13 +63,15 @@ def test_execute_wait(settings, fake_llm, make_stack) -> None:
     stack = make_stack(settings.replace(llm_timeout=60.0))
     done = stack.client.simulate_post("/agent/execute", params={"wait": "20"}, json={"query": "quick"})
     assert done.status_code == 200, done.text
-    assert done.json["state"] == "SUCCESS" and done.json["result"]["result"].startswith("fake-llm answer")
+    assert done.json["state"] == "SUCCESS"
+    assert done.json["result"]["result"].startswith("fake-llm answer")
 
     # The slow task cannot finish before its first LLM call answers, 20 s after it starts: a 202
     # shows that ?wait=0.5 stopped waiting (the longest ?wait=30 would have seen it finish).
     fake_llm.hang_next(1, seconds=20, match="Analyze this query: slow")
     slow = stack.client.simulate_post("/agent/execute", params={"wait": "0.5"}, json={"query": "slow"})
-    assert slow.status_code == 202 and slow.json["status"] == "queued"
+    assert slow.status_code == 202
+    assert slow.json["status"] == "queued"
     assert get_task(stack.runtime.sessions, slow.json["task_id"]).state in {"PENDING", "PROCESSING"}
     for bad in ("0", "-1", "31", "soon", "nan"):
         refused = stack.client.simulate_post("/agent/execute", params={"wait": bad}, json={"query": "x"})
@@ -106,13 +110,15 @@ def test_reconnect_with_last_event_id_misses_nothing_and_repeats_nothing(
         with requests.get(f"{base}/agent/stream/{task_id}", headers=headers, stream=True, timeout=30) as second:
             seen.extend(SseReader(second))
         ids = [f["id"] for f in seen]
-        assert len(ids) == len(set(ids)) and ids == sorted(ids)
+        assert len(ids) == len(set(ids))
+        assert ids == sorted(ids)
         with stack.runtime.sessions() as session:
             from models.task_queries import task_events
 
             assert ids == [e.id for e in task_events(session, task_id)]
         assert [f["data"]["step"] for f in seen if f["event"] == "progress"] == AGENT_STEPS
-        assert seen[-1]["data"]["state"] == "SUCCESS" and "result" in seen[-1]["data"]["data"]
+        assert seen[-1]["data"]["state"] == "SUCCESS"
+        assert "result" in seen[-1]["data"]["data"]
 
 
 def test_200_streams_on_one_api_process_while_100_submissions_succeed(settings, tmp_path, make_stack) -> None:

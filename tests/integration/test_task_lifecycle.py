@@ -82,7 +82,9 @@ def _states(sessions: sessionmaker[Session], task_id: str) -> list[tuple[str, st
 
 def test_create_writes_the_task_with_its_first_event(sessions: sessionmaker[Session]) -> None:
     created = _create(sessions, _tenant(sessions))
-    assert created.task is not None and created.over_budget is None and created.earlier is None
+    assert created.task is not None
+    assert created.over_budget is None
+    assert created.earlier is None
     assert _row(sessions, created.task.id).state == TaskState.PENDING
     assert _states(sessions, created.task.id) == [("state", "PENDING")]
 
@@ -92,7 +94,9 @@ def test_a_spent_budget_refuses_new_work_but_not_a_running_tasks_children(sessio
     with sessions.begin() as session:
         add_usage(session, tenant, 10)
     refused = _create(sessions, tenant)
-    assert refused.task is None and refused.over_budget is not None and "monthly token budget" in refused.over_budget
+    assert refused.task is None
+    assert refused.over_budget is not None
+    assert "monthly token budget" in refused.over_budget
     with sessions() as session:
         assert session.scalars(select(Task).where(Task.tenant == tenant)).all() == []
     child = _create(sessions, tenant, parent_id=str(uuid.uuid4()))
@@ -104,7 +108,8 @@ def test_an_idempotency_key_creates_one_task(sessions: sessionmaker[Session]) ->
     first = _create(sessions, tenant, idempotency=Idempotency("key-1", "hash-a"))
     again = _create(sessions, tenant, idempotency=Idempotency("key-1", "hash-b"))
     assert first.task is not None
-    assert again.task is None and again.earlier is not None
+    assert again.task is None
+    assert again.earlier is not None
     assert (again.earlier.task_id, again.earlier.body_hash) == (first.task.id, "hash-a")
     with sessions() as session:
         assert [t.id for t in session.scalars(select(Task).where(Task.tenant == tenant))] == [first.task.id]
@@ -113,15 +118,20 @@ def test_an_idempotency_key_creates_one_task(sessions: sessionmaker[Session]) ->
 def test_claim_takes_the_lease_once_and_waits_at_the_tenants_cap(sessions: sessionmaker[Session]) -> None:
     tenant = _tenant(sessions, cap=1)
     first, second = (_create(sessions, tenant).task for _ in range(2))
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     claim = _claim(sessions, first.id, admitted_at=12.5)
-    assert claim is not None and claim.outcome is ClaimOutcome.CLAIMED and claim.attempts == 1
+    assert claim is not None
+    assert claim.outcome is ClaimOutcome.CLAIMED
+    assert claim.attempts == 1
     assert claim.input == {"query": "q"}
     duplicate = _claim(sessions, first.id)
-    assert duplicate is not None and duplicate.outcome is ClaimOutcome.LEASED
+    assert duplicate is not None
+    assert duplicate.outcome is ClaimOutcome.LEASED
     assert _claim(sessions, second.id) is None
     missing = _claim(sessions, str(uuid.uuid4()))
-    assert missing is not None and missing.outcome is ClaimOutcome.MISSING
+    assert missing is not None
+    assert missing.outcome is ClaimOutcome.MISSING
     with sessions() as session:
         started = session.scalars(select(TaskEvent).where(TaskEvent.task_id == first.id, TaskEvent.kind == "state"))
         assert [e.data for e in started if e.state == TaskState.PROCESSING] == [
@@ -142,7 +152,9 @@ def test_progress_never_goes_back_and_reports_the_state(sessions: sessionmaker[S
 def test_finish_is_fenced_and_settles_in_the_same_transaction(sessions: sessionmaker[Session]) -> None:
     tenant = _tenant(sessions)
     parent, child, lost = (_create(sessions, tenant).task for _ in range(3))
-    assert parent is not None and child is not None and lost is not None
+    assert parent is not None
+    assert child is not None
+    assert lost is not None
     with sessions.begin() as session:
         session.execute(update(Task).where(Task.id == child.id).values(parent_id=parent.id))
     for task in (parent, child, lost):
@@ -157,19 +169,25 @@ def test_finish_is_fenced_and_settles_in_the_same_transaction(sessions: sessionm
     ended, settled = task_lifecycle.finish(
         sessions, child.id, state=TaskState.FAILURE, owner="worker-a", parent_id=parent.id, then=settle, error="no"
     )
-    assert ended is not None and ended.parent_id == parent.id and settled == "settled"
+    assert ended is not None
+    assert ended.parent_id == parent.id
+    assert settled == "settled"
     assert seen == [ended]  # a child's end always reaches ``then``: its parent is woken there
 
     ended, _ = task_lifecycle.finish(
         sessions, parent.id, state=TaskState.SUCCESS, owner="worker-a", parent_id=None, then=settle, result={"ok": 1}
     )
-    assert ended is not None and ended.progress == 100 and ended.step == "complete"
+    assert ended is not None
+    assert ended.progress == 100
+    assert ended.step == "complete"
 
     seen.clear()
     ended, settled = task_lifecycle.finish(
         sessions, lost.id, state=TaskState.SUCCESS, owner="worker-b", parent_id=None, then=settle, result={}
     )
-    assert ended is None and settled == "settled" and seen == [None]  # not worker-b's lease: nothing changed
+    assert ended is None
+    assert settled == "settled"
+    assert seen == [None]
     assert _row(sessions, parent.id).result == {"ok": 1}
     assert _row(sessions, child.id).error == "no"
     assert _row(sessions, lost.id).state == TaskState.PROCESSING
@@ -185,5 +203,6 @@ def test_a_lapsed_lease_is_reclaimed_with_the_retries_already_made(sessions: ses
         reclaimed = [r for r in reclaim_lapsed(session) if r.task.id == task.id]
     assert [(r.lost_owner, r.retries) for r in reclaimed] == [("worker-a", 0)]
     row = _row(sessions, task.id)
-    assert row.state == TaskState.RETRY and row.lease_owner is None
+    assert row.state == TaskState.RETRY
+    assert row.lease_owner is None
     assert _states(sessions, task.id)[-1] == ("state", "RETRY")

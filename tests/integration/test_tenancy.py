@@ -61,7 +61,8 @@ def test_an_event_a_tenant_publishes_and_what_follows_belong_to_that_tenant(tena
 
     # The handler's own event (ctx.publish) is acme's too: the other admin never sees acme's data.
     followed = wait_until(lambda: listed_events(tenants, acme, "data_processed"), what="data_processed for acme")
-    assert followed[0]["tenant"] == "acme" and followed[0]["data"]["source"] == "acme-warehouse"
+    assert followed[0]["tenant"] == "acme"
+    assert followed[0]["data"]["source"] == "acme-warehouse"
     assert listed_events(tenants, other, "data_processed") == []
     assert listed_events(tenants, other, "new_data_arrived") == []
     operator = key(tenants, "system", "admin")
@@ -79,10 +80,13 @@ def test_ctx_publish_starts_tasks_of_the_publishing_tasks_tenant(tenants: Stack)
     publisher = wait_for_state(tenants.runtime.sessions, submitted.json["task_id"], "SUCCESS")
     (downstream,) = publisher.result["task_ids"]
     handled = wait_for_state(tenants.runtime.sessions, downstream, "SUCCESS")
-    assert handled.workflow == "agent_on_user_update" and handled.tenant == "acme"
+    assert handled.workflow == "agent_on_user_update"
+    assert handled.tenant == "acme"
     with tenants.runtime.sessions() as session:
         event = session.get(Event, publisher.result["event_id"])
-        assert event is not None and event.tenant == "acme" and event.published_by == publisher.id
+        assert event is not None
+        assert event.tenant == "acme"
+        assert event.published_by == publisher.id
     assert tenants.client.simulate_get(f"/agent/status/{downstream}", headers=acme).status_code == 200
 
 
@@ -109,7 +113,8 @@ def test_a_tenant_over_its_budget_cannot_publish_and_its_queued_event_stops(
 
     make_stack(settings.replace(max_retries=0, worker_threads=2))  # a worker starts
     task = wait_for_state(api.runtime.sessions, queued.json["task_ids"][0], {"SUCCESS", "FAILURE"}, timeout=60)
-    assert task.state == "FAILURE" and "monthly token budget" in (task.error or "")
+    assert task.state == "FAILURE"
+    assert "monthly token budget" in (task.error or "")
     assert fake_llm.count(status=None) == 0  # no LLM call was made for acme
 
     # Its dead letter (the event as it reached the subscription's queue) is acme's to see.
@@ -151,7 +156,8 @@ def test_a_batch_callback_must_be_a_workflow_the_caller_could_submit(tenants: St
             headers=acme,
         )
         assert answer.status_code == 400, (callback, answer.text)
-        assert callback in answer.json["description"] and "aggregate" in answer.json["description"]
+        assert callback in answer.json["description"]
+        assert "aggregate" in answer.json["description"]
     assert count(tenants, Task) == 0  # refused before anything was stored
 
 
@@ -188,7 +194,8 @@ def test_the_systems_tasks_may_start_internal_children(tenants: Stack) -> None:
     assert answer.status_code == 202, answer.text
     parent = wait_for_state(tenants.runtime.sessions, answer.json["task_id"], {"SUCCESS", "FAILURE"})
     assert parent.state == "SUCCESS", parent.error
-    assert parent.tenant == "system" and parent.result == {"status": "success", "ran": "test_internal"}
+    assert parent.tenant == "system"
+    assert parent.result == {"status": "success", "ran": "test_internal"}
 
 
 # -- dead letters ---------------------------------------------------------------------------
@@ -229,14 +236,19 @@ def test_a_tenant_admin_sees_and_acts_on_its_own_dead_letters_only(tenants: Stac
     # The whole queue: north's letters only; south's stay where they were, in order.
     purged = tenants.client.simulate_delete("/dlq", params={"queue": "default"}, headers=north)
     assert purged.status_code == 200, purged.text
-    assert sorted(purged.json["task_ids"]) == sorted([north_1, north_2]) and purged.json["purged"] == 2
-    assert dead(south) == south_before and dead(north) == []
+    assert sorted(purged.json["task_ids"]) == sorted([north_1, north_2])
+    assert purged.json["purged"] == 2
+    assert dead(south) == south_before
+    assert dead(north) == []
     replayed = tenants.client.simulate_post("/dlq/replay", params={"queue": "default"}, headers=north)
-    assert replayed.status_code == 202 and replayed.json["replayed"] == [], replayed.text
+    assert replayed.status_code == 202, replayed.text
+    assert replayed.json["replayed"] == [], replayed.text
     assert get_task(tenants.runtime.sessions, south_1).state == "FAILURE"  # not reopened by north
 
     # The operator sees and acts on the whole queue.
     assert {south_1, south_2} <= set(dead(operator))
     purged = tenants.client.simulate_delete("/dlq", params={"queue": "default"}, headers=operator)
-    assert purged.status_code == 200 and {south_1, south_2} <= set(purged.json["task_ids"])
-    assert dead(operator) == [] and dead(south) == []
+    assert purged.status_code == 200
+    assert {south_1, south_2} <= set(purged.json["task_ids"])
+    assert dead(operator) == []
+    assert dead(south) == []

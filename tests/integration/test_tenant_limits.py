@@ -68,11 +68,13 @@ def test_over_budget_submissions_answer_429_and_running_workflows_stop(
 
     refused = api.client.simulate_post("/agent/execute", json={"query": "over budget"}, headers=headers)
     assert refused.status_code == 429, refused.text
-    assert "monthly token budget" in refused.json["description"] and "1000 of 1000" in refused.json["description"]
+    assert "monthly token budget" in refused.json["description"]
+    assert "1000 of 1000" in refused.json["description"]
     other = _key(api.runtime.sessions, "other")
     assert api.client.simulate_post("/agent/execute", json={"query": "x"}, headers=other).status_code == 202
 
     make_stack(settings.replace(worker_threads=2))  # a worker starts
     task = wait_for_state(api.runtime.sessions, queued.json["task_id"], "FAILURE", timeout=60)
-    assert task.error is not None and "monthly token budget" in task.error
+    assert task.error is not None
+    assert "monthly token budget" in task.error
     assert get_task(api.runtime.sessions, queued.json["task_id"]) is not None

@@ -37,7 +37,8 @@ def web() -> Iterator[FakeWebServer]:
 
 
 def _ran_for(task: Task) -> float:
-    assert task.started_at is not None and task.finished_at is not None
+    assert task.started_at is not None
+    assert task.finished_at is not None
     return (task.finished_at - task.started_at).total_seconds()
 
 
@@ -52,7 +53,8 @@ def test_hard_limit_stops_an_llm_call_that_answers_too_late(limited, fake_llm, m
     assert task.attempts == 1  # the hard limit is final: not retried
     assert llm_calls(fake_llm, "Analyze this query: too slow", status=None) == 1
     status = stack.client.simulate_get(f"/agent/status/{task_id}").json
-    assert status["state"] == "FAILURE" and "time limit exceeded" in status["error"]
+    assert status["state"] == "FAILURE"
+    assert "time limit exceeded" in status["error"]
 
 
 def test_soft_limit_returns_the_partial_answer_when_a_call_runs_into_it(limited, fake_llm, make_stack) -> None:

@@ -180,7 +180,8 @@ BAD_REQUESTS = [
 
 def test_bad_tool_requests_are_refused_and_nothing_is_stored(tool_stack: Stack, tools_db: ToolsDatabase) -> None:
     unknown = _post(tool_stack, "format_disk", {"device": "/dev/sda"})
-    assert unknown.status_code == 404 and unknown.json["title"] == "Unknown tool"
+    assert unknown.status_code == 404
+    assert unknown.json["title"] == "Unknown tool"
     assert "scrape_url" in unknown.json["description"]
     agent = _post(tool_stack, "agent", {"query": "tools are not agents"})
     assert agent.status_code == 404
@@ -192,7 +193,8 @@ def test_bad_tool_requests_are_refused_and_nothing_is_stored(tool_stack: Stack, 
         assert problem in response.json["description"], response.json["description"]
 
     bad_priority = _post(tool_stack, "scrape_url", {"url": "https://example.com"}, priority="urgent")
-    assert bad_priority.status_code == 400 and "priority" in bad_priority.json["description"]
+    assert bad_priority.status_code == 400
+    assert "priority" in bad_priority.json["description"]
     malformed = tool_stack.client.simulate_post(
         "/tools/scrape_url", body=b'{"url": ', headers={"content-type": "application/json"}
     )
@@ -210,21 +212,26 @@ def test_scrape_returns_title_and_text_without_script_or_style(tool_stack: Stack
     response = _post(tool_stack, "scrape_url", {"url": web.url("/page")})
     assert response.status_code == 202
     body = response.json
-    assert body["status"] == "queued" and body["status_url"] == f"/agent/status/{body['task_id']}"
+    assert body["status"] == "queued"
+    assert body["status_url"] == f"/agent/status/{body['task_id']}"
     assert response.headers["location"] == body["status_url"]
 
     task = wait_for_state(tool_stack.runtime.sessions, body["task_id"], "SUCCESS")
     result = task.result
     assert result["url"] == web.url("/page")
     assert result["title"] == "Interlock test page"
-    assert "Durable execution" in result["content"] and "Tasks survive worker crashes." in result["content"]
+    assert "Durable execution" in result["content"]
+    assert "Tasks survive worker crashes." in result["content"]
     assert "Café crème — unicode survives." in result["content"]
     for marker in ("scriptMarker", "do not extract", "color: red", "noscript marker", "jsonld"):
         assert marker not in result["content"]
-    assert result["length"] == len(result["content"]) and result["cached"] is False
+    assert result["length"] == len(result["content"])
+    assert result["cached"] is False
 
     status = tool_stack.client.simulate_get(body["status_url"]).json
-    assert status["state"] == "SUCCESS" and status["workflow"] == "scrape_url" and status["queue"] == "tools"
+    assert status["state"] == "SUCCESS"
+    assert status["workflow"] == "scrape_url"
+    assert status["queue"] == "tools"
     _, headers = web.requests[-1]
     assert headers["User-Agent"] == "Interlock/0.1 (+tools)"
 
@@ -232,7 +239,8 @@ def test_scrape_returns_title_and_text_without_script_or_style(tool_stack: Stack
 def test_scrape_keeps_only_the_first_5000_characters(tool_stack: Stack, web: FakeWebServer) -> None:
     task_id = _run(tool_stack, "scrape_url", {"url": web.url("/big?size=12000")})
     result = wait_for_state(tool_stack.runtime.sessions, task_id, "SUCCESS").result
-    assert len(result["content"]) == 5000 and result["length"] == 12000
+    assert len(result["content"]) == 5000
+    assert result["length"] == 12000
 
 
 @pytest.mark.parametrize(
@@ -261,7 +269,8 @@ def test_loopback_is_refused_without_the_allow_list(settings: Settings, web: Fak
     running = make_stack(settings.replace(rate_limits=""))  # INTERLOCK_TOOLS_ALLOW_HOSTS left empty
     task_id = _run(running, "scrape_url", {"url": web.url("/page")})
     task = wait_for_state(running.runtime.sessions, task_id, "FAILURE")
-    assert "127.0.0.1 is a loopback address" in (task.error or "") and task.attempts == 1
+    assert "127.0.0.1 is a loopback address" in (task.error or "")
+    assert task.attempts == 1
     assert web.count() == 0
 
 
@@ -277,17 +286,21 @@ def test_api_answers_map_to_retry_policy(tool_stack: Stack, web: FakeWebServer) 
     sessions = tool_stack.runtime.sessions
 
     task = wait_for_state(sessions, missing, "FAILURE")
-    assert "HTTP 404" in (task.error or "") and task.attempts == 1
+    assert "HTTP 404" in (task.error or "")
+    assert task.attempts == 1
 
     task = wait_for_state(sessions, limited, "SUCCESS")
     assert task.attempts == 2
     assert task.result["data"] == {"ok": True, "path": "/rate", "query": {"page": "2"}}
-    assert task.result["status_code"] == 200 and task.result["cached"] is False
+    assert task.result["status_code"] == 200
+    assert task.result["cached"] is False
     retry = next(e for e in events(sessions, limited) if e.state == "RETRY")
-    assert retry.data["retry_in_ms"] == 1000 and "429" in retry.data["error"]
+    assert retry.data["retry_in_ms"] == 1000
+    assert "429" in retry.data["error"]
 
     task = wait_for_state(sessions, wobbly, "SUCCESS")
-    assert task.attempts == 2 and "HTTP 503" in _errors(tool_stack, wobbly)[0]
+    assert task.attempts == 2
+    assert "HTTP 503" in _errors(tool_stack, wobbly)[0]
 
 
 # -- caching ----------------------------------------------------------------------------------
@@ -300,7 +313,8 @@ def test_a_repeated_call_inside_the_ttl_makes_no_second_request(tool_stack: Stac
     # The same arguments in another key order are the same canonical JSON.
     again = {"params": {"n": 1, "q": "durable"}, "endpoint": web.url("/json")}
     second = wait_for_state(sessions, _run(tool_stack, "call_external_api", again), "SUCCESS").result
-    assert first["cached"] is False and second["cached"] is True
+    assert first["cached"] is False
+    assert second["cached"] is True
     assert second["data"] == first["data"]
     assert web.count("/json") == 1
 
@@ -350,7 +364,8 @@ def test_sql_tool_returns_status_count_and_data(tool_stack: Stack) -> None:
 
     capped = _run(tool_stack, "execute_database_query", {"query": "SELECT id FROM items ORDER BY id"})
     result = wait_for_state(sessions, capped, "SUCCESS").result
-    assert result["count"] == 5 and result["truncated"] is True  # INTERLOCK_TOOLS_MAX_ROWS=5
+    assert result["count"] == 5
+    assert result["truncated"] is True
     assert [row["id"] for row in result["data"]] == [1, 2, 3, 4, 5]
 
     # A value that would be an injection if pasted into the text is only a value when bound.
@@ -388,20 +403,25 @@ def test_a_result_over_the_byte_cap_is_truncated_and_never_stored_whole(tool_sta
         tool_stack, "execute_database_query", {"query": "SELECT repeat('x', 5000000) FROM generate_series(1, 4)"}
     )
     result = wait_for_state(sessions, huge, "SUCCESS", timeout=60).result
-    assert result["truncated"] is True and result["count"] == 0 and result["data"] == []
+    assert result["truncated"] is True
+    assert result["count"] == 0
+    assert result["data"] == []
 
     query = "SELECT n, repeat('x', 30000) AS filler FROM generate_series(1, 4) AS n"
     some = _run(tool_stack, "execute_database_query", {"query": query})
     result = wait_for_state(sessions, some, "SUCCESS").result
-    assert result["truncated"] is True and [row["n"] for row in result["data"]] == [1, 2, 3]
+    assert result["truncated"] is True
+    assert [row["n"] for row in result["data"]] == [1, 2, 3]
     assert len(json.dumps(result["data"], ensure_ascii=False).encode()) <= 100_000
 
     status = tool_stack.client.simulate_get(f"/agent/status/{some}")
-    assert status.status_code == 200 and len(status.content) < 100_000 + 5_000
+    assert status.status_code == 200
+    assert len(status.content) < 100_000 + 5_000
     with sessions() as session:
         cached = session.scalars(select(ToolCacheEntry.value).where(ToolCacheEntry.tool == "execute_database_query"))
         sizes = [len(json.dumps(value["data"]).encode()) for value in cached]
-    assert len(sizes) == 2 and max(sizes) <= 100_000
+    assert len(sizes) == 2
+    assert max(sizes) <= 100_000
 
 
 #: What agents ask every day still runs, printed back with pg_catalog-qualified calls.
@@ -489,7 +509,8 @@ def test_a_slow_query_is_stopped_by_the_statement_timeout(tool_stack: Stack) -> 
     task_id = _run(tool_stack, "execute_database_query", {"query": slow})
     task = wait_for_state(tool_stack.runtime.sessions, task_id, "FAILURE")
     # The cross join would run for minutes: PostgreSQL cancelled it at the statement timeout.
-    assert "statement timeout of 500 ms" in (task.error or "") and task.attempts == 1
+    assert "statement timeout of 500 ms" in (task.error or "")
+    assert task.attempts == 1
 
 
 def test_the_worker_refuses_writes_that_skip_the_api(tool_stack: Stack, tools_db: ToolsDatabase) -> None:
@@ -514,7 +535,8 @@ def test_the_worker_refuses_writes_that_skip_the_api(tool_stack: Stack, tools_db
     ]
     for task_id, (_, problem) in zip(ids, refused, strict=True):
         task = wait_for_state(tool_stack.runtime.sessions, task_id, "FAILURE")
-        assert problem in (task.error or "") and task.attempts == 1
+        assert problem in (task.error or "")
+        assert task.attempts == 1
     with psycopg.connect(tools_db.superuser_url) as connection:
         assert connection.execute("SELECT count(*) FROM items").fetchone() == (10,)
 
@@ -631,15 +653,19 @@ def test_a_failing_host_opens_the_breaker_which_closes_on_one_probe(tool_stack: 
     # While it is open, calls to that host are not made: the task is retried later, not failed.
     healthy = _run(tool_stack, "call_external_api", {"endpoint": web.url("/json")})
     wait_until(lambda: any("circuit breaker" in e for e in _errors(tool_stack, healthy)), what="a fast failure")
-    assert web.count("/json") == 0 and web.count("/flaky") == 3
+    assert web.count("/json") == 0
+    assert web.count("/flaky") == 3
     assert wait_for_state(sessions, healthy, {"RETRY", "PROCESSING", "SUCCESS"}).state != "FAILURE"
 
     # After INTERLOCK_BREAKER_RESET (2 s) one probe goes through, succeeds and closes the breaker.
     wait_for_state(sessions, flaky, "SUCCESS", timeout=20)
     wait_for_state(sessions, healthy, "SUCCESS", timeout=20)
-    assert web.count("/flaky") == 4 and web.count("/json") == 1  # one request each after opening
+    assert web.count("/flaky") == 4
+    assert web.count("/json") == 1
     breaker = _breaker(tool_stack, target)
-    assert breaker is not None and breaker["state"] == "closed" and breaker["failures"] == 0
+    assert breaker is not None
+    assert breaker["state"] == "closed"
+    assert breaker["failures"] == 0
     assert [e for e in _errors(tool_stack, flaky)][:3] == [
         f"HostUnavailable: {web.url('/flaky')} answered HTTP 500 Internal Server Error"
     ] * 3
@@ -657,7 +683,8 @@ def test_exactly_one_caller_gets_the_probe(settings: Settings) -> None:
         with runtime.sessions.begin() as session:
             refused = admit_call(session, target, probe_lease=5.0, reset=30.0)
         # For the rest of the 30 s reset period (however slow the machine), not just the 5 s probe lease.
-        assert not refused.allowed and 5.0 < refused.retry_after <= 30.0
+        assert not refused.allowed
+        assert 5.0 < refused.retry_after <= 30.0
 
         with runtime.sessions.begin() as session:  # the reset period passes
             session.execute(
@@ -697,6 +724,7 @@ def test_exactly_one_caller_gets_the_probe(settings: Settings) -> None:
             assert record_success(session, target, probe=True) is True
         with runtime.sessions.begin() as session:
             closed = admit_call(session, target, probe_lease=5.0, reset=30.0)
-        assert closed.allowed and not closed.probe
+        assert closed.allowed
+        assert not closed.probe
     finally:
         runtime.close()

@@ -78,7 +78,8 @@ def test_effect_and_checkpoint_commit_in_one_transaction(runtime: Runtime) -> No
     assert seen == [False]
     assert _effects(runtime, task_id) == ["first"]
     checkpoint = _checkpoint(runtime, task_id, "note")
-    assert checkpoint is not None and checkpoint.status == COMPLETED
+    assert checkpoint is not None
+    assert checkpoint.status == COMPLETED
     assert checkpoint.state["result"] == {"noted": "first"}
     assert checkpoint.meta == {"attempt": 1, "failures": []}
 
@@ -94,7 +95,8 @@ def test_a_checkpoint_that_cannot_be_written_undoes_the_effect(runtime: Runtime)
         _context(runtime, task_id).transactional_step("note", note_with_unstorable_result)
     assert _effects(runtime, task_id) == []
     checkpoint = _checkpoint(runtime, task_id, "note")
-    assert checkpoint is not None and checkpoint.status == FAILED
+    assert checkpoint is not None
+    assert checkpoint.status == FAILED
 
 
 def test_failing_step_keeps_neither_and_is_recorded_like_a_step(runtime: Runtime) -> None:
@@ -108,9 +110,11 @@ def test_failing_step_keeps_neither_and_is_recorded_like_a_step(runtime: Runtime
         _context(runtime, task_id, attempt=1).transactional_step("note", note_then_fail)
     assert _effects(runtime, task_id) == []
     failed = _checkpoint(runtime, task_id, "note")
-    assert failed is not None and failed.status == FAILED
+    assert failed is not None
+    assert failed.status == FAILED
     assert failed.error == "ValueError: the tool said no"
-    assert "Traceback" in failed.meta["traceback"] and "note_then_fail" in failed.meta["traceback"]
+    assert "Traceback" in failed.meta["traceback"]
+    assert "note_then_fail" in failed.meta["traceback"]
     assert [f["attempt"] for f in failed.meta["failures"]] == [1]
 
     # The retry runs the step again; this time it commits, keeping the earlier failure on record.
@@ -118,8 +122,11 @@ def test_failing_step_keeps_neither_and_is_recorded_like_a_step(runtime: Runtime
     assert retry.transactional_step("note", _note, task_id, "kept") == {"noted": "kept"}
     assert _effects(runtime, task_id) == ["kept"]
     done = _checkpoint(runtime, task_id, "note")
-    assert done is not None and done.status == COMPLETED and done.error is None
-    assert done.meta["attempt"] == 2 and [f["attempt"] for f in done.meta["failures"]] == [1]
+    assert done is not None
+    assert done.status == COMPLETED
+    assert done.error is None
+    assert done.meta["attempt"] == 2
+    assert [f["attempt"] for f in done.meta["failures"]] == [1]
 
 
 def test_a_later_attempt_gets_the_stored_result_without_calling_fn(runtime: Runtime) -> None:
@@ -170,7 +177,9 @@ def test_stage_time_limit_interrupts_and_rolls_back(settings: Settings, runtime:
     assert finished == []  # stopped in the middle of its work, not found too slow once it ended
     assert _effects(runtime, task_id) == []
     failed = _checkpoint(runtime, task_id, "note")
-    assert failed is not None and failed.status == FAILED and "StageTimeLimitExceeded" in (failed.error or "")
+    assert failed is not None
+    assert failed.status == FAILED
+    assert "StageTimeLimitExceeded" in (failed.error or "")
 
 
 # -- crashes, with a real `interlock worker` ------------------------------------------------------
@@ -203,7 +212,8 @@ def _kill_while_blocked(blocker: Connection, worker_pid: int, backend_pid: int) 
 
 def _holder_pid(stack: Any, task_id: str) -> int:
     task = get_task(stack.runtime.sessions, task_id)
-    assert task is not None and task.lease_owner
+    assert task is not None
+    assert task.lease_owner
     return int(task.lease_owner.split(":")[1])
 
 

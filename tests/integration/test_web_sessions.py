@@ -68,10 +68,12 @@ def test_sign_out_ends_the_session_on_the_server(secure: Stack) -> None:
     assert secure.client.simulate_get("/dashboard/api/tasks", headers=cookie).status_code == 200
 
     out = secure.client.simulate_post("/logout", headers=cookie)
-    assert out.status_code == 303 and out.headers["Location"] == "/login"
+    assert out.status_code == 303
+    assert out.headers["Location"] == "/login"
     # The old cookie, kept by whoever copied it, opens nothing any more.
     again = secure.client.simulate_get("/", headers=cookie)
-    assert again.status_code == 303 and again.headers["Location"] == "/login"
+    assert again.status_code == 303
+    assert again.headers["Location"] == "/login"
     assert secure.client.simulate_get("/dashboard/api/tasks", headers=cookie).status_code == 401
     submitted = secure.client.simulate_post(
         "/agent/execute", json={"query": "x"}, headers={**cookie, "X-CSRF-Token": csrf}
@@ -118,7 +120,8 @@ def test_sign_in_attempts_are_throttled_per_client_address(secure: Stack) -> Non
     refused = post_sign_in(secure, key, sign_in_form(secure, "198.51.100.7"), remote_addr="198.51.100.7")
     assert refused.status_code == 429, refused.text
     assert int(refused.headers["Retry-After"]) >= 1
-    assert refused.json["title"] and "interlock_session" not in refused.cookies
+    assert refused.json["title"]
+    assert "interlock_session" not in refused.cookies
     # Another address is not affected.
     assert post_sign_in(secure, key, sign_in_form(secure, "203.0.113.9"), remote_addr="203.0.113.9").status_code == 303
 
@@ -137,7 +140,8 @@ def test_non_ascii_tokens_and_cookies_are_refused_not_a_500(secure: Stack, token
         json={"query": "x"},
         headers={"cookie": f"interlock_session={cookie}", "X-CSRF-Token": raw},
     )
-    assert csrf.status_code == 403 and "CSRF" in csrf.json["title"], csrf.text
+    assert csrf.status_code == 403, csrf.text
+    assert "CSRF" in csrf.json["title"], csrf.text
     for forged in (raw, f"{cookie[:-2]}{raw}", f"x.1.{raw}"):
         page = secure.client.simulate_get("/dashboard/api/tasks", headers={"cookie": f"interlock_session={forged}"})
         assert page.status_code == 401, (forged, page.status, page.text)
@@ -154,7 +158,8 @@ def test_dashboard_and_sign_in_pages_send_security_headers(secure: Stack) -> Non
         assert page.headers["X-Frame-Options"] == "DENY"
         assert page.headers["X-Content-Type-Options"] == "nosniff"
         policy = page.headers["Content-Security-Policy"]
-        assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
+        assert "frame-ancestors 'none'" in policy
+        assert "default-src 'none'" in policy
         nonce = re.search(r"script-src 'nonce-([^']+)'", policy) or re.search(r"style-src 'nonce-([^']+)'", policy)
         assert nonce is not None, policy
         # Every inline script and style carries this answer's nonce; nothing else may run.
@@ -169,13 +174,19 @@ def test_task_counts_and_queue_views_are_for_operators_only(secure: Stack) -> No
     operator = new_key(secure, "system", "metrics", "read")
     for key in (tenant_metrics, tenant_admin):
         refused = secure.client.simulate_get("/metrics", headers=bearer(key))
-        assert refused.status_code == 403 and "system" in refused.json["description"], refused.text
+        assert refused.status_code == 403, refused.text
+        assert "system" in refused.json["description"], refused.text
     scraped = secure.client.simulate_get("/metrics", headers=bearer(operator))
-    assert scraped.status_code == 200 and "interlock_tasks" in scraped.text
+    assert scraped.status_code == 200
+    assert "interlock_tasks" in scraped.text
 
     mine = secure.client.simulate_get("/dashboard/api/overview", headers=bearer(tenant_admin)).json
     assert mine["operator"] is False
-    assert mine["queues"] is None and mine["breakers"] is None and mine["broker_ui"] is None
-    assert mine["events"] == [] and "rate_limits" in mine
+    assert mine["queues"] is None
+    assert mine["breakers"] is None
+    assert mine["broker_ui"] is None
+    assert mine["events"] == []
+    assert "rate_limits" in mine
     everything = secure.client.simulate_get("/dashboard/api/overview", headers=bearer(operator)).json
-    assert everything["operator"] is True and isinstance(everything["breakers"], list)
+    assert everything["operator"] is True
+    assert isinstance(everything["breakers"], list)

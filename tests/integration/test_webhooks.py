@@ -98,9 +98,11 @@ def test_githubs_documented_example_passes_the_check_and_is_then_refused_as_not_
 def test_missing_or_wrong_github_signature_is_401_json(api: Stack) -> None:
     body = json.dumps({"ref": "refs/heads/main"}).encode()
     missing = api.client.simulate_post("/webhook/github", body=body, headers={"X-GitHub-Event": "push"})
-    assert missing.status_code == 401 and "missing" in missing.json["description"]
+    assert missing.status_code == 401
+    assert "missing" in missing.json["description"]
     wrong = github_post(api, body, **{"X-Hub-Signature-256": sha256_signature("not the secret", body)})
-    assert wrong.status_code == 401 and wrong.headers["content-type"].startswith("application/json")
+    assert wrong.status_code == 401
+    assert wrong.headers["content-type"].startswith("application/json")
     assert count(api, Event) == 0
 
 
@@ -110,7 +112,8 @@ def test_signed_push_delivered_twice_is_one_event(api: Stack) -> None:
     ).encode()
     first = github_post(api, body, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
     assert first.status_code == 202, first.text
-    assert first.json["status"] == "accepted" and len(first.json["task_ids"]) == 1
+    assert first.json["status"] == "accepted"
+    assert len(first.json["task_ids"]) == 1
     again = github_post(api, body, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
     assert again.status_code == 200, again.text
     assert again.json == {"status": "duplicate", "event_id": first.json["event_id"], "task_ids": []}
@@ -119,7 +122,8 @@ def test_signed_push_delivered_twice_is_one_event(api: Stack) -> None:
     assert count(api, Task, Task.workflow == "agent_on_new_data") == 1
     event = api.client.simulate_get("/events", params={"type": "github.push"}).json["events"][0]
     assert event["source"] == "github"
-    assert event["data"]["repository"] == "acme/app" and event["data"]["sender"] == "octocat"
+    assert event["data"]["repository"] == "acme/app"
+    assert event["data"]["sender"] == "octocat"
 
 
 def test_a_github_body_replayed_under_a_new_delivery_id_is_a_duplicate_for_a_day(api: Stack) -> None:
@@ -132,7 +136,8 @@ def test_a_github_body_replayed_under_a_new_delivery_id_is_a_duplicate_for_a_day
         replay = github_post(api, body, event=event, delivery=f"d6b1f4a0-0002-11f0-8000-00000000000{len(event)}")
         assert replay.status_code == 200, replay.text
         assert replay.json == {"status": "duplicate", "event_id": first.json["event_id"], "task_ids": []}
-    assert count(api, Event) == 1 and count(api, Task) == 1
+    assert count(api, Event) == 1
+    assert count(api, Task) == 1
 
     # A day later the body is new again (GitHub itself never resends one after so long) and the
     # retention cleanup deletes the hash.
@@ -149,7 +154,8 @@ def test_a_github_body_replayed_under_a_new_delivery_id_is_a_duplicate_for_a_day
 
 def test_github_ping_form_bodies_and_other_events(api: Stack) -> None:
     ping = github_post(api, json.dumps({"zen": "Keep it simple.", "hook_id": 42}).encode(), event="ping")
-    assert ping.status_code == 200 and ping.json["hook_id"] == 42
+    assert ping.status_code == 200
+    assert ping.json["hook_id"] == 42
     form = urlencode({"payload": json.dumps({"action": "opened", "issue": {"number": 1}})}).encode()
     issues = github_post(api, form, event="issues", **{"Content-Type": "application/x-www-form-urlencoded"})
     assert issues.status_code == 202, issues.text
@@ -176,7 +182,8 @@ def test_slack_json_and_form_bodies_are_verified_and_accepted(api: Stack) -> Non
     ).encode()
     events_api = slack_post(api, event_body, "application/json")
     assert events_api.status_code == 202, events_api.text
-    assert events_api.json["status"] == "accepted" and len(events_api.json["task_ids"]) == 1
+    assert events_api.json["status"] == "accepted"
+    assert len(events_api.json["task_ids"]) == 1
 
     command_body = urlencode(
         {"token": "legacy", "command": "/agent", "text": "status", "user_id": "U2", "trigger_id": "13345224609.738"}
@@ -185,7 +192,8 @@ def test_slack_json_and_form_bodies_are_verified_and_accepted(api: Stack) -> Non
     assert command.status_code == 202, command.text
 
     listed = {e["type"]: e for e in api.client.simulate_get("/events").json["events"]}
-    assert listed["slack.message"]["data"]["text"] == "hello" and listed["slack.message"]["data"]["user"] == "U1"
+    assert listed["slack.message"]["data"]["text"] == "hello"
+    assert listed["slack.message"]["data"]["user"] == "U1"
     assert listed["slack.command"]["data"]["command"] == "/agent"
     assert listed["slack.command"]["data"]["user"] == "U2"
     assert "token" not in json.dumps(listed)  # Slack's legacy token is a credential: not stored
@@ -212,8 +220,10 @@ def test_slack_retries_are_not_processed_twice(api: Stack) -> None:
     ).encode()
     first = slack_post(api, body, "application/json")
     retry = slack_post(api, body, "application/json", **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "timeout"})
-    assert first.status_code == 202 and retry.status_code == 200
-    assert retry.json["status"] == "duplicate" and retry.json["event_id"] == first.json["event_id"]
+    assert first.status_code == 202
+    assert retry.status_code == 200
+    assert retry.json["status"] == "duplicate"
+    assert retry.json["event_id"] == first.json["event_id"]
     assert count(api, Event, Event.type == "slack.app_mention") == 1
 
 
@@ -225,7 +235,8 @@ def test_slack_event_reaches_the_user_agent(secured: Settings, make_stack) -> No
     answer = slack_post(running, body, "application/json")
     task = wait_for_state(running.runtime.sessions, answer.json["task_ids"][0], "SUCCESS")
     assert task.workflow == "agent_on_user_update"
-    assert task.result["user_id"] == "U9" and task.result["acknowledgment"] == "Processed message update"
+    assert task.result["user_id"] == "U9"
+    assert task.result["acknowledgment"] == "Processed message update"
 
 
 # -- custom ---------------------------------------------------------------------------------
@@ -237,20 +248,24 @@ def test_custom_webhook_publishes_the_event_it_is_given(api: Stack) -> None:
     ).encode()
     answer = custom_post(api, body, custom_headers(body))
     assert answer.status_code == 202, answer.text
-    assert answer.json["status"] == "accepted" and len(answer.json["task_ids"]) == 1
+    assert answer.json["status"] == "accepted"
+    assert len(answer.json["task_ids"]) == 1
     status = api.client.simulate_get(f"/agent/status/{answer.json['task_ids'][0]}").json
     assert status["workflow"] == "agent_on_environment_change"
 
     unsigned = api.client.simulate_post("/webhook/custom", body=body)
-    assert unsigned.status_code == 401 and "missing" in unsigned.json["description"]
+    assert unsigned.status_code == 401
+    assert "missing" in unsigned.json["description"]
     invalid = json.dumps({"event_type": "two words"}).encode()
     refused = custom_post(api, invalid, custom_headers(invalid))
     assert refused.status_code == 400
     nul = json.dumps({"event_type": "environment_changed", "data": {"note": "a\u0000b"}}).encode()
     refused = custom_post(api, nul, custom_headers(nul))
-    assert refused.status_code == 400 and "NUL" in refused.json["description"]
+    assert refused.status_code == 400
+    assert "NUL" in refused.json["description"]
     long_id = custom_post(api, body, custom_headers(body, delivery="x" * 256))
-    assert long_id.status_code == 400 and "X-Interlock-Delivery" in long_id.json["description"]
+    assert long_id.status_code == 400
+    assert "X-Interlock-Delivery" in long_id.json["description"]
     assert count(api, Event) == 1
 
 
@@ -273,13 +288,16 @@ def test_a_captured_custom_delivery_cannot_be_replayed(api: Stack) -> None:
         assert "does not match" in replay.json["description"]
     # Properly signed, but six minutes old: refused, whatever its delivery id.
     stale = custom_post(api, body, custom_headers(body, age=360))
-    assert stale.status_code == 401 and "300 seconds" in stale.json["description"]
+    assert stale.status_code == 401
+    assert "300 seconds" in stale.json["description"]
     # The body-only signature of the old scheme is refused with a message that says so.
     old = {**captured, "X-Interlock-Signature-256": sha256_signature(CUSTOM_SECRET, body)}
     old["X-Interlock-Delivery"] = str(uuid.uuid4())
     legacy = custom_post(api, body, old)
-    assert legacy.status_code == 401 and "no longer accepted" in legacy.json["description"]
-    assert count(api, Event) == 1 and count(api, Task) == 1
+    assert legacy.status_code == 401
+    assert "no longer accepted" in legacy.json["description"]
+    assert count(api, Event) == 1
+    assert count(api, Task) == 1
 
 
 def test_unconfigured_webhooks_are_closed(settings: Settings, make_stack) -> None:

@@ -210,7 +210,8 @@ def test_env_example_documents_every_interpolated_variable_with_placeholders() -
             assert name in settings_vars, f".env.example names {name}, which is no setting"
     assert ".env" in (ROOT / ".gitignore").read_text().split()
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert ".env" in ignored and ".git" in ignored
+    assert ".env" in ignored
+    assert ".git" in ignored
 
 
 # -- Dockerfile -------------------------------------------------------------------------------
@@ -257,7 +258,9 @@ def test_dockerfile_installs_pinned_dependencies_before_copying_the_code() -> No
     copy_all = next((i for i, (k, a) in enumerate(instructions) if k == "COPY" and a.split()[0] == "."), None)
     install = next((i for i, (k, a) in enumerate(instructions) if k == "RUN" and "-r requirements.lock" in a), None)
     copy_lock = next((i for i, (k, a) in enumerate(instructions) if k == "COPY" and "requirements.lock" in a), None)
-    assert copy_all is not None and install is not None and copy_lock is not None, "COPY lock, RUN pip, COPY . ."
+    assert copy_all is not None, "COPY . ."
+    assert install is not None, "RUN pip install -r requirements.lock"
+    assert copy_lock is not None, "COPY requirements.lock"
     assert copy_lock < install < copy_all, "dependencies must be installed before the code is copied"
     keywords = [keyword for keyword, _ in instructions]
     assert "HEALTHCHECK" in keywords
@@ -273,7 +276,8 @@ def test_lock_pins_every_runtime_dependency() -> None:
             continue
         requirement = Requirement(line)
         specifiers = list(requirement.specifier)
-        assert len(specifiers) == 1 and specifiers[0].operator == "==", f"not an exact pin: {line}"
+        assert len(specifiers) == 1, f"not an exact pin: {line}"
+        assert specifiers[0].operator == "==", f"not an exact pin: {line}"
         pins[canonicalize_name(requirement.name)] = specifiers[0].version
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     for dependency in project["project"]["dependencies"]:

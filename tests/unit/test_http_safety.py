@@ -62,7 +62,8 @@ def _settings(**overrides: object) -> Settings:
 )
 def test_non_public_addresses_are_refused(address: str, problem: str) -> None:
     reason = address_problem(ipaddress.ip_address(address))
-    assert reason is not None and problem in reason
+    assert reason is not None
+    assert problem in reason
 
 
 @pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"])
@@ -112,7 +113,8 @@ def test_allow_list_by_address_network_or_host_name() -> None:
     assert check_url("http://127.0.0.1:9/", allow=parse_allow_hosts("127.0.0.1")).port == 9
     assert check_url("http://127.0.0.2/", allow=parse_allow_hosts("127.0.0.0/8")).host == "127.0.0.2"
     target = check_url("http://LocalHost./x", allow=parse_allow_hosts(" localhost , 10.0.0.0/8"))
-    assert target.host == "localhost" and address_problem(target.address) == "a loopback address"
+    assert target.host == "localhost"
+    assert address_problem(target.address) == "a loopback address"
     with pytest.raises(UnsafeURL):
         check_url("http://10.0.0.1/", allow=parse_allow_hosts("127.0.0.1"))
     with pytest.raises(SettingsError):
@@ -134,7 +136,8 @@ def test_allowed_get_sends_our_user_agent_and_the_host_name(web: FakeWebServer) 
     url = f"http://localhost:{web.port}/json"
     response = guarded_get(url, settings=_settings(tools_allow_hosts="localhost"))
     response.close()
-    assert response.status_code == 200 and response.url == url
+    assert response.status_code == 200
+    assert response.url == url
     path, headers = web.requests[-1]
     assert path == "/json"
     assert headers["User-Agent"] == USER_AGENT
@@ -160,7 +163,8 @@ def test_redirects_are_followed_and_bounded(web: FakeWebServer) -> None:
     settings = _settings(tools_allow_hosts="127.0.0.1", http_max_redirects=3)
     response = guarded_get(web.url("/redirect?to=/page"), settings=settings)
     response.close()
-    assert response.status_code == 200 and response.url == web.url("/page")
+    assert response.status_code == 200
+    assert response.url == web.url("/page")
     with pytest.raises(PermanentError, match="more than 3 redirects"):
         guarded_get(web.url("/loop"), settings=settings)
     assert web.count("/loop") == 4
@@ -182,10 +186,12 @@ def test_a_slow_host_is_transient(web: FakeWebServer) -> None:
 def test_retry_after_as_seconds_or_http_date() -> None:
     assert retry_after_seconds("7") == 7.0
     assert retry_after_seconds("-3") == 0.0
-    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
+    assert retry_after_seconds(None) is None
+    assert retry_after_seconds("soon") is None
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
     seconds = retry_after_seconds(when)
-    assert seconds is not None and 100 < seconds <= 120
+    assert seconds is not None
+    assert 100 < seconds <= 120
 
 
 def test_breaker_target_is_host_and_port() -> None:

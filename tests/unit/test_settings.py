@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_defaults_are_the_embedded_ones() -> None:
     settings = Settings.from_env({})
     assert settings.effective_database_url.startswith("sqlite:///")
-    assert not settings.uses_rabbitmq and settings.llm_offline
+    assert not settings.uses_rabbitmq
+    assert settings.llm_offline
     assert (settings.time_limit, settings.soft_time_limit, settings.max_retries) == (3600.0, 3300.0, 3)
 
 
@@ -34,7 +35,8 @@ def test_values_are_converted_and_postgres_means_psycopg3() -> None:
         }
     )
     assert settings.effective_database_url == "postgresql+psycopg://u@h/db"
-    assert settings.uses_rabbitmq and settings.max_retries == 5
+    assert settings.uses_rabbitmq
+    assert settings.max_retries == 5
     assert (settings.time_limit, settings.soft_time_limit) == (90.0, 60.5)
 
 
@@ -84,7 +86,8 @@ def test_config_command_masks_secrets() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "sk-very-secret-value" not in out.stdout
-    assert "OPENAI_API_KEY" in out.stdout and "***" in out.stdout
+    assert "OPENAI_API_KEY" in out.stdout
+    assert "***" in out.stdout
     assert "INTERLOCK_MAX_RETRIES" in out.stdout
 
 
@@ -93,7 +96,8 @@ def test_config_error_is_reported_not_raised() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "interlock.cli", "config"], env=env, cwd=ROOT, capture_output=True, text=True
     )
-    assert out.returncode == 2 and "INTERLOCK_MAX_RETRIES" in out.stderr
+    assert out.returncode == 2
+    assert "INTERLOCK_MAX_RETRIES" in out.stderr
 
 
 def test_config_command_masks_the_passwords_inside_urls() -> None:
@@ -168,7 +172,8 @@ def test_settings_are_read_once_into_typed_values() -> None:
     assert (settings.agent_modules, settings.monitor_urls) == (("my.agents",), ())
     assert settings.auth is False
     defaults = Settings.from_env({})
-    assert defaults.auth is True and defaults.rate_limits == {"scraper": Limit(10, 60.0), "tools": Limit(30, 60.0)}
+    assert defaults.auth is True
+    assert defaults.rate_limits == {"scraper": Limit(10, 60.0), "tools": Limit(30, 60.0)}
     assert Settings.from_env({"INTERLOCK_RATE_LIMITS": ""}).rate_limits == {}  # set but empty: no limits
 
 
