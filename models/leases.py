@@ -25,8 +25,9 @@ def expire_leases(session: Session, *, owners: Collection[str]) -> int:
     """
     if not owners:
         return 0
-    return session.execute(
+    expired = session.execute(
         update(Task)
         .where(Task.lease_owner.in_(list(owners)), Task.state == TaskState.PROCESSING)
         .values(lease_expires_at=utcnow())
-    ).rowcount  # type: ignore[attr-defined]
+    )
+    return int(expired.rowcount)  # type: ignore[attr-defined]

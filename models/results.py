@@ -22,4 +22,5 @@ class ActorResult(Base):
 
 
 def purge_expired_results(session: Session) -> int:
-    return session.execute(delete(ActorResult).where(ActorResult.expires_at < utcnow())).rowcount  # type: ignore[attr-defined]
+    deleted = session.execute(delete(ActorResult).where(ActorResult.expires_at < utcnow()))
+    return int(deleted.rowcount)  # type: ignore[attr-defined]

@@ -277,9 +277,10 @@ def report_progress(
         with autocommit(sessions) as connection:
             return connection.execute(progress_in_one_statement(), params | {"p_data": data}).scalar_one_or_none()
     with sessions.begin() as session:
-        state = session.execute(PROGRESS, params).scalar_one_or_none()
+        state: str | None = session.execute(PROGRESS, params).scalar_one_or_none()
         if state is None:
-            return session.execute(STATE, {"p_id": task_id}).scalar_one_or_none()
+            current: str | None = session.execute(STATE, {"p_id": task_id}).scalar_one_or_none()
+            return current
         insert_event(session, task_id, kind="progress", state=state, progress=progress, step=step, data=data, at=now)
         return state
 

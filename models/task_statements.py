@@ -156,7 +156,7 @@ def _json_param(name: str) -> Any:
 @functools.cache
 def claim_in_one_statement() -> Select[Any]:
     """:data:`CLAIM` and its event, for a tenant without a concurrency cap (no row otherwise)."""
-    limits = cast(Table, Base.metadata.tables["tenants"])
+    limits = Base.metadata.tables["tenants"]
     capped = (
         select(limits.c.name).where(limits.c.name == _tasks.c.tenant, limits.c.max_concurrency.is_not(None)).exists()
     )
@@ -218,7 +218,7 @@ def finish_in_one_statement(*, success: bool) -> Select[Any]:
 @functools.cache
 def create_in_one_statement() -> Insert:
     """A new task and its first event, unless its tenant has a token budget (nothing written then)."""
-    limits = cast(Table, Base.metadata.tables["tenants"])
+    limits = Base.metadata.tables["tenants"]
     budgeted = (
         select(limits.c.name)
         .where(limits.c.name == bindparam("p_tenant"), limits.c.monthly_tokens.is_not(None))

@@ -152,4 +152,4 @@ def may_start(session: Session, task_id: str) -> bool:
             Task.lease_expires_at > utcnow(),
         )
     )
-    return int(running or 0) < cap
+    return bool(int(running or 0) < cap)

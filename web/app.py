@@ -36,7 +36,9 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 
-def create_app(runtime: Runtime, broker: dramatiq.Broker, catalogue: Mapping[str, WorkflowSpec]) -> falcon.App:
+def create_app(
+    runtime: Runtime, broker: dramatiq.Broker, catalogue: Mapping[str, WorkflowSpec]
+) -> falcon.App[falcon.Request, falcon.Response]:
     settings = runtime.settings
     app = falcon.App(middleware=[BodyLimit(settings.max_body_bytes)])
     metrics = ApiMetrics(runtime.sessions)

@@ -163,7 +163,9 @@ class Auth:
         self.sessions = sessions
         self.enabled = enabled
 
-    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
+    ) -> None:
         if resource is None or req.uri_template is None:
             return  # no route: Falcon answers 404
         key = (req.uri_template, req.method)

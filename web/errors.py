@@ -83,7 +83,7 @@ def strict_json_handler() -> falcon.media.JSONHandler:
     return falcon.media.JSONHandler(loads=strict_loads)
 
 
-def _broker_unavailable(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+def _broker_unavailable(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]) -> None:
     """Nothing was published (``BrokerUnavailable``) or the dead letters could not be read (``DeadLetterError``)."""
     raise falcon.HTTPServiceUnavailable(
         title="Broker unavailable",
@@ -92,26 +92,26 @@ def _broker_unavailable(req: falcon.Request, resp: falcon.Response, ex: Exceptio
     )
 
 
-def _idempotency_conflict(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+def _idempotency_conflict(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]) -> None:
     raise falcon.HTTPUnprocessableEntity(title="Idempotency-Key reused", description=str(ex))
 
 
-def _unknown_task(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+def _unknown_task(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]) -> None:
     """No task has the id in the path; a workflow's id is its task id, and its routes call it so."""
     what = "workflow" if "workflow_id" in params else "task"
     task_id = str(params.get(f"{what}_id", ex))
     raise falcon.HTTPNotFound(title=f"Unknown {what}", description=f"No {what} has the id {task_id!r}.")
 
 
-def _not_resumable(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+def _not_resumable(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]) -> None:
     raise falcon.HTTPConflict(title="Workflow cannot be resumed", description=str(ex))
 
 
-def _budget_exceeded(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+def _budget_exceeded(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]) -> None:
     raise falcon.HTTPTooManyRequests(title="Monthly token budget used", description=str(ex))
 
 
-def _database_unavailable(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+def _database_unavailable(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]) -> None:
     """The database dropped the connection (restart, failover, idle cut): nothing was written; retry.
 
     Connections are not pinged at checkout, so the first request on a stale pool meets the cut;
@@ -128,7 +128,7 @@ def _database_unavailable(req: falcon.Request, resp: falcon.Response, ex: Except
     )
 
 
-def register_error_handlers(app: falcon.App) -> None:
+def register_error_handlers(app: falcon.App[falcon.Request, falcon.Response]) -> None:
     app.add_error_handler(DBAPIError, _database_unavailable)
     app.add_error_handler(BudgetExceeded, _budget_exceeded)
     app.add_error_handler(BrokerUnavailable, _broker_unavailable)
@@ -141,7 +141,9 @@ def register_error_handlers(app: falcon.App) -> None:
 class InputGuard:
     """Refuse NUL bytes in the path or query string: no database stores them, none is meaningful."""
 
-    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
+    ) -> None:
         values = [v for v in params.values() if isinstance(v, str)] + [req.query_string]
         if any("\x00" in v or "%00" in v for v in values):
             raise falcon.HTTPBadRequest(title="Invalid characters", description="NUL bytes are not accepted.")

@@ -99,7 +99,7 @@ ACCEPTED = {
 }
 
 
-def routes(app: falcon.App) -> Iterator[tuple[str, str, object]]:
+def routes(app: falcon.App[falcon.Request, falcon.Response]) -> Iterator[tuple[str, str, object]]:
     """Every (URI template, method, resource) the app answers with a responder of its own."""
     stack = list(app._router._roots)
     while stack:
@@ -184,7 +184,7 @@ def _operation(template: str, method: str, resource: object, body: dict[str, Any
     return operation
 
 
-def openapi_document(app: falcon.App, *, version: str) -> dict[str, Any]:
+def openapi_document(app: falcon.App[falcon.Request, falcon.Response], *, version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for template, method, resource in sorted(routes(app), key=lambda r: (r[0], r[1])):
         if template == "/tools/{name}":
@@ -225,7 +225,7 @@ def openapi_document(app: falcon.App, *, version: str) -> dict[str, Any]:
 
 
 class OpenApiResource:
-    def __init__(self, app: falcon.App, *, version: str) -> None:
+    def __init__(self, app: falcon.App[falcon.Request, falcon.Response], *, version: str) -> None:
         self.app = app
         self.version = version
         self._document: dict[str, Any] | None = None

@@ -15,7 +15,7 @@ from .app import create_app
 __all__ = ["get_app"]
 
 
-def get_app() -> falcon.App:
+def get_app() -> falcon.App[falcon.Request, falcon.Response]:
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
     runtime = Runtime.open(settings)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import pika
 import requests
@@ -166,7 +166,7 @@ def _cache_purger() -> Callable[[Session], int] | None:
             continue
         purge = getattr(module, "purge_expired_cache", None)
         if callable(purge):
-            return purge
+            return cast("Callable[[Session], int]", purge)
     return None
 
 

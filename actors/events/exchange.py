@@ -108,7 +108,7 @@ class _SubscriptionConsumer(_RabbitmqConsumer):
     """Dramatiq's RabbitMQ consumer, turning an event envelope into this queue's task message."""
 
     def __next__(self) -> Any:
-        delivered = super().__next__()
+        delivered = super().__next__()  # type: ignore[no-untyped-call]  # Dramatiq's consumer is untyped
         if delivered is None or delivered.actor_name != ENVELOPE_ACTOR or not delivered.args:
             return delivered
         subscription = self.broker.subscription_for_queue(q_name(self.queue_name))

@@ -156,7 +156,7 @@ def fire_slot(
     return task.id
 
 
-class _SlotExecutor(BaseExecutor):
+class _SlotExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 ships no type hints
     """Runs due jobs in threads and passes each the run time it is due for, as ``slot``.
 
     APScheduler's own executors call ``func(*args, **kwargs)`` and drop that time, yet the time
