@@ -91,8 +91,10 @@ def admit_call(session: Session, target: str, *, probe_lease: float, reset: floa
         return Admission(True, probe=True)
     # Another worker holds the probe. Waiting a whole reset period keeps fast failures from
     # spending the waiting tasks' retries; a probe that vanished is claimable after its lease.
+    # Read the clock again: the winner may have stamped its probe after this caller's ``now``
+    # (it read the clock later but took the row first), and a lease never has more than its length left.
     started = as_utc(row.probe_started_at) or now
-    lease_left = (started + timedelta(seconds=probe_lease) - now).total_seconds()
+    lease_left = min(probe_lease, (started + timedelta(seconds=probe_lease) - utcnow()).total_seconds())
     return Admission(False, retry_after=max(0.5, min(reset, lease_left)))
 
 
