@@ -102,7 +102,8 @@ def result(task_id: str, wait: float | None) -> Call:
 
 
 def stream(task_id: str, after: int) -> Call:
-    headers = {"Accept": "text/event-stream", "Last-Event-ID": str(after)}
+    # JSON too: an error answer (Falcon's ``{title, description}``) comes only to a client that accepts it.
+    headers = {"Accept": "text/event-stream, application/json;q=0.9", "Last-Event-ID": str(after)}
     return Call("GET", _path("/agent/stream", task_id), headers=headers, idempotent=True)
 
 
