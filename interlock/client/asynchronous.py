@@ -118,7 +118,7 @@ class AsyncClient:
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(task_id, timeout or 0.0, state)
             if time.monotonic() - asked < wait / 2:  # answered early (an API without ?wait): poll, backing off
-                await asyncio.sleep(max(0.0, min(pause, deadline - time.monotonic() if deadline else pause)))
+                await asyncio.sleep(max(0.0, min(pause, pause if deadline is None else deadline - time.monotonic())))
                 pause = min(pause * 2, POLL_LONGEST)
 
     async def stream(self, task_id: str, *, after: int = 0) -> AsyncIterator[TaskEvent]:

@@ -132,7 +132,7 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(task_id, timeout or 0.0, state)
             if time.monotonic() - asked < wait / 2:  # answered early (an API without ?wait): poll, backing off
-                time.sleep(max(0.0, min(pause, deadline - time.monotonic() if deadline else pause)))
+                time.sleep(max(0.0, min(pause, pause if deadline is None else deadline - time.monotonic())))
                 pause = min(pause * 2, POLL_LONGEST)
 
     def stream(self, task_id: str, *, after: int = 0) -> Iterator[TaskEvent]:

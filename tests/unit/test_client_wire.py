@@ -146,6 +146,16 @@ def test_an_api_that_is_down_is_retried_then_reported_without_the_key(caplog: py
         asyncio.run(down_too())
 
 
+def test_result_polls_with_backoff_an_api_that_answers_at_once(canned: str) -> None:
+    """A proxy that ends long requests early, or an API without ``?wait``: polled, not hammered."""
+    not_ready = (202, {}, json.dumps({"task_id": "t1", "status": "not_ready", "state": "PENDING"}).encode())
+    complete = (200, {}, json.dumps({"task_id": "t1", "status": "complete", "result": {"n": 1}}).encode())
+    CannedApi.answers = [not_ready, not_ready, complete]
+    with Client(canned) as client:
+        assert client.result("t1", timeout=60) == {"n": 1}
+    assert [path for _, path, _ in CannedApi.seen] == ["/agent/result/t1?wait=30.000"] * 3
+
+
 def test_retry_after_reads_seconds_and_http_dates() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert retry_after_seconds("7") == 7.0
