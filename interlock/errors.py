@@ -2,7 +2,7 @@
 
 Every error Interlock raises on purpose derives from :class:`InterlockError`: the actors' errors
 (``actors.errors``), the web layer's (``web.signatures.InvalidSignature``), the command line's
-(``interlock.cli.client.ApiError``) and the settings' own. Where callers rely on a built-in
+(``interlock.client.ClientError`` and its subclasses) and the settings' own. Where callers rely on a built-in
 class (``except ValueError`` around parsing), the error derives from that one too.
 """
 

@@ -6,6 +6,7 @@ Each function takes a ``Session`` and only reads; the caller opens and closes it
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ __all__ = [
     "recent_tasks",
     "task_events",
     "task_counts",
+    "oldest_pending",
     "cancelled_among",
 ]
 
@@ -71,6 +73,14 @@ def task_counts(session: Session) -> list[tuple[str, str, int]]:
     """How many tasks there are per (workflow, state)."""
     rows = session.execute(select(Task.workflow, Task.state, func.count()).group_by(Task.workflow, Task.state))
     return [(workflow, state, count) for workflow, state, count in rows]
+
+
+def oldest_pending(session: Session) -> list[tuple[str, datetime]]:
+    """Per queue, when its longest-waiting PENDING task was queued (created, or put back by a replay or resume)."""
+    rows = session.execute(
+        select(Task.queue, func.min(Task.updated_at)).where(Task.state == TaskState.PENDING).group_by(Task.queue)
+    )
+    return [(queue, queued) for queue, queued in rows if queued is not None]
 
 
 def cancelled_among(session: Session, task_ids: Collection[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""``GET /metrics`` of the API: requests, latency, submissions, and task counts from the database.
+"""``GET /metrics`` of the API: requests, latency, submissions, task counts and queue ages from the database.
 
 Request metrics come from a Falcon middleware; task counts by workflow and state are read from
 PostgreSQL at scrape time, so they are the same on every API replica and survive restarts.
@@ -18,13 +18,20 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.task_queries import task_counts
+from models.base import as_utc, utcnow
+from models.task_queries import oldest_pending, task_counts
 
 __all__ = ["ApiMetrics", "MetricsResource", "TaskStateCollector"]
 
 
 class TaskStateCollector(Collector):
-    """``interlock_tasks{workflow, state}``: how many task rows are in each state right now."""
+    """``interlock_tasks{workflow, state}``: how many task rows are in each state right now; and
+    ``interlock_queue_oldest_pending_seconds{queue}``: how long the oldest task not yet started has waited.
+
+    The queue's age is what its depth does not tell: ten waiting tasks are fine, one waiting for ten
+    minutes is not (no worker serves the queue, a tenant's cap, a rate limit). A queue with nothing
+    pending has no sample.
+    """
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
@@ -33,10 +40,19 @@ class TaskStateCollector(Collector):
         family = GaugeMetricFamily(
             "interlock_tasks", "Tasks in the database by workflow and state.", labels=["workflow", "state"]
         )
+        age = GaugeMetricFamily(
+            "interlock_queue_oldest_pending_seconds",
+            "Seconds the oldest PENDING task of each queue has waited since it was queued.",
+            labels=["queue"],
+        )
         with self.sessions() as session:
             for workflow, state, count in task_counts(session):
                 family.add_metric([workflow, state], count)
+            now = utcnow()
+            for queue, queued in oldest_pending(session):
+                age.add_metric([queue], max(0.0, (now - (as_utc(queued) or now)).total_seconds()))
         yield family
+        yield age
 
     def describe(self) -> list[GaugeMetricFamily]:
         return []  # not collected at registration (no database call then)

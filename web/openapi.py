@@ -41,6 +41,13 @@ QUERY: dict[tuple[str, str], list[tuple[str, dict[str, Any], str]]] = {
             "Answer 200 with the finished task if it ends within this many seconds.",
         )
     ],
+    ("/agent/result/{task_id}", "GET"): [
+        (
+            "wait",
+            {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 30},
+            "Answer when the task ends within this many seconds (else 202 after them).",
+        )
+    ],
     ("/agent/stream/{task_id}", "GET"): [
         ("last_event_id", {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID}, "Resume after this event id.")
     ],

@@ -154,7 +154,12 @@ class ResultResource:
         self.sessions = sessions
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
+        """The result, the error, or how far the task got; ``?wait=N`` answers when it ends within N seconds."""
+        wait = _wait_seconds(req)
         task, _ = load_task(self.sessions, task_id)
+        if wait and task.state not in TERMINAL_STATES:
+            wait_for_end(self.sessions, task_id, wait)
+            task, _ = load_task(self.sessions, task_id)
         if task.state not in TERMINAL_STATES:
             resp.status = falcon.HTTP_202
         resp.media = task_result(task)

@@ -24,6 +24,7 @@ COMMANDS: Mapping[str, str] = {
     "config": "config",
     "submit": "remote",
     "status": "remote",
+    "result": "remote",
     "history": "remote",
     "resume": "remote",
     "cancel": "remote",
@@ -78,11 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--context", default=None, help="JSON object")
     submit.add_argument("--priority", default=None)
     submit.add_argument("--follow", action="store_true", help="show progress until the task ends")
+    submit.add_argument(
+        "--idempotency-key", default=None, help="the same key (and query) within 24 h answers the first task"
+    )
     submit.add_argument("--url", default=None)
 
     status = sub.add_parser("status", help="show a task's status", description=client_note)
     status.add_argument("task_id")
     status.add_argument("--url", default=None)
+
+    result = sub.add_parser(
+        "result", help="wait for a task to end and print its result (exit 1 if it failed)", description=client_note
+    )
+    result.add_argument("task_id")
+    result.add_argument("--timeout", type=float, default=None, help="seconds to wait at most (default: no limit)")
+    result.add_argument("--url", default=None)
 
     history = sub.add_parser("history", help="show a workflow's checkpoints", description=client_note)
     history.add_argument("workflow_id")

@@ -1,7 +1,8 @@
 """The commands that call the HTTP API (at ``--url``, default ``INTERLOCK_API_URL``) with the CLI's key.
 
-``submit`` (and ``--follow``), ``status``, ``history``, ``resume``, ``cancel`` and ``dlq``: an
-answer is printed as JSON, an error answer or an unreachable API as one line on stderr, exit 1.
+``submit`` (and ``--follow``), ``status``, ``result``, ``history``, ``resume``, ``cancel`` and
+``dlq``, all through :class:`interlock.client.Client`: an answer is printed as JSON, an error
+answer or an unreachable API as one line on stderr, exit 1.
 """
 
 from __future__ import annotations
@@ -9,82 +10,91 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
+from interlock.client import Client, ClientError, TaskError, TaskHandle
 from interlock.settings import Settings
-
-from .client import ApiError, Client
 
 __all__ = ["run"]
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    client = Client(args.url or settings.api_url, api_key=settings.api_key or None)
+    with Client(args.url or settings.api_url, settings.api_key or None) as client:
+        try:
+            return _run(client, args)
+        except ClientError as exc:
+            print(f"interlock: {exc}", file=sys.stderr)
+            return 1
+
+
+def _run(client: Client, args: argparse.Namespace) -> int:
     if args.command == "submit":
         return _submit(client, args)
     if args.command == "status":
-        return _print_call(lambda: client.status(args.task_id))
+        return _print(client.status(args.task_id).raw)
+    if args.command == "result":
+        return _result(client.task(args.task_id), args.timeout)
     if args.command == "history":
-        return _print_call(lambda: client.history(args.workflow_id))
+        return _print(client.history(args.workflow_id).raw)
     if args.command == "resume":
-        return _print_call(lambda: client.resume(args.workflow_id))
+        return _print(client.resume(args.workflow_id).submitted.raw)
     if args.command == "cancel":
-        return _print_call(lambda: client.cancel(args.task_id))
+        return _print(client.cancel(args.task_id).raw)
     return _dlq(client, args)
 
 
 def _submit(client: Client, args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"query": args.query}
-    if args.workflow:
-        body["workflow"] = args.workflow
-    if args.context:
-        body["context"] = json.loads(args.context)
-    if args.priority:
-        body["priority"] = int(args.priority) if args.priority.isdigit() else args.priority
-    try:
-        answer = client.submit(body)
-    except ApiError as exc:
-        print(f"interlock: {exc}", file=sys.stderr)
-        return 1
+    priority = int(args.priority) if args.priority and args.priority.isdigit() else args.priority
+    task = client.submit(
+        args.query,
+        workflow=args.workflow,
+        context=json.loads(args.context) if args.context else None,
+        priority=priority,
+        idempotency_key=args.idempotency_key,
+    )
     if not args.follow:
-        print(json.dumps(answer, indent=2))
-        return 0
-    print(f"task {answer['task_id']} queued")
-    return _follow(client, answer["task_id"])
+        return _print(task.submitted.raw)
+    print(f"task {task.task_id} {'(submitted before with this key) ' if task.replayed else ''}queued")
+    return _follow(task)
 
 
-def _follow(client: Client, task_id: str) -> int:
+def _follow(task: TaskHandle) -> int:
+    """A line per change of state, progress or step, from the task's event stream; then its result."""
     last = None
-    while True:
-        status = client.status(task_id)
-        shown = (status["state"], status["progress"], status.get("current_step"))
+    for event in task.stream():
+        shown = (event.state, event.progress, event.step)
         if shown != last:
-            bar = "#" * (status["progress"] // 5)
-            print(f"\r[{bar:<20}] {status['progress']:3d}% {status['state']:<10} {status.get('current_step') or ''}")
+            bar = "#" * (event.progress // 5)
+            print(f"[{bar:<20}] {event.progress:3d}% {event.state:<10} {event.step or ''}", flush=True)
             last = shown
-        if status["state"] in {"SUCCESS", "FAILURE", "CANCELLED"}:
-            print(json.dumps(status.get("result") or {"error": status.get("error")}, indent=2))
-            return 0 if status["state"] == "SUCCESS" else 1
-        time.sleep(0.3)
+    status = task.status()
+    print(json.dumps(status.result if status.state == "SUCCESS" else {"error": status.error}, indent=2))
+    return 0 if status.state == "SUCCESS" else 1
+
+
+def _result(task: TaskHandle, timeout: float | None) -> int:
+    try:
+        return _print(task.result(timeout=timeout))
+    except TaskError as exc:
+        print(json.dumps({"task_id": exc.task_id, "state": exc.state, "error": exc.error}, indent=2))
+        return 1
 
 
 def _dlq(client: Client, args: argparse.Namespace) -> int:
     if args.action == "list":
-        return _print_call(lambda: client.dead_letters(args.queue))
+        return _print({"queues": [queue.raw for queue in client.dead_letters(args.queue)]})
     if bool(args.task_id) == bool(args.queue):
         print(f"interlock: dlq {args.action} needs a task id or --queue (one of them)", file=sys.stderr)
         return 2
     if args.action == "replay":
-        return _print_call(lambda: client.replay(args.task_id, queue=args.queue))
-    return _print_call(lambda: client.purge(args.task_id, queue=args.queue))
+        if args.task_id:
+            return _print(client.replay(args.task_id).submitted.raw)
+        return _print(client.replay_queue(args.queue).raw)
+    if args.task_id:
+        return _print(client.purge(args.task_id).raw)
+    return _print(client.purge_queue(args.queue).raw)
 
 
-def _print_call(call: Callable[[], Any]) -> int:
-    try:
-        print(json.dumps(call(), indent=2))
-    except ApiError as exc:
-        print(f"interlock: {exc}", file=sys.stderr)
-        return 1
+def _print(value: Any) -> int:
+    print(json.dumps(value, indent=2, default=str))
     return 0

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import update
 
 from actors.messages import task_message
+from models.base import utcnow
 from models.task_transitions import create_task
+from models.tasks import Task
 from tests.processes import Proc, base_env, wait_http
 from tests.support import events, free_port, parse_metrics, sample, wait_for_state, wait_until
 
@@ -34,6 +38,26 @@ def test_api_metrics_count_requests_submissions_and_tasks(stack) -> None:
         == 1
     )
     assert sample(parsed, "interlock_http_request_duration_seconds_count", route="/agent/execute", method="POST") == 3
+
+
+def test_api_metrics_tell_how_long_the_oldest_pending_task_has_waited(settings, make_stack) -> None:
+    stack = make_stack(settings, worker=False)
+    oldest = stack.submit(query="waits in research", workflow="research")
+    stack.submit(query="queued later", workflow="research")
+    with stack.runtime.sessions.begin() as session:
+        ten_minutes_ago = utcnow() - timedelta(minutes=10)
+        session.execute(update(Task).where(Task.id == oldest).values(updated_at=ten_minutes_ago))
+    parsed = parse_metrics(stack.client.simulate_get("/metrics").text)
+    assert 600 <= sample(parsed, "interlock_queue_oldest_pending_seconds", queue="research") < 3600
+    assert ("interlock_queue_oldest_pending_seconds", frozenset({("queue", "default")})) not in parsed
+
+    make_stack(settings)  # a worker takes them: nothing is pending any more
+    wait_for_state(stack.runtime.sessions, oldest, "SUCCESS")
+    wait_until(
+        lambda: "interlock_queue_oldest_pending_seconds{" not in stack.client.simulate_get("/metrics").text,
+        timeout=30,
+        what="no queue age once nothing is pending",
+    )
 
 
 def test_worker_metrics_are_summed_over_two_processes(settings, fake_llm, tmp_path, make_stack) -> None:

@@ -59,6 +59,27 @@ def test_stream_shows_every_step_in_order_and_the_result(stack) -> None:
     assert stack.client.simulate_get("/agent/stream/no-such-task").status_code == 404
 
 
+def test_result_wait(settings, fake_llm, make_stack) -> None:
+    """``GET /agent/result/{id}?wait=N``: the answer comes when the task ends, or after N seconds (202)."""
+    stack = make_stack(settings.replace(llm_timeout=60.0))
+    quick = stack.submit(query="quick result")
+    done = stack.client.simulate_get(f"/agent/result/{quick}", params={"wait": "20"})
+    assert done.status_code == 200, done.text
+    assert done.json["status"] == "complete"
+    assert done.json["result"]["result"].startswith("fake-llm answer")
+
+    fake_llm.hang_next(1, seconds=20, match="Analyze this query: slow result")
+    slow = stack.submit(query="slow result")
+    waited = stack.client.simulate_get(f"/agent/result/{slow}", params={"wait": "0.5"})
+    assert waited.status_code == 202
+    assert waited.json["status"] == "not_ready"
+    for bad in ("0", "-1", "31", "soon"):
+        refused = stack.client.simulate_get(f"/agent/result/{slow}", params={"wait": bad})
+        assert refused.status_code == 400, (bad, refused.text)
+        assert refused.json["title"] == "Invalid wait"
+    stack.client.simulate_post(f"/agent/cancel/{slow}")
+
+
 def test_execute_wait(settings, fake_llm, make_stack) -> None:
     stack = make_stack(settings.replace(llm_timeout=60.0))
     done = stack.client.simulate_post("/agent/execute", params={"wait": "20"}, json={"query": "quick"})

@@ -73,6 +73,12 @@ def agent_queues() -> set[str]:
     return {spec.queue for spec in load_catalogue(Settings.from_env({})).values()}
 
 
+def is_secret_file(key: str, value: str) -> bool:
+    """``X__FILE: /run/secrets/NAME`` (Grafana's convention): the secret is read from a Compose secret's file."""
+    name = value.removeprefix("/run/secrets/")
+    return key.endswith("__FILE") and value.startswith("/run/secrets/") and name in compose().get("secrets", {})
+
+
 # -- compose.yaml -----------------------------------------------------------------------------
 
 
@@ -89,6 +95,8 @@ def test_compose_file_is_valid_against_the_compose_specification() -> None:
 def test_no_credential_is_written_in_the_compose_file() -> None:
     for name, service in services().items():
         for key, value in environment(service).items():
+            if is_secret_file(key, value):
+                continue
             if SECRET_NAME.search(key):
                 assert re.fullmatch(r"\$\{[^}]+\}", value), f"{name}: {key} must come from the environment"
             for user_info in re.findall(r"://([^@/\s]+)@", value):
@@ -102,6 +110,8 @@ def test_no_credential_is_written_in_the_compose_file() -> None:
     for line in text.splitlines():
         code = line.split("#", 1)[0]
         assignment = re.search(r"([A-Za-z_]*(?:PASS|SECRET|KEY|TOKEN)[A-Za-z_]*)\"?\s*[:=]\s*(\S*)", code, re.I)
+        if assignment and is_secret_file(assignment.group(1), assignment.group(2).strip("\"'")):
+            continue
         assert not (assignment and assignment.group(2).strip("\"'")), f"literal secret: {line.strip()}"
         assert not re.search(r"://[^@/\s:]*:[^@/\s]+@", code), f"literal password in a URL: {line.strip()}"
 

@@ -34,7 +34,8 @@ def own_exception_classes() -> dict[str, type[BaseException]]:
 def test_one_exception_tree() -> None:
     classes = own_exception_classes()
     assert "web.signatures.InvalidSignature" in classes
-    assert "interlock.cli.client.ApiError" in classes
+    assert "interlock.client.errors.ApiError" in classes
+    assert "interlock.client.errors.ResultTimeout" in classes
     outside = sorted(name for name, cls in classes.items() if not issubclass(cls, InterlockError))
     assert outside == []
 
