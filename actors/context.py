@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from actors.errors import (
-    ChildFailed,
-    InvalidInput,
-    PermanentError,
-    SoftTimeLimitExceeded,
-    Suspend,
-    TaskCancelled,
-    describe_error,
-)
+from actors.call_log import CallLog
+from actors.errors import ChildFailed, InvalidInput, PermanentError, SoftTimeLimitExceeded, Suspend, TaskCancelled
 from actors.events.bus import EventBus, task_event_id
 from actors.llm import Completion
 from actors.orchestration import spawn, succeeded
@@ -31,20 +21,14 @@ from actors.runtime import Runtime
 from actors.steps import DurableSteps
 from interlock.settings import Settings
 from models import task_lifecycle
-from models.base import utcnow
 from models.database import one_statement_session
 from models.security import SYSTEM_TENANT
-from models.task_calls import LLM, TOOL, record_call
+from models.task_calls import LLM, TOOL
 from models.task_transitions import record_event
 from models.tasks import TERMINAL_STATES, Task, TaskState
 from models.tenants import add_usage, budget_exhausted
 
 __all__ = ["TaskContext"]
-
-logger = logging.getLogger(__name__)
-
-#: How much of a failed call's error its record keeps.
-CALL_ERROR_CHARS = 500
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -69,6 +53,8 @@ class TaskContext:
     running: RunningTask = None  # type: ignore[assignment]
     #: Its durable steps (``actors.steps``): checkpoints, the stage time limit.
     _steps: DurableSteps = field(init=False, repr=False)
+    #: Where its LLM and tool calls are recorded (``actors.call_log``).
+    _calls: CallLog = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.running is None:
@@ -76,6 +62,7 @@ class TaskContext:
         self._steps = DurableSteps(
             task_id=self.task_id, input=self.input, attempt=self.attempt, runtime=self.runtime, check=self.check
         )
+        self._calls = CallLog(self.runtime, self.task_id, self.attempt, step=lambda: self._steps.current)
 
     @property
     def query(self) -> str:
@@ -231,13 +218,12 @@ class TaskContext:
         if limits is not None:
             deadline = min(self._steps.stage_deadline or self.soft_deadline, running.deadline)
             limits.before_call(self.runtime.llm.model, deadline=deadline)
-        model = self.runtime.llm.model
-        started_at, started = utcnow(), time.monotonic()
+        record = self._calls.begin(LLM, self.runtime.llm.model)  # the task's page shows it in flight
         call = self.runtime.llm.start(messages, timeout=timeout)
         try:
             completion = running.wait(call, what="LLM call", stage_deadline=self._steps.stage_deadline)
         except BaseException as exc:
-            self._record_failed_call(LLM, model, started_at, started, exc)
+            record.failed(exc)
             raise
         if limits is not None:
             limits.after_call(completion.model, completion.usage.get("total_tokens", 0))
@@ -245,12 +231,8 @@ class TaskContext:
             self.usage[key] = self.usage.get(key, 0) + value
         with one_statement_session(self.runtime.sessions) as session:  # two single statements
             add_usage(session, tenant, int(completion.usage.get("total_tokens", 0)))
-            self._record_call(
+            record.ended(
                 session,
-                LLM,
-                model,
-                started_at,
-                started,
                 prompt_tokens=int(completion.usage.get("prompt_tokens", 0)),
                 completion_tokens=int(completion.usage.get("completion_tokens", 0)),
             )
@@ -259,41 +241,14 @@ class TaskContext:
     @contextmanager
     def tool_call(self, name: str) -> Iterator[None]:
         """Record the tool call made inside for the task's timeline: ``with ctx.tool_call("scrape_url"): ...``."""
-        started_at, started = utcnow(), time.monotonic()
+        record = self._calls.begin(TOOL, name)
         try:
             yield
         except BaseException as exc:
-            self._record_failed_call(TOOL, name, started_at, started, exc)
+            record.failed(exc)
             raise
         with one_statement_session(self.runtime.sessions) as session:
-            self._record_call(session, TOOL, name, started_at, started)
-
-    def _record_call(
-        self, session: Session, kind: str, name: str, started_at: datetime, started: float, **details: Any
-    ) -> None:
-        """One row of ``task_calls``: the task's page draws it, the overview adds up its tokens."""
-        record_call(
-            session,
-            task_id=self.task_id,
-            attempt=self.attempt,
-            step=self._steps.current,
-            kind=kind,
-            name=name,
-            started_at=started_at,
-            duration_ms=int((time.monotonic() - started) * 1000),
-            **details,
-        )
-
-    def _record_failed_call(
-        self, kind: str, name: str, started_at: datetime, started: float, exc: BaseException
-    ) -> None:
-        """Record a call that failed or was abandoned; the call's own error is what propagates."""
-        error = describe_error(exc, limit=CALL_ERROR_CHARS)
-        try:
-            with one_statement_session(self.runtime.sessions) as session:
-                self._record_call(session, kind, name, started_at, started, error=error)
-        except SQLAlchemyError as record_error:
-            logger.warning("the failed %s call of task %s was not recorded: %s", kind, self.task_id, record_error)
+            record.ended(session)
 
     def _check_budget(self) -> str:
         """The task's tenant; stops the workflow with a clear error once the tenant's budget is used."""

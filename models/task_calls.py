@@ -1,7 +1,8 @@
 """The LLM and tool calls a task made: one row per call, for its timeline, its tokens and its cost.
 
-A worker writes a row when a call ends (answered, failed or abandoned), with the step it ran in,
-when it started and how long it took, and for an LLM call the tokens the provider counted. The
+A worker writes a row when a call begins (the step it runs in, when) and completes it when the call
+ends (answered, failed or abandoned): how long it took and, for an LLM call, the tokens the provider
+counted. The
 task's page draws them in its waterfall; the overview adds up tokens per hour. Rows go with their
 task (``ON DELETE CASCADE``, and :mod:`models.retention` deletes them explicitly for SQLite).
 """
@@ -13,12 +14,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Table, Text, func, insert, select
+from sqlalchemy import ForeignKey, Index, Integer, String, Table, Text, func, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, BigIntId
 
-__all__ = ["TaskCall", "CallUsage", "record_call", "calls_of", "usage_by_task", "combined", "LLM", "TOOL"]
+__all__ = [
+    "TaskCall",
+    "CallUsage",
+    "record_call",
+    "start_call",
+    "finish_call",
+    "calls_of",
+    "usage_by_task",
+    "combined",
+    "LLM",
+    "TOOL",
+]
 
 #: The kinds of call.
 LLM = "llm"
@@ -39,7 +51,8 @@ class TaskCall(Base):
     #: The model asked (an LLM call) or the tool's name.
     name: Mapped[str] = mapped_column(String(128))
     started_at: Mapped[datetime] = mapped_column(index=True)
-    duration_ms: Mapped[int] = mapped_column(Integer)
+    #: ``None`` while the call is under way (or when its process died during it).
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     #: Why it failed or was abandoned (a time limit, a cancellation); ``None`` when it answered.
@@ -81,6 +94,37 @@ def record_call(
             "completion_tokens": max(0, completion_tokens),
             "error": error,
         },
+    )
+
+
+def start_call(
+    session: Session, *, task_id: str, attempt: int, step: str | None, kind: str, name: str, started_at: datetime
+) -> int:
+    """Insert a call that has just begun (its page shows it in flight); returns its id for :func:`finish_call`."""
+    values = {"task_id": task_id, "attempt": attempt, "step": step, "kind": kind, "name": name[:128]}
+    statement = _INSERT.values(**values, started_at=started_at, prompt_tokens=0, completion_tokens=0)
+    return int(session.execute(statement.returning(_CALLS.c.id)).scalar_one())
+
+
+def finish_call(
+    session: Session,
+    call_id: int,
+    *,
+    duration_ms: int,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    error: str | None = None,
+) -> None:
+    """Record how a call begun with :func:`start_call` ended (one UPDATE)."""
+    session.execute(
+        update(_CALLS)
+        .where(_CALLS.c.id == call_id)
+        .values(
+            duration_ms=max(0, duration_ms),
+            prompt_tokens=max(0, prompt_tokens),
+            completion_tokens=max(0, completion_tokens),
+            error=error,
+        )
     )
 
 

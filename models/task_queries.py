@@ -178,7 +178,7 @@ def task_tree(session: Session, root_id: str, *, depth: int = 10, limit: int = 1
         .order_by(Task.created_at, Task.id)
         .limit(limit)
     )
-    return [TreeNode(*row.tuple()) for row in session.execute(query)]
+    return [TreeNode(*row) for row in session.execute(query)]
 
 
 def task_events(session: Session, task_id: str, *, after_id: int = 0, limit: int = 1000) -> list[TaskEvent]:

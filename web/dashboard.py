@@ -95,7 +95,7 @@ class TaskList:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """A page of tasks, newest first, filtered; ``next`` is the cursor of the following page."""
         limit = req.get_param_as_int("limit", min_value=1, max_value=MAX_PAGE_SIZE) or PAGE_SIZE
-        states = [s.strip().upper() for s in req.get_param_as_list("state") or [] if s.strip()]
+        states = [s.strip().upper() for v in req.get_param_as_list("state") or [] for s in v.split(",") if s.strip()]
         unknown = sorted(set(states) - STATES)
         if unknown:
             raise falcon.HTTPBadRequest(

@@ -100,7 +100,7 @@ def build_timeline(
     end = at(task.finished_at) if finished and task.finished_at else at(now)
     phases, marks = _phases(list(events), at, limits)
     steps = _steps(list(checkpoints), at)
-    call_rows = [_call(call, at, prices) for call in calls]
+    call_rows = [_call(call, at, prices, end=end, running=not finished) for call in calls]
     child_rows = [
         _row(
             "child",
@@ -308,19 +308,16 @@ def _steps(checkpoints: list[WorkflowCheckpoint], at: Any) -> list[dict[str, Any
     return rows
 
 
-def _call(call: TaskCall, at: Any, prices: Mapping[str, tuple[float, float]]) -> dict[str, Any]:
+def _call(
+    call: TaskCall, at: Any, prices: Mapping[str, tuple[float, float]], *, end: float, running: bool
+) -> dict[str, Any]:
+    """A call's row; one without a duration is under way (or its process died during it)."""
     start = at(call.started_at)
-    row = _row(
-        call.kind,
-        call.name,
-        start,
-        start + call.duration_ms / 1000,
-        2,
-        "failed" if call.error else "completed",
-        attempt=call.attempt,
-        step=call.step,
-        error=call.error,
-    )
+    if call.duration_ms is None:
+        finish, status = end, "running" if running else "abandoned"
+    else:
+        finish, status = start + call.duration_ms / 1000, "failed" if call.error else "completed"
+    row = _row(call.kind, call.name, start, finish, 2, status, attempt=call.attempt, step=call.step, error=call.error)
     if call.kind == "llm":
         row["prompt_tokens"] = call.prompt_tokens
         row["completion_tokens"] = call.completion_tokens

@@ -49,7 +49,7 @@ def upgrade() -> None:
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('name', sa.String(length=128), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('duration_ms', sa.Integer(), nullable=False),
+    sa.Column('duration_ms', sa.Integer(), nullable=True),
     sa.Column('prompt_tokens', sa.Integer(), nullable=False),
     sa.Column('completion_tokens', sa.Integer(), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),

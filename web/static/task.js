@@ -11,7 +11,8 @@
     attempt: {running: "#93c5fd", SUCCESS: "#86efac", retry: "#fca5a5", lost: "#fca5a5", FAILURE: "#fca5a5",
               CANCELLED: "#d1d5db", suspended: "#bfdbfe", ended: "#d1d5db"},
     step: {completed: "#2f6fed", failed: "#dc2626", running: "#60a5fa", unfinished: "#94a3b8"},
-    llm: {completed: "#7c3aed", failed: "#f87171"}, tool: {completed: "#0d9488", failed: "#f87171"},
+    llm: {completed: "#7c3aed", failed: "#f87171", running: "#a78bfa", abandoned: "#cbd5e1"},
+    tool: {completed: "#0d9488", failed: "#f87171", running: "#5eead4", abandoned: "#cbd5e1"},
     child: {SUCCESS: "#34d399", FAILURE: "#f87171", CANCELLED: "#cbd5e1", PROCESSING: "#60a5fa", PENDING: "#e2e8f0",
             RETRY: "#fbbf24"},
   };
@@ -51,6 +52,10 @@
     },
   };
 
+  // After the task ends, the worker still writes how its last run ended (a cancelled call, the
+  // failed step, the lease released): read the task a few more times to show it.
+  const SETTLE_MS = [1000, 3000, 8000];
+
   I.pages.task = async (app, taskId) => {
     app.innerHTML = `
       <div class="crumbs" id="crumbs"><a href="#/">Overview</a> › task</div>
@@ -75,6 +80,7 @@
       <section class="card"><details class="fold"><summary>Event log</summary><table><tbody id="events"></tbody></table></details></section>`;
     const byId = id => document.getElementById(id);
     let chart = null, source = null, poll = null, data = null, lastEvent = 0, pending = null, stopped = false;
+    let settling = null;
 
     async function refresh() {
       data = await I.getJSON(`/dashboard/api/tasks/${encodeURIComponent(taskId)}`);
@@ -86,7 +92,12 @@
       panels(data);
       checkpoints(data.checkpoints);
       await events();
-      if (I.terminal(data.task.state)) quiet(); else live();
+      if (!I.terminal(data.task.state)) { settling = null; live(); return; }
+      const wasLive = source !== null;
+      quiet();
+      if (wasLive && settling === null) {
+        settling = SETTLE_MS.map(ms => setTimeout(() => refresh().catch(() => {}), ms));
+      }
     }
     // Many events arrive at once: read the task once for them.
     function soon() { clearTimeout(pending); pending = setTimeout(() => refresh().catch(() => {}), 150); }
@@ -111,7 +122,8 @@
         .catch(error => I.notice(error.message, true));
       const id = encodeURIComponent(task.task_id);
       if (actions.cancel) I.armed(byId("cancel-button"), "Cancel it and its children?",
-        () => act("POST", `/agent/cancel/${id}`, r => `Cancelling (${r.children_cancelled.length} child task(s) too)`));
+        () => act("POST", `/agent/cancel/${id}`, r => r.children_cancelled.length
+          ? `Cancelled, with ${r.children_cancelled.length} child task(s)` : "Cancelled"));
       if (actions.resume) byId("resume-button").addEventListener("click",
         () => act("POST", `/agent/resume/${id}`, r => r.resumed_from_stage ? `Resumed from step ${r.resumed_from_stage}` : "Resumed"));
       if (actions.replay) byId("replay-button").addEventListener("click",
@@ -176,8 +188,8 @@
         <td class="name"><span class="kind">${esc(r.kind)}</span>${r.task_id ? `<a href="#/task/${esc(r.task_id)}">${esc(r.label)}</a>`
           : esc(r.label)}${r.status === "running" ? ` <span class="live">running</span>` : ""}</td>
         <td class="num">+${esc(duration(r.start))}</td><td class="num">${esc(duration(r.end - r.start))}</td>
-        <td class="num">${r.kind === "llm" ? `${number(r.prompt_tokens)} + ${number(r.completion_tokens)}` : ""}</td>
-        <td class="num">${r.kind === "llm" ? esc(dollars(r.cost_usd)) : ""}</td>
+        <td class="num">${r.kind !== "llm" ? "" : r.status === "running" ? "…" : `${number(r.prompt_tokens)} + ${number(r.completion_tokens)}`}</td>
+        <td class="num">${r.kind === "llm" && r.status !== "running" ? esc(dollars(r.cost_usd)) : ""}</td>
         <td>${details(r)}</td></tr>`).join("");
     }
 
@@ -260,6 +272,12 @@
     }
 
     await refresh();
-    return () => { stopped = true; quiet(); clearTimeout(pending); if (chart) chart.destroy(); };
+    return () => {
+      stopped = true;
+      quiet();
+      clearTimeout(pending);
+      (settling || []).forEach(clearTimeout);
+      if (chart) chart.destroy();
+    };
   };
 })();
