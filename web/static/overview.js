@@ -399,18 +399,20 @@
         box.innerHTML = `<p class="empty">${esc(error.status === 403 ? "Dead letters need a key with the admin scope." : error.message)}</p>`;
         return;
       }
-      box.innerHTML = data.queues.map(q => `<div class="dlq-queue" data-queue="${esc(q.queue)}">
-        <div class="card-head"><h3><code>${esc(q.queue)}</code> <span class="muted">${q.messages.length} dead letter(s)</span></h3>
-          <span class="spacer"></span>${q.messages.length ? `<button type="button" class="replay-all">Replay all</button>
-          <button type="button" class="danger purge-all">Purge all</button>` : ""}</div>
-        ${q.messages.length ? `<table><thead><tr><th>Task</th><th>Actor</th><th>State</th><th class="num">Attempts</th>
+      const full = data.queues.filter(q => q.messages.length), empty = data.queues.filter(q => !q.messages.length);
+      box.innerHTML = full.map(q => `<div class="dlq-queue" data-queue="${esc(q.queue)}">
+        <div class="card-head"><h3><code>${esc(q.queue)}</code> <span class="note">${q.messages.length} dead letter(s)</span></h3>
+          <span class="spacer"></span><button type="button" class="replay-all">Replay all</button>
+          <button type="button" class="danger purge-all">Purge all</button></div>
+        <table><thead><tr><th>Task</th><th>Actor</th><th>State</th><th class="num">Attempts</th>
           <th>Error</th><th>Dead since</th><th></th></tr></thead><tbody>${q.messages.map(m => `
           <tr class="letter" data-task-id="${esc(m.task_id)}"><td><a class="mono" href="#/task/${esc(m.task_id)}">${esc((m.task_id || "").slice(0, 8))}</a></td>
           <td>${esc(m.actor)}</td><td>${m.state ? badge(m.state) : ""}</td><td class="num">${esc(m.attempts ?? "")}</td>
           <td class="query" title="${esc(m.error || "")}">${esc(m.error || "")}</td><td class="nowrap">${when(m.dead_at)}</td>
           <td class="nowrap"><button type="button" class="replay">Replay</button> <button type="button" class="danger purge">Purge</button></td>
-          </tr>`).join("")}</tbody></table>` : `<p class="empty">Empty.</p>`}</div>`).join("")
-        || `<p class="empty">No work queues.</p>`;
+          </tr>`).join("")}</tbody></table></div>`).join("")
+        + (empty.length ? `<p class="empty">${full.length ? "No dead letters in" : "No dead letters. Queues:"}
+            ${empty.map(q => `<code>${esc(q.queue)}</code>`).join(", ")}.</p>` : "");
       for (const queue of box.querySelectorAll(".dlq-queue")) {
         const name = encodeURIComponent(queue.dataset.queue);
         const act = (method, path, done) => I.request(method, path).then(r => { I.notice(done(r)); refresh(); })

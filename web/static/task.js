@@ -188,8 +188,9 @@
         <td class="name"><span class="kind">${esc(r.kind)}</span>${r.task_id ? `<a href="#/task/${esc(r.task_id)}">${esc(r.label)}</a>`
           : esc(r.label)}${r.status === "running" ? ` <span class="live">running</span>` : ""}</td>
         <td class="num">+${esc(duration(r.start))}</td><td class="num">${esc(duration(r.end - r.start))}</td>
-        <td class="num">${r.kind !== "llm" ? "" : r.status === "running" ? "…" : `${number(r.prompt_tokens)} + ${number(r.completion_tokens)}`}</td>
-        <td class="num">${r.kind === "llm" && r.status !== "running" ? esc(dollars(r.cost_usd)) : ""}</td>
+        <td class="num">${r.kind !== "llm" ? "" : r.status === "running" ? "…" : r.status !== "completed" ? "—"
+          : `${number(r.prompt_tokens)} + ${number(r.completion_tokens)}`}</td>
+        <td class="num">${r.kind === "llm" && r.status === "completed" ? esc(dollars(r.cost_usd)) : ""}</td>
         <td>${details(r)}</td></tr>`).join("");
     }
 
