@@ -157,8 +157,16 @@ class TreeNode:
     finished_at: datetime | None
 
 
-def task_tree(session: Session, root_id: str, *, depth: int = 10, limit: int = 1000) -> list[TreeNode]:
-    """Every task below ``root_id`` (children, their children, ...), oldest first, in one query."""
+def task_tree(
+    session: Session,
+    root_id: str,
+    *,
+    tenants: Collection[str] | None = None,
+    depth: int = 10,
+    limit: int = 1000,
+) -> list[TreeNode]:
+    """Every task below ``root_id`` (children, their children, ...) of ``tenants`` (``None``: any),
+    oldest first, in one query."""
     tree = select(Task.id, literal(1).label("depth")).where(Task.parent_id == root_id).cte("tree", recursive=True)
     below = select(Task.id, (tree.c.depth + 1).label("depth")).where(Task.parent_id == tree.c.id, tree.c.depth < depth)
     tree = tree.union_all(below)
@@ -178,6 +186,8 @@ def task_tree(session: Session, root_id: str, *, depth: int = 10, limit: int = 1
         .order_by(Task.created_at, Task.id)
         .limit(limit)
     )
+    if tenants is not None:
+        query = query.where(Task.tenant.in_(list(tenants)))
     return [TreeNode(*row) for row in session.execute(query)]
 
 

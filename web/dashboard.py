@@ -164,7 +164,11 @@ class Overview:
             breakers = [breaker_view(b) for b in list_breakers(session)] if operator else None
             events = [event_summary(e) for e in list_events(session, limit=20, tenants=tenants)]
             active = active_counts(session, tenants=tenants)
-            tenant_names = tenants_in_use(session) if tenants is None else sorted(tenants)
+            # What the list can be filtered by: asked for once, when the page loads.
+            filters = None
+            if req.get_param_as_bool("filters"):
+                tenant_names = tenants_in_use(session) if tenants is None else sorted(tenants)
+                filters = {"workflows": self.workflows, "tenants": tenant_names, "states": sorted(STATES)}
         limits = {name: f"{limit.count}/{limit.period:g}s" for name, limit in self.settings.rate_limits.items()}
         resp.media = {
             "operator": operator,  # false: queues, breakers and broker_ui are withheld (null)
@@ -175,5 +179,5 @@ class Overview:
             "breakers": breakers,
             "events": events,
             "broker_ui": self.settings.rabbitmq_ui if self.settings.uses_rabbitmq and operator else None,
-            "filters": {"workflows": self.workflows, "tenants": tenant_names, "states": sorted(STATES)},
+            "filters": filters,  # with ?filters=true
         }

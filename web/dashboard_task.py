@@ -22,7 +22,7 @@ from models.task_calls import calls_of, combined, usage_by_task
 from models.task_queries import get_task, task_events, task_tree
 from models.tasks import TERMINAL_STATES, TaskState
 
-from .auth import principal_of
+from .auth import principal_of, visible_tenants
 from .presenters import checkpoint_view, task_details, task_tree_view, usage_view
 from .timeline import Limits, build_timeline
 
@@ -49,7 +49,7 @@ class TaskPage:
             events = task_events(session, task_id, limit=MAX_EVENTS)
             checkpoints = load_checkpoints(session, task_id)
             calls = calls_of(session, task_id)
-            nodes = task_tree(session, task_id)
+            nodes = task_tree(session, task_id, tenants=visible_tenants(req))
             usage = usage_by_task(session, [task_id, *(node.task_id for node in nodes)])
         prices = self.settings.llm_prices
         timeline = build_timeline(

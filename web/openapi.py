@@ -61,6 +61,9 @@ QUERY: dict[tuple[str, str], list[tuple[str, dict[str, Any], str]]] = {
         ("q", {"type": "string", "maxLength": 200}, "Text in the task's query, or the start of its id."),
         ("cursor", {"type": "string"}, "The `next` of the previous page."),
     ],
+    ("/dashboard/api/overview", "GET"): [
+        ("filters", {"type": "boolean"}, "Also the workflows, tenants and states the task list can be filtered by.")
+    ],
     ("/dashboard/api/charts", "GET"): [
         ("range", {"type": "integer", "minimum": 60, "maximum": 31 * 86400}, "Seconds before `until` (default 3600)."),
         ("since", {"type": "string", "format": "date-time"}, "Start of the range (instead of `range`)."),

@@ -152,6 +152,11 @@ def test_a_tenant_charts_only_its_own_work_and_sees_neither_queues_nor_workers(
     assert stack.client.simulate_get(f"/dashboard/api/tasks/{theirs}", headers=acme).status_code == 404
     listed = stack.client.simulate_get("/dashboard/api/tasks?tenant=system", headers=acme).json["tasks"]
     assert listed == []  # a tenant's filter never widens what it sees
+    filters = stack.client.simulate_get("/dashboard/api/overview?filters=true", headers=acme).json["filters"]
+    assert filters["tenants"] == ["acme"]
+    assert "agent" in filters["workflows"]
+    everyone = stack.client.simulate_get("/dashboard/api/overview?filters=true", headers=operator).json["filters"]
+    assert everyone["tenants"] == ["acme", "system"]
 
 
 def test_workers_report_their_process_queues_threads_and_runs(settings: Settings, make_stack: MakeStack) -> None:

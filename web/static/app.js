@@ -134,7 +134,7 @@ const Interlock = (() => {
     document.getElementById("time-zone").textContent = zone;
     if (csrf) document.getElementById("sign-out").classList.remove("hidden");
     try {
-      me = await getJSON("/dashboard/api/overview");
+      me = await getJSON("/dashboard/api/overview?filters=true");
     } catch (error) {
       notice(error.message, true);
     }
@@ -149,7 +149,7 @@ const Interlock = (() => {
     pages, esc, request, getJSON, notice, when, ago, exact, duration, between, number, dollars, badge, progress,
     jsonBlock, start, zone, ApiError,
     get me() { return me; },
-    set me(value) { me = value; },
+    set me(value) { me = {...value, filters: value.filters || me.filters}; },
     can: scope => me.scopes.includes("admin") || me.scopes.includes(scope),
     terminal: state => ["SUCCESS", "FAILURE", "CANCELLED"].includes(state),
   };
