@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from actors.call_log import CallLog
 from actors.errors import ChildFailed, InvalidInput, PermanentError, SoftTimeLimitExceeded, Suspend, TaskCancelled
 from actors.events.bus import EventBus, task_event_id
 from actors.llm import Completion
@@ -22,6 +23,7 @@ from interlock.settings import Settings
 from models import task_lifecycle
 from models.database import one_statement_session
 from models.security import SYSTEM_TENANT
+from models.task_calls import LLM, TOOL
 from models.task_transitions import record_event
 from models.tasks import TERMINAL_STATES, Task, TaskState
 from models.tenants import add_usage, budget_exhausted
@@ -51,6 +53,8 @@ class TaskContext:
     running: RunningTask = None  # type: ignore[assignment]
     #: Its durable steps (``actors.steps``): checkpoints, the stage time limit.
     _steps: DurableSteps = field(init=False, repr=False)
+    #: Where its LLM and tool calls are recorded (``actors.call_log``).
+    _calls: CallLog = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.running is None:
@@ -58,6 +62,7 @@ class TaskContext:
         self._steps = DurableSteps(
             task_id=self.task_id, input=self.input, attempt=self.attempt, runtime=self.runtime, check=self.check
         )
+        self._calls = CallLog(self.runtime, self.task_id, self.attempt, step=lambda: self._steps.current)
 
     @property
     def query(self) -> str:
@@ -213,15 +218,37 @@ class TaskContext:
         if limits is not None:
             deadline = min(self._steps.stage_deadline or self.soft_deadline, running.deadline)
             limits.before_call(self.runtime.llm.model, deadline=deadline)
+        record = self._calls.begin(LLM, self.runtime.llm.model)  # the task's page shows it in flight
         call = self.runtime.llm.start(messages, timeout=timeout)
-        completion = running.wait(call, what="LLM call", stage_deadline=self._steps.stage_deadline)
+        try:
+            completion = running.wait(call, what="LLM call", stage_deadline=self._steps.stage_deadline)
+        except BaseException as exc:
+            record.failed(exc)
+            raise
         if limits is not None:
             limits.after_call(completion.model, completion.usage.get("total_tokens", 0))
         for key, value in completion.usage.items():
             self.usage[key] = self.usage.get(key, 0) + value
-        with one_statement_session(self.runtime.sessions) as session:
+        with one_statement_session(self.runtime.sessions) as session:  # two single statements
             add_usage(session, tenant, int(completion.usage.get("total_tokens", 0)))
+            record.ended(
+                session,
+                prompt_tokens=int(completion.usage.get("prompt_tokens", 0)),
+                completion_tokens=int(completion.usage.get("completion_tokens", 0)),
+            )
         return completion
+
+    @contextmanager
+    def tool_call(self, name: str) -> Iterator[None]:
+        """Record the tool call made inside for the task's timeline: ``with ctx.tool_call("scrape_url"): ...``."""
+        record = self._calls.begin(TOOL, name)
+        try:
+            yield
+        except BaseException as exc:
+            record.failed(exc)
+            raise
+        with one_statement_session(self.runtime.sessions) as session:
+            record.ended(session)
 
     def _check_budget(self) -> str:
         """The task's tenant; stops the workflow with a clear error once the tenant's budget is used."""

@@ -182,6 +182,8 @@ class RunningTasks:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tasks: dict[str, RunningTask] = {}
+        #: Runs that ended here (the worker's heartbeat reports it: ``actors.worker_reports``).
+        self.ended = 0
 
     def add(self, task: RunningTask) -> None:
         with self._lock:
@@ -191,6 +193,7 @@ class RunningTasks:
         with self._lock:
             if self._tasks.get(task.task_id) is task:
                 del self._tasks[task.task_id]
+                self.ended += 1
 
     def ids(self) -> list[str]:
         with self._lock:

@@ -61,6 +61,8 @@ class DurableSteps:
         self.check = check
         #: While a step runs: when its stage time limit passes (``time.monotonic()``).
         self.stage_deadline: float | None = None
+        #: While a step runs: its name (the LLM and tool calls made in it are recorded with it).
+        self.current: str | None = None
         self._completed: dict[str, Any] | None = None
         self._failures: dict[str, list[dict[str, Any]]] = {}
 
@@ -122,13 +124,21 @@ class DurableSteps:
         watchdog.daemon = True
         attempt = _Attempt(started=time.monotonic(), failures=failures, watchdog=watchdog)
         self.stage_deadline = attempt.started + limit
+        self.current = name
         watchdog.start()
         try:
             yield attempt
         except BaseException as exc:
             attempt.stop_watchdog()
             error = describe_error(exc, limit=ERROR_CHARS)
-            failures.append({"attempt": self.attempt, "error": error, "at": utcnow().isoformat()})
+            failures.append(
+                {
+                    "attempt": self.attempt,
+                    "error": error,
+                    "at": utcnow().isoformat(),
+                    "duration_ms": attempt.elapsed_ms(),
+                }
+            )
             with self.runtime.sessions.begin() as session:
                 stored = _locked_checkpoint(session, self.task_id, name)
                 # Never overwrite a completion (another run of the task may have made it meanwhile).
@@ -147,6 +157,7 @@ class DurableSteps:
         finally:
             attempt.watchdog.cancel()
             self.stage_deadline = None
+            self.current = None
 
     def _save_completed(self, session: Session, name: str, result: Any, attempt: _Attempt) -> None:
         save_checkpoint(

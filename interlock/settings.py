@@ -188,6 +188,12 @@ class Settings:
         1.0,
         "Seconds between a worker's passes that publish due delayed messages and reclaim lapsed leases.",
     )
+    queue_sample_interval: float = _setting(
+        "INTERLOCK_QUEUE_SAMPLE_INTERVAL",
+        15.0,
+        "Seconds between samples of the queue depths that workers record for the dashboard's chart "
+        "(one sample per slot, whichever worker takes it).",
+    )
     result_ttl: float = _setting(
         "INTERLOCK_RESULT_TTL", 7 * 86400.0, "Seconds Dramatiq actor results stay in the result backend."
     )
@@ -324,7 +330,8 @@ class Settings:
     event_retention: float = _setting(
         "INTERLOCK_EVENT_RETENTION",
         7 * 86400.0,
-        "Seconds events, webhook delivery ids and schedule slots are kept before the cleanup job deletes them.",
+        "Seconds events, webhook delivery ids, schedule slots, queue-depth samples and the rows of workers "
+        "gone silent are kept before the cleanup job deletes them.",
     )
     task_retention: float = _setting(
         "INTERLOCK_TASK_RETENTION",

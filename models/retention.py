@@ -1,4 +1,4 @@
-"""Retention of finished work: old finished tasks go with their event log and checkpoints.
+"""Retention of finished work: old finished tasks go with their event log, calls and checkpoints.
 
 Data-access functions take a ``Session`` and never commit; each call deletes one bounded batch so
 that the caller can keep transactions short.
@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from .checkpoints import WorkflowCheckpoint
+from .task_calls import TaskCall
 from .tasks import TERMINAL_STATES, Task, TaskEvent
 
 __all__ = ["purge_finished_tasks"]
@@ -30,6 +31,7 @@ def purge_finished_tasks(session: Session, *, finished_before: datetime, limit: 
     if not ids:
         return 0
     session.execute(delete(TaskEvent).where(TaskEvent.task_id.in_(ids)))
+    session.execute(delete(TaskCall).where(TaskCall.task_id.in_(ids)))
     session.execute(delete(WorkflowCheckpoint).where(WorkflowCheckpoint.workflow_id.in_(ids)))
     session.execute(delete(Task).where(Task.id.in_(ids)))
     return len(ids)

@@ -61,7 +61,8 @@ class Task(Base):
     lease_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
-    finished_at: Mapped[datetime | None]
+    #: Indexed: the overview's charts and retention look tasks up by when they ended.
+    finished_at: Mapped[datetime | None] = mapped_column(index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     __table_args__ = (Index("ix_tasks_state_lease_expires_at", "state", "lease_expires_at"),)

@@ -16,7 +16,9 @@ from interlock import __version__
 
 from .auth import Auth
 from .cancellation import CancelResource
-from .dashboard import DashboardPage, Overview, RecentTasks, TaskEvents
+from .dashboard import DashboardPage, Overview, TaskEvents, TaskList
+from .dashboard_charts import Charts, Workers
+from .dashboard_task import TaskPage
 from .dlq import DeadLetterResource, DeadLettersResource, ReplayQueueResource, ReplayResource
 from .errors import BodyLimit, InputGuard, register_error_handlers, strict_json_handler
 from .events import EventsResource
@@ -25,6 +27,7 @@ from .keys import KeyResource, KeysResource
 from .login import LoginResource, LogoutResource
 from .metrics import ApiMetrics, MetricsResource
 from .openapi import DocsResource, OpenApiResource
+from .static_files import StaticFiles
 from .stream import StreamResource
 from .tasks import ExecuteResource, ResultResource, StatusResource
 from .tools import ToolResource
@@ -66,9 +69,13 @@ def create_app(
     app.add_route("/dlq", DeadLettersResource(sessions, broker, catalogue))
     app.add_route("/metrics", MetricsResource(metrics.registry))
     app.add_route("/", DashboardPage())
-    app.add_route("/dashboard/api/tasks", RecentTasks(sessions))
+    app.add_route("/static/{name}", StaticFiles())
+    app.add_route("/dashboard/api/tasks", TaskList(sessions))
+    app.add_route("/dashboard/api/tasks/{task_id}", TaskPage(settings, sessions, catalogue))
     app.add_route("/dashboard/api/tasks/{task_id}/events", TaskEvents(sessions))
     app.add_route("/dashboard/api/overview", Overview(settings, sessions, broker, catalogue))
+    app.add_route("/dashboard/api/charts", Charts(settings, sessions))
+    app.add_route("/dashboard/api/workers", Workers(settings, sessions))
     app.add_route("/dlq/replay", ReplayQueueResource(sessions, broker, catalogue))
     app.add_route("/dlq/{task_id}", DeadLetterResource(sessions, broker, catalogue))
     app.add_route("/dlq/{task_id}/replay", ReplayResource(sessions, broker, catalogue))

@@ -73,9 +73,13 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("/keys/{key_id}", "DELETE"): "admin",
     ("/metrics", "GET"): "metrics",
     ("/", "GET"): "read",
+    ("/static/{name}", "GET"): None,  # the dashboard's scripts and styles: no data
     ("/dashboard/api/tasks", "GET"): "read",
+    ("/dashboard/api/tasks/{task_id}", "GET"): "read",
     ("/dashboard/api/tasks/{task_id}/events", "GET"): "read",
     ("/dashboard/api/overview", "GET"): "read",
+    ("/dashboard/api/charts", "GET"): "read",
+    ("/dashboard/api/workers", "GET"): "read",
     ("/login", "GET"): None,
     ("/login", "POST"): None,
     ("/logout", "POST"): None,
@@ -90,7 +94,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
 
 #: Routes whose answers describe every tenant at once: only operators (keys of the ``system``
 #: tenant) may call them, whatever their scopes. A tenant's keys get 403.
-OPERATOR_ROUTES = frozenset({("/metrics", "GET")})
+OPERATOR_ROUTES = frozenset({("/metrics", "GET"), ("/dashboard/api/workers", "GET")})
 
 #: Pages a browser opens: without a session they send it to the sign-in form instead of a 401.
 LOGIN_REDIRECTS = frozenset({"/"})

@@ -60,8 +60,21 @@ QUERY: dict[tuple[str, str], list[tuple[str, dict[str, Any], str]]] = {
         ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "At most this many (default 100)."),
     ],
     ("/dashboard/api/tasks", "GET"): [
-        ("limit", {"type": "integer", "minimum": 1}, "At most this many (capped at 500)."),
+        ("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "At most this many (default 50)."),
         ("children", {"type": "boolean"}, "Include child tasks."),
+        ("state", {"type": "string"}, "Only these states (comma-separated)."),
+        ("workflow", {"type": "string", "maxLength": 64}, "Only this workflow."),
+        ("tenant", {"type": "string", "maxLength": 64}, "Only this tenant (among those the caller sees)."),
+        ("q", {"type": "string", "maxLength": 200}, "Text in the task's query, or the start of its id."),
+        ("cursor", {"type": "string"}, "The `next` of the previous page."),
+    ],
+    ("/dashboard/api/overview", "GET"): [
+        ("filters", {"type": "boolean"}, "Also the workflows, tenants and states the task list can be filtered by.")
+    ],
+    ("/dashboard/api/charts", "GET"): [
+        ("range", {"type": "integer", "minimum": 60, "maximum": 31 * 86400}, "Seconds before `until` (default 3600)."),
+        ("since", {"type": "string", "format": "date-time"}, "Start of the range (instead of `range`)."),
+        ("until", {"type": "string", "format": "date-time"}, "End of the range (default: now)."),
     ],
     ("/dashboard/api/tasks/{task_id}/events", "GET"): [
         ("after", {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID}, "Events after this id.")
@@ -83,6 +96,7 @@ MEDIA: dict[str, str] = {
     "/login": "text/html",
     "/metrics": "text/plain",
     "/agent/stream/{task_id}": "text/event-stream",
+    "/static/{name}": "text/javascript",
 }
 
 #: Answers that are errors: ``{title, description}``.

@@ -8,6 +8,7 @@ their resources. A circuit breaker's shape is ``models.breakers.breaker_view``: 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from actors.dead_letters import DeadLetter
@@ -15,12 +16,22 @@ from models.base import iso
 from models.checkpoints import FAILED, WorkflowCheckpoint
 from models.events import Event
 from models.security import ApiKey
+from models.task_calls import CallUsage
+from models.task_queries import TreeNode
 from models.tasks import Task, TaskEvent, TaskState
+from models.workers import WorkerProcess
+
+from .timeline import call_cost
 
 __all__ = [
     "task_status",
     "task_result",
     "task_event",
+    "task_row",
+    "task_details",
+    "task_tree_view",
+    "usage_view",
+    "worker_view",
     "stream_event",
     "checkpoint_view",
     "workflow_history",
@@ -60,6 +71,96 @@ def task_status(task: Task, *, children: list[Task] | None = None) -> dict[str, 
             {"task_id": c.id, "agent": c.workflow, "state": c.state, "progress": c.progress} for c in children
         ]
     return body
+
+
+def task_row(task: Task, query: str | None) -> dict[str, Any]:
+    """A row of the dashboard's task list: no result, error or input, only the start of the query."""
+    return {
+        "task_id": task.id,
+        "workflow": task.workflow,
+        "state": task.state,
+        "progress": task.progress,
+        "current_step": task.current_step,
+        "attempts": task.attempts,
+        "tenant": task.tenant,
+        "parent_id": task.parent_id,
+        "query": query,
+        "created_at": iso(task.created_at),
+        "started_at": iso(task.started_at),
+        "finished_at": iso(task.finished_at),
+        "updated_at": iso(task.updated_at),
+    }
+
+
+def task_details(task: Task) -> dict[str, Any]:
+    """The task's page: its status with what the status leaves out (input, tenant, parent, error)."""
+    body = task_status(task)
+    body.update(
+        {
+            "input": task.input,
+            "tenant": task.tenant,
+            "parent_id": task.parent_id,
+            "priority": task.priority,
+            "error": task.error,
+        }
+    )
+    return body
+
+
+def usage_view(usage: Mapping[str, CallUsage], prices: Mapping[str, tuple[float, float]]) -> dict[str, Any]:
+    """LLM calls, tokens and estimated cost (``None`` when a model has no price) of one task."""
+    costs = [call_cost(prices, model, u.prompt_tokens, u.completion_tokens) for model, u in usage.items()]
+    prompt = sum(u.prompt_tokens for u in usage.values())
+    completion = sum(u.completion_tokens for u in usage.values())
+    return {
+        "llm_calls": sum(u.calls for u in usage.values()),
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "cost_usd": None if None in costs else round(sum(c for c in costs if c is not None), 8),
+    }
+
+
+def task_tree_view(
+    nodes: list[TreeNode], usage: Mapping[str, Mapping[str, CallUsage]], prices: Mapping[str, tuple[float, float]]
+) -> list[dict[str, Any]]:
+    """The tasks below one task as nested lists (``nodes`` from ``task_tree``), each with its LLM usage."""
+    views: dict[str, dict[str, Any]] = {}
+    for node in nodes:
+        views[node.task_id] = {
+            "task_id": node.task_id,
+            "workflow": node.workflow,
+            "state": node.state,
+            "progress": node.progress,
+            "current_step": node.current_step,
+            "created_at": iso(node.created_at),
+            "started_at": iso(node.started_at),
+            "finished_at": iso(node.finished_at),
+            "usage": usage_view(usage.get(node.task_id, {}), prices),
+            "children": [],
+        }
+    roots: list[dict[str, Any]] = []
+    for node in nodes:
+        parent = views.get(node.parent_id or "")
+        (parent["children"] if parent is not None else roots).append(views[node.task_id])
+    return roots
+
+
+def worker_view(worker: WorkerProcess) -> dict[str, Any]:
+    """A worker process as the dashboard lists it (from its last heartbeat)."""
+    queues = worker.queues.get("names") if isinstance(worker.queues, dict) else None
+    return {
+        "id": worker.id,
+        "host": worker.host,
+        "pid": worker.pid,
+        "queues": list(queues or []),
+        "threads": worker.threads,
+        "in_flight": worker.in_flight,
+        "tasks_done": worker.tasks_done,
+        "started_at": iso(worker.started_at),
+        "heartbeat_at": iso(worker.heartbeat_at),
+        "stopped_at": iso(worker.stopped_at),
+    }
 
 
 def task_result(task: Task) -> dict[str, Any]:

@@ -70,12 +70,16 @@ def _run_tools(ctx: TaskContext) -> tuple[list[str], dict[str, Any]]:
     results: dict[str, Any] = {}
     urls = ctx.context.get("urls") or []
     if urls:
-        results["pages"] = [scrape(str(url), settings=ctx.settings, sessions=ctx.runtime.sessions) for url in urls]
+        results["pages"] = []
+        for url in urls:
+            with ctx.tool_call("scrape_url"):  # each call is a bar of the task's timeline
+                results["pages"].append(scrape(str(url), settings=ctx.settings, sessions=ctx.runtime.sessions))
         used.append("scrape_url")
     endpoint = ctx.context.get("endpoint")
     if endpoint:
         params = ctx.context.get("params") or {}
-        results["api"] = call_api(str(endpoint), params, settings=ctx.settings, sessions=ctx.runtime.sessions)
+        with ctx.tool_call("call_external_api"):
+            results["api"] = call_api(str(endpoint), params, settings=ctx.settings, sessions=ctx.runtime.sessions)
         used.append("call_external_api")
     if not used:
         results["note"] = "no tool was requested (context.urls, context.endpoint)"

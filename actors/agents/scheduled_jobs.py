@@ -27,8 +27,10 @@ from actors.running import call_timeout
 from actors.tools.sources import Observation, is_change, observe_sql, observe_url, source_key
 from models.base import utcnow
 from models.events import get_monitor_state, purge_deliveries, purge_events, purge_slots, save_monitor_state
+from models.queue_samples import purge_samples
 from models.results import purge_expired_results
 from models.retention import purge_finished_tasks
+from models.workers import purge_workers
 
 __all__ = ["monitor_data_sources", "cleanup_old_events", "health_check"]
 
@@ -137,6 +139,8 @@ def cleanup_old_events(ctx: TaskContext) -> dict[str, Any]:
         "webhook_deliveries": lambda s: purge_deliveries(s, received_before=event_cutoff),
         "schedule_slots": lambda s: purge_slots(s, claimed_before=event_cutoff),
         "actor_results": purge_expired_results,
+        "queue_samples": lambda s: purge_samples(s, before=event_cutoff),
+        "workers": lambda s: purge_workers(s, seen_before=event_cutoff),
     }
     purge_cache = _cache_purger()
     if purge_cache is not None:

@@ -27,7 +27,8 @@ def tool_workflow(declared: Tool) -> WorkflowFn:
     """The workflow that runs ``declared`` with the task's input as its arguments."""
 
     def run(ctx: TaskContext) -> dict[str, Any]:
-        return run_tool(declared.name, ctx.input, settings=ctx.settings, sessions=ctx.runtime.sessions)
+        with ctx.tool_call(declared.name):
+            return run_tool(declared.name, ctx.input, settings=ctx.settings, sessions=ctx.runtime.sessions)
 
     run.__name__ = run.__qualname__ = declared.name
     run.__doc__ = declared.description

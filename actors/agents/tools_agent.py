@@ -22,8 +22,6 @@ def tools_agent(ctx: TaskContext) -> dict[str, Any]:
     if not isinstance(endpoint, str) or not isinstance(params, dict):
         raise InvalidInput("context.endpoint must be a URL string and context.params an object")
     ctx.progress(30, "calling", endpoint=endpoint)
-    return {
-        "agent": "tools",
-        "status": "success",
-        "data": call_api(endpoint, params, settings=ctx.settings, sessions=ctx.runtime.sessions),
-    }
+    with ctx.tool_call("call_external_api"):
+        data = call_api(endpoint, params, settings=ctx.settings, sessions=ctx.runtime.sessions)
+    return {"agent": "tools", "status": "success", "data": data}

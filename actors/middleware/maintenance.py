@@ -1,4 +1,5 @@
-"""A background thread in every worker process: heartbeats, cancellations, due messages, lapsed leases.
+"""A background thread in every worker process: heartbeats, cancellations, due messages, lapsed leases,
+and what the dashboard shows of workers and queues (``actors.worker_reports``).
 
 Each pass is a few short transactions. Rows are taken with ``FOR UPDATE SKIP LOCKED``, so any
 number of worker processes on any number of hosts share the work without doing it twice.
@@ -22,6 +23,7 @@ from dramatiq.middleware import Middleware
 
 from actors.messages import task_message
 from actors.runtime import Runtime
+from actors.worker_reports import WorkerIdentity, report_stopped, report_worker, sample_queue_depths
 from models.database import is_transient, one_statement_session
 from models.scheduled import due_messages
 from models.task_queries import cancelled_among
@@ -91,26 +93,34 @@ class Maintenance(Middleware):
         self._thread: threading.Thread | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        identity = WorkerIdentity.of(broker, worker)
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, args=(broker,), name="interlock-maintenance", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, args=(broker, identity), name="interlock-maintenance", daemon=True
+        )
         self._thread.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+            self._guarded(report_stopped, self.runtime)
 
-    def _loop(self, broker: dramatiq.Broker) -> None:
+    def _loop(self, broker: dramatiq.Broker, identity: WorkerIdentity) -> None:
         settings = self.runtime.settings
         heartbeat_every = max(0.2, settings.lease_seconds / 3)
         tick = min(settings.maintenance_interval, CANCEL_CHECK_INTERVAL)
-        next_heartbeat = next_pass = 0.0
+        next_heartbeat = next_pass = next_sample = 0.0
         while not self._stop.wait(tick):
             now = time.monotonic()
             renew = now >= next_heartbeat
             self._guarded(heartbeat, self.runtime, renew=renew)
             if renew:
                 next_heartbeat = now + heartbeat_every
+                self._guarded(report_worker, self.runtime, identity)  # the dashboard's workers
+            if now >= next_sample:
+                next_sample = now + settings.queue_sample_interval
+                self._guarded(sample_queue_depths, self.runtime, broker, interval=settings.queue_sample_interval)
             if now >= next_pass:
                 next_pass = now + settings.maintenance_interval
                 self._guarded(publish_due_messages, self.runtime, broker)

@@ -1,0 +1,92 @@
+"""The LLM and tool calls of a task attempt, as rows of ``task_calls`` (``models.task_calls``).
+
+A call's row is written when it begins, so the task's page shows it in flight, and completed when
+it ends: answered (with the tokens the provider counted), failed or abandoned (a time limit, a
+cancellation), with its duration. The dashboard draws them in the task's waterfall and adds up
+their tokens and cost; ``TaskContext.complete`` and ``TaskContext.tool_call`` write them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from actors.errors import describe_error
+from actors.runtime import Runtime
+from models.base import utcnow
+from models.database import one_statement_session
+from models.task_calls import finish_call, start_call
+
+__all__ = ["CallLog", "OpenCall", "CALL_ERROR_CHARS"]
+
+logger = logging.getLogger(__name__)
+
+#: How much of a failed call's error its row keeps.
+CALL_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True)
+class OpenCall:
+    """A call under way: end it with :meth:`ended` or :meth:`failed`."""
+
+    runtime: Runtime
+    call_id: int
+    started: float  # time.monotonic()
+
+    def elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+    def ended(self, session: Session, *, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        """It answered: its duration and tokens, in the caller's session."""
+        finish_call(
+            session,
+            self.call_id,
+            duration_ms=self.elapsed_ms(),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+
+    def failed(self, exc: BaseException) -> None:
+        """It failed or was abandoned. The call's own error is what the caller raises: a database
+        error while recording it is logged, not raised in its place."""
+        try:
+            with one_statement_session(self.runtime.sessions) as session:
+                finish_call(
+                    session,
+                    self.call_id,
+                    duration_ms=self.elapsed_ms(),
+                    error=describe_error(exc, limit=CALL_ERROR_CHARS),
+                )
+        except SQLAlchemyError as record_error:
+            logger.warning("the end of call %d was not recorded: %s", self.call_id, record_error)
+
+
+@dataclass(frozen=True)
+class CallLog:
+    """Where one task attempt records its calls."""
+
+    runtime: Runtime
+    task_id: str
+    attempt: int
+    #: The durable step running now (``None`` outside steps).
+    step: Callable[[], str | None]
+
+    def begin(self, kind: str, name: str) -> OpenCall:
+        """A call of ``kind`` (``llm``, ``tool``) to ``name`` (the model, the tool) starts now."""
+        started_at, started = utcnow(), time.monotonic()
+        with one_statement_session(self.runtime.sessions) as session:
+            call_id = start_call(
+                session,
+                task_id=self.task_id,
+                attempt=self.attempt,
+                step=self.step(),
+                kind=kind,
+                name=name,
+                started_at=started_at,
+            )
+        return OpenCall(self.runtime, call_id, started)
