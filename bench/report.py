@@ -1,4 +1,4 @@
-"""Targets of issue 6, the printed table, and the Markdown report."""
+"""Targets of issue 16, the printed table, and the Markdown report."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ def _get(results: dict[str, Any], *path: str) -> Any:
             return None
         value = value[key]
     return value
+
+
+def _short(value: float, wanted: float) -> str:
+    return "" if value >= wanted else f"{wanted / value:.2f}x short" if value else "nothing measured"
 
 
 def _ratio(a: Any, b: Any) -> float | None:
@@ -38,45 +42,67 @@ def ratios(results: dict[str, Any]) -> list[tuple[str, float | None]]:
     ]
     w3 = lambda s: _get(results, "W3", "systems", s, "median")  # noqa: E731
     rows.append(("W3 interlock / celery (req/s)", _ratio(w3("interlock"), w3("celery"))))
+    for workload, value in (_get(results, "W7", "ratios") or {}).items():
+        rows.append((f"W7 {workload} with 1M finished tasks / empty tables", value))
     return [(name, value) for name, value in rows if value is not None]
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issue 6 with the measured value, met or not, and by how much."""
+    """Each target of issue 16 (and issue 6's W4-W6) with the measured value, met or not, and by how much."""
     rows: list[dict[str, Any]] = []
 
     def add(name: str, target: str, value: Any, met: bool | None, gap: str) -> None:
         rows.append({"target": name, "wanted": target, "measured": value, "met": met, "gap": gap})
 
-    il, ce, dr = (_get(results, "W1", "systems", s, "median") for s in ("interlock", "celery", "dramatiq"))
-    if il and ce:
-        r = il / ce
-        add("W1 vs Celery setup", ">= 2x", f"{r:.2f}x", r >= 2, "" if r >= 2 else f"{2 / r:.2f}x short")
-    if il and dr:
-        r = il / dr
-        add("W1 vs plain Dramatiq", ">= 50%", f"{100 * r:.0f}%", r >= 0.5, "" if r >= 0.5 else f"{0.5 / r:.2f}x short")
-    for system, target, wanted in (
-        ("interlock", "W2 1000 agents, defaults", "<= 10 s (>= 100 tasks/s)"),
-        ("interlock-t128", "W2 with INTERLOCK_WORKER_THREADS=128", "<= 10 s"),
-    ):
-        w2 = _get(results, "W2", "systems", system)
-        if w2:
-            s = w2["projected_1000_s"]
-            met = s <= 10
-            add(
-                target,
-                wanted,
-                f"{w2['median']:.1f} tasks/s ({s:.0f} s projected)",
-                met,
-                "" if met else f"{s / 10:.1f}x too slow",
-            )
-    w3 = _get(results, "W3", "systems", "interlock")
-    if w3:
-        rps, p99 = w3["median"], w3["p99_ms"]["median"]
-        gap = "" if rps >= 2000 else f"{2000 / rps:.2f}x short"
-        add("W3 durable submissions/s", ">= 2000", f"{rps:.0f}", rps >= 2000, gap)
-        gap = "" if p99 <= 25 else f"{p99 / 25:.2f}x over"
-        add("W3 p99 at 32 connections", "<= 25 ms", f"{p99:.1f} ms", p99 <= 25, gap)
+    def at_least(name: str, wanted: float, value: float | None, shown: str) -> None:
+        if value is not None:
+            add(name, f">= {wanted:g}x", shown.format(value), value >= wanted, _short(value, wanted))
+
+    def at_most(name: str, wanted: float, value: float | None, unit: str) -> None:
+        if value is not None:
+            met = value <= wanted
+            add(name, f"<= {wanted:g} {unit}", f"{value:.2f} {unit}", met, "" if met else f"{value / wanted:.2f}x over")
+
+    w1 = lambda s: _get(results, "W1", "systems", s, "median")  # noqa: E731
+    at_least("W1 vs the article's Celery", 2, _ratio(w1("interlock"), w1("celery")), "{:.2f}x")
+    at_least("W1 vs Dramatiq, one INSERT per task", 0.5, _ratio(w1("interlock"), w1("dramatiq-durable")), "{:.2f}x")
+    at_most(
+        "W1 worker CPU per no-op task",
+        1,
+        _get(results, "W1", "systems", "interlock", "worker_cpu_ms_per_task", "median"),
+        "ms",
+    )
+
+    w2 = lambda s: _get(results, "W2", "systems", s, "median")  # noqa: E731
+    at_least("W2 defaults vs Celery threads 64", 5, _ratio(w2("interlock"), w2("celery-threads")), "{:.2f}x")
+    at_most(
+        "W2 worker CPU per agent task",
+        15,
+        _get(results, "W2", "systems", "interlock", "worker_cpu_ms_per_task", "median"),
+        "ms",
+    )
+
+    w3 = lambda s, *k: _get(results, "W3", "systems", s, *k)  # noqa: E731
+    at_least(
+        "W3 vs the article's FastAPI (req/s)", 1.5, _ratio(w3("interlock", "median"), w3("celery", "median")), "{:.2f}x"
+    )
+    il_p99, ce_p99 = w3("interlock", "p99_ms", "median"), w3("celery", "p99_ms", "median")
+    if il_p99 is not None and ce_p99:
+        met = il_p99 <= ce_p99
+        add(
+            "W3 p99 vs the article's FastAPI",
+            f"<= {ce_p99:.1f} ms",
+            f"{il_p99:.1f} ms",
+            met,
+            "" if met else f"{il_p99 / ce_p99:.2f}x over",
+        )
+    at_most("W3 API CPU per submission", 1, w3("interlock", "server_cpu_ms_per_request", "median"), "ms")
+
+    for workload in ("W1", "W3"):
+        at_least(
+            f"W7 {workload} with 1M finished tasks / empty", 0.8, _get(results, "W7", "ratios", workload), "{:.2f}x"
+        )
+
     w4 = _get(results, "W4", "systems", "interlock")
     if w4:
         p50 = w4["median"]
@@ -159,6 +185,8 @@ def table(results: dict[str, Any]) -> str:
                     f"({fmt(r['p99_ms']['min'])}-{fmt(r['p99_ms']['max'])}), wrk CPU "
                     f"{r['generator_cpu_pct']['median']:.0f}%, non-2xx {r['non_2xx']}"
                 )
+                if "server_cpu_ms_per_request" in r:
+                    detail += f", server CPU {r['server_cpu_ms_per_request']['median']:.2f} ms/request"
                 if "rows_committed" in r:
                     detail += f", rows {r['rows_committed']} / answers {r['requests_answered']}"
             elif workload == "W4" and "p99_ms" in r:
@@ -208,7 +236,7 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
     for name, value in ratios(results):
         bar = "#" * max(1, min(60, round((value or 0) * 10)))
         out.append(f"| {name} | {value:.2f}x | `{bar}` |")
-    out += ["", "## Targets (issue 6)", "", "| target | wanted | measured | met | gap |", "| --- " * 5 + "|"]
+    out += ["", "## Targets (issue 16)", "", "| target | wanted | measured | met | gap |", "| --- " * 5 + "|"]
     for row in targets(results):
         met = "-" if row["met"] is None else ("met" if row["met"] else "**not met**")
         out.append(f"| {row['target']} | {row['wanted']} | {row['measured']} | {met} | {row['gap']} |")

@@ -97,6 +97,13 @@ class Scratch:
                 self._connection = psycopg.connect(self.database_url, autocommit=True)
             return list(self._connection.execute(query, params or None).fetchall())  # type: ignore[call-overload]
 
+    def execute(self, statement: str, params: dict[str, Any] | None = None) -> None:
+        """A statement whose rows, if any, are not wanted (DDL, bulk inserts)."""
+        with self._lock:
+            if self._connection is None or self._connection.closed:
+                self._connection = psycopg.connect(self.database_url, autocommit=True)
+            self._connection.execute(statement, params)  # type: ignore[arg-type]
+
     def scalar(self, query: str, *params: Any) -> Any:
         return self.sql(query, *params)[0][0]
 

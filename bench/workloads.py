@@ -37,6 +37,7 @@ class Sizes:
     w5_backlog: int
     w6_tasks: int
     w6_task_seconds: float
+    w7_rows: int
 
 
 QUICK = Sizes(
@@ -49,6 +50,7 @@ QUICK = Sizes(
     w5_backlog=5000,
     w6_tasks=60,
     w6_task_seconds=1.0,
+    w7_rows=1_000_000,
 )
 FULL = Sizes(
     reps=3,
@@ -60,6 +62,7 @@ FULL = Sizes(
     w5_backlog=100_000,
     w6_tasks=500,
     w6_task_seconds=1.0,
+    w7_rows=1_000_000,
 )
 
 
@@ -360,6 +363,15 @@ def _wrk(url: str, *, seconds: int, connections: int, script: Path) -> dict[str,
     }
 
 
+def _wrk_measured(proc: Proc, url: str, sizes: Sizes, script: Path) -> dict[str, Any]:
+    """One wrk repetition, with the CPU the server's processes spent per request answered."""
+    servers = proc.tree()
+    cpu_before = _cpu_seconds(servers)
+    run = _wrk(url + "/agent/execute", seconds=sizes.w3_seconds, connections=sizes.w3_connections, script=script)
+    run["server_cpu_ms_per_request"] = 1000 * (_cpu_seconds(servers) - cpu_before) / max(1, run["requests"])
+    return run
+
+
 def w3_http(lab: Lab, sizes: Sizes) -> dict[str, Any]:
     out = {}
     for name in ("interlock", "celery"):
@@ -372,12 +384,9 @@ def w3_http(lab: Lab, sizes: Sizes) -> dict[str, Any]:
             script = _wrk_script(lab.logs / "post-celery.lua", None)
         _wrk(url + "/agent/execute", seconds=2, connections=sizes.w3_connections, script=script)  # warm-up
         before = int(lab.scratch.scalar("SELECT count(*) FROM tasks"))
-        runs = [
-            _wrk(url + "/agent/execute", seconds=sizes.w3_seconds, connections=sizes.w3_connections, script=script)
-            for _ in range(sizes.reps)
-        ]
+        runs = [_wrk_measured(proc, url, sizes, script) for _ in range(sizes.reps)]
         result = summary([r["rps"] for r in runs])
-        for key in ("p50_ms", "p99_ms", "generator_cpu_pct"):
+        for key in ("p50_ms", "p99_ms", "generator_cpu_pct", "server_cpu_ms_per_request"):
             result[key] = summary([r[key] for r in runs])
         result["non_2xx"] = sum(r["non_2xx"] for r in runs)
         result["socket_errors"] = [r["socket_errors"] for r in runs if r["socket_errors"]]
@@ -746,4 +755,90 @@ def w6_crash(lab: Lab, sizes: Sizes) -> dict[str, Any]:
     }
 
 
-WORKLOADS = {"W1": w1_noop, "W2": w2_agents, "W3": w3_http, "W4": w4_step, "W5": w5_backlog, "W6": w6_crash}
+# -- W7 ------------------------------------------------------------------------------------------
+
+#: A month of finished history: tasks of two tenants (one is the benchmark key's), three events each.
+W7_FILL = """
+    WITH filled AS (
+        INSERT INTO tasks (id, workflow, actor, queue, priority, state, progress, current_step, input, result,
+                           attempts, tenant, wake_pending, created_at, started_at, finished_at, updated_at)
+        SELECT md5('w7-' || g)::uuid::text, 'bench_noop', 'bench_noop', 'default', 4, 'SUCCESS', 100, 'done',
+               '{"query": "noop"}'::json, '{"answer": "ok"}'::json, 1,
+               CASE WHEN g %% 2 = 0 THEN 'bench' ELSE 'system' END, false,
+               at, at, at + interval '1 second', at + interval '1 second'
+        FROM generate_series(1, %(rows)s) AS g,
+             LATERAL (SELECT now() - interval '30 days' + g * (interval '30 days' / %(rows)s) AS at) AS t
+        RETURNING id, created_at
+    )
+    INSERT INTO task_events (task_id, kind, state, progress, step, data, created_at)
+    SELECT filled.id, 'state', s.state, s.progress, NULL, NULL, filled.created_at
+    FROM filled CROSS JOIN (VALUES ('PENDING', 0), ('PROCESSING', 0), ('SUCCESS', 100)) AS s(state, progress)
+"""
+
+
+def _w7_round(lab: Lab, sizes: Sizes, label: str) -> dict[str, Any]:
+    """W1 and W3 for Interlock alone, on the tables as they are now."""
+    client = lab.interlock()
+    worker = lab.interlock_worker(f"w7-{label}-worker")
+    w1 = _measure(
+        f"W1 {label}",
+        lambda i: client.submit("bench_noop", {"query": "noop"}),
+        lambda: interlock_done(lab),
+        sizes.w1_tasks,
+        sizes.reps,
+        threads=8,
+        timeout=30 + sizes.w1_tasks / 20,
+        worker=worker,
+    )
+    lab.stop(worker)
+    proc, url = lab.interlock_api(f"w7-{label}-api")
+    script = _wrk_script(lab.logs / "post-interlock.lua", lab.interlock_api_key())
+    _wrk(url + "/agent/execute", seconds=2, connections=sizes.w3_connections, script=script)  # warm-up
+    runs = [_wrk_measured(proc, url, sizes, script) for _ in range(sizes.reps)]
+    lab.stop(proc)
+    lab.scratch.purge_queues("interlock")
+    w3 = summary([r["rps"] for r in runs])
+    w3["p99_ms"] = summary([r["p99_ms"] for r in runs])
+    print(f"  W3 {label:<19} {w3['median']:>9.1f} req/s  p99 {w3['p99_ms']['median']:.1f} ms")
+    return {"W1": w1, "W3": w3}
+
+
+def w7_large_tables(lab: Lab, sizes: Sizes) -> dict[str, Any]:
+    """W1 and W3 on empty tables, then again with ``w7_rows`` finished tasks (and their events) in them."""
+    lab.scratch.execute("TRUNCATE tasks, task_events CASCADE")
+    empty = _w7_round(lab, sizes, "empty")
+    began = time.monotonic()
+    lab.scratch.execute(W7_FILL, {"rows": sizes.w7_rows})
+    lab.scratch.execute("VACUUM ANALYZE tasks, task_events")
+    fill_s = time.monotonic() - began
+    print(f"  filled {sizes.w7_rows:,} finished tasks and {3 * sizes.w7_rows:,} events in {fill_s:.0f} s")
+    large = _w7_round(lab, sizes, "large")
+    out: dict[str, Any] = {}
+    for workload in ("W1", "W3"):
+        for label, data in (("empty", empty), ("large", large)):
+            out[f"interlock-{workload.lower()}-{label}"] = data[workload]
+    return {
+        "systems": out,
+        "unit": "tasks/s (W1), requests/s (W3)",
+        "ratios": {
+            workload: round(large[workload]["median"] / empty[workload]["median"], 2) for workload in ("W1", "W3")
+        },
+        "notes": [
+            f"Interlock's W1 ({sizes.w1_tasks} no-op tasks) and W3 (wrk, {sizes.w3_seconds} s) on emptied tasks and "
+            f"task_events tables, then again after {sizes.w7_rows:,} finished tasks (half of them the benchmark "
+            f"tenant's) and {3 * sizes.w7_rows:,} events spread over 30 days were inserted and analyzed "
+            f"({fill_s:.0f} s).",
+            "ratios: large / empty medians (target >= 0.8).",
+        ],
+    }
+
+
+WORKLOADS = {
+    "W1": w1_noop,
+    "W2": w2_agents,
+    "W3": w3_http,
+    "W4": w4_step,
+    "W5": w5_backlog,
+    "W6": w6_crash,
+    "W7": w7_large_tables,
+}
