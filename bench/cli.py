@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--seconds", type=int, default=8)
     prof.add_argument("--out", default=None, help="output directory (default bench/out/profile-<timestamp>)")
     prof.add_argument("--gil", action="store_true", help="only the thread holding the GIL: CPU, not waits")
+    faults = sub.add_parser("faults", help="inject faults under load on private services; write FAULTS.md")
+    faults.add_argument("--rounds", type=int, default=2, help="injections of each fault")
+    faults.add_argument("--rate", type=float, default=10.0, help="HTTP submissions per second")
+    faults.add_argument("--only", default="", help="comma-separated faults (default: all)")
+    faults.add_argument("--out", default=None, help="output directory (default bench/out/faults-<timestamp>)")
     return parser
 
 
@@ -43,6 +48,15 @@ def main(argv: list[str] | None = None) -> int:
 
         out = Path(args.out) if args.out else Path(__file__).resolve().parent / "out" / f"profile-{stamp}"
         return profile_worker(out, tasks=args.tasks, seconds=args.seconds, gil=args.gil)
+    if args.command == "faults":
+        from .faults import FAULTS, run_faults
+
+        picked = [f.strip() for f in args.only.split(",") if f.strip()]
+        if unknown_faults := [f for f in picked if f not in FAULTS]:
+            print(f"bench: unknown fault(s) {unknown_faults}; known: {list(FAULTS)}", file=sys.stderr)
+            return 2
+        out = Path(args.out) if args.out else Path(__file__).resolve().parent / "out" / f"faults-{stamp}"
+        return run_faults(out, rounds=args.rounds, rate=args.rate, only=picked)
     from .workloads import FULL, QUICK, WORKLOADS
 
     chosen = [w.strip().upper() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)

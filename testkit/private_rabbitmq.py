@@ -1,0 +1,125 @@
+"""A RabbitMQ node of a benchmark's own, which it may stop, cut off and reconfigure freely.
+
+The machine's RabbitMQ serves other people's runs, so a fault benchmark starts this instead: a
+node named ``interlock-<port>@localhost`` with its own data, log and config directory, listening
+on 127.0.0.1 on a free port, run as the ``rabbitmq`` user when we are root (it shares that user's
+Erlang cookie, so ``rabbitmqctl -n <node>`` reaches it). Never clustered with the machine's node.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+import pika
+
+from testkit.processes import free_port
+from testkit.waiting import wait_until
+
+__all__ = ["PrivateRabbitMQ"]
+
+
+class PrivateRabbitMQ:
+    """One private node: ``with PrivateRabbitMQ() as rabbit: url = rabbit.url``."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.dist_port = 0
+        self.directory: Path | None = None
+
+    @property
+    def node(self) -> str:
+        return f"interlock-{self.port}@localhost"
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def start(self) -> PrivateRabbitMQ:
+        """Start the node; returns when it accepts AMQP connections."""
+        self.port, self.dist_port = free_port(), free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="interlock-rabbitmq-"))
+        (self.directory / "enabled_plugins").write_text("[].\n")
+        # guest may connect from loopback only (the default), which is where we are.
+        (self.directory / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, user="rabbitmq", group="rabbitmq")
+            for path in self.directory.iterdir():
+                shutil.chown(path, user="rabbitmq", group="rabbitmq")
+        self._run("rabbitmq-server", "-detached")
+        wait_until(self.accepts_connections, timeout=90, interval=0.5, what=f"RabbitMQ node {self.node}")
+        return self
+
+    def accepts_connections(self) -> bool:
+        try:
+            pika.BlockingConnection(pika.URLParameters(self.url + "?connection_attempts=1&socket_timeout=1")).close()
+        except pika.exceptions.AMQPError:
+            return False
+        return True
+
+    def stop_app(self) -> None:
+        """``rabbitmqctl stop_app``: the broker goes away (connections cut), the Erlang node stays."""
+        self.ctl("stop_app")
+
+    def start_app(self) -> None:
+        self.ctl("start_app")
+        wait_until(self.accepts_connections, timeout=60, interval=0.2, what=f"RabbitMQ node {self.node} back")
+
+    def close_all_connections(self) -> None:
+        self.ctl("close_all_connections", "fault injected")
+
+    def set_consumer_timeout(self, milliseconds: int) -> None:
+        """Deliveries unacknowledged longer than this close their channel (RabbitMQ checks about once a minute)."""
+        self.ctl("eval", f"application:set_env(rabbit, consumer_timeout, {int(milliseconds)}).")
+
+    def ctl(self, *args: str) -> str:
+        return self._run("rabbitmqctl", "-q", "-n", self.node, *args)
+
+    def close(self) -> None:
+        """Stop the node and delete its files."""
+        if self.directory is None:
+            return
+        try:
+            self._run("rabbitmqctl", "-q", "-n", self.node, "shutdown", check=False)
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+    def __enter__(self) -> PrivateRabbitMQ:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def _run(self, program: str, *args: str, check: bool = True) -> str:
+        assert self.directory is not None, "start() first"
+        base = self.directory
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "HOME": "/var/lib/rabbitmq" if os.geteuid() == 0 else os.environ.get("HOME", str(base)),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(base / "log"),
+            "RABBITMQ_PID_FILE": str(base / "pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
+        }
+        command = [program, *args]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "rabbitmq", "--", "env", *(f"{k}={v}" for k, v in env.items()), *command]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{program} {' '.join(args)} failed ({done.returncode}): {done.stderr or done.stdout}")
+        return done.stdout
