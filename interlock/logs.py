@@ -61,5 +61,9 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("pika", "urllib3", "httpx", "httpx2", "httpcore", "httpcore2", "openai._base_client"):
+    for noisy in ("urllib3", "httpx", "httpx2", "httpcore", "httpcore2", "openai._base_client"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pika logs six ERROR lines and a traceback for every failed connection attempt (a RabbitMQ
+    # restart under load printed 2,400 of them): the failure reaches its caller as an exception,
+    # and Dramatiq's consumers and our publishers each log it once, so pika's own lines are noise.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
