@@ -24,6 +24,7 @@ from actors.errors import (
     NotResumable,
     UnknownTask,
 )
+from models.database import is_transient
 
 __all__ = ["register_error_handlers", "BodyLimit", "InputGuard", "strict_json_handler", "MAX_JSON_DEPTH"]
 
@@ -112,20 +113,24 @@ def _budget_exceeded(req: falcon.Request, resp: falcon.Response, ex: Exception, 
 
 
 def _database_unavailable(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]) -> None:
-    """The database dropped the connection (restart, failover, idle cut): nothing was written; retry.
+    """The database is away or cut the connection (restart, failover, idle cut): nothing was written; retry.
 
     Connections are not pinged at checkout, so the first request on a stale pool meets the cut;
-    SQLAlchemy has then discarded the pool and the retry gets a fresh connection.
+    SQLAlchemy has then discarded the pool and the retry gets a fresh connection. A server that
+    refuses connections (restarting) or picked this transaction as a deadlock victim is as
+    temporary: 503 with ``Retry-After``. Anything else is a fault of ours: 500, logged whole.
     """
-    if not (isinstance(ex, DBAPIError) and ex.connection_invalidated):
+    if not is_transient(ex):
         logger.error("database error on %s %s", req.method, req.path, exc_info=ex)
         raise falcon.HTTPInternalServerError()
-    logger.warning("a database connection was dropped by the server; answered 503 (%s)", type(ex.orig).__name__)
-    raise falcon.HTTPServiceUnavailable(
-        title="Database connection reset",
-        description="The database closed the connection; nothing was written. Retry the request.",
-        retry_after=1,
-    )
+    cause = type(getattr(ex, "orig", None) or ex).__name__
+    if isinstance(ex, DBAPIError) and ex.connection_invalidated:
+        logger.warning("a database connection was dropped by the server; answered 503 (%s)", cause)
+        title, description = "Database connection reset", "The database closed the connection; nothing was written."
+    else:
+        logger.warning("the database is unavailable; answered 503 (%s)", cause)
+        title, description = "Database unavailable", "The database cannot be reached; nothing was written."
+    raise falcon.HTTPServiceUnavailable(title=title, description=f"{description} Retry the request.", retry_after=1)
 
 
 def register_error_handlers(app: falcon.App[falcon.Request, falcon.Response]) -> None:

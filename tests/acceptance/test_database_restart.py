@@ -112,3 +112,27 @@ def test_every_accepted_task_ends_after_postgresql_restarts(
             assert sorted(set(states.values())) == ["SUCCESS"], {t: s for t, s in states.items() if s != "SUCCESS"}
     finally:
         submitter.stopping.set()
+
+
+def test_submissions_while_postgresql_is_down_are_answered_503_then_accepted(
+    settings: Settings, private_postgres: PrivatePostgres, make_stack
+) -> None:
+    """A database that refuses connections (restarting, failing over) is a 503 to retry, never a 500."""
+    url = private_postgres.create_database("interlock")
+    upgrade(Settings.from_env({}, database_url=url))
+    stack = make_stack(settings.replace(database_url=url), worker=False)
+    assert stack.client.simulate_post("/agent/execute", json={"query": "before"}).status_code == 202
+    private_postgres.stop()
+    try:
+        answers = [stack.client.simulate_post("/agent/execute", json={"query": f"down {i}"}) for i in range(3)]
+    finally:
+        private_postgres.start()
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "1"
+        assert answer.json["title"] in {"Database unavailable", "Database connection reset"}, answer.json
+    wait_until(
+        lambda: stack.client.simulate_post("/agent/execute", json={"query": "after"}).status_code == 202,
+        timeout=30,
+        what="a submission accepted once PostgreSQL is back",
+    )
