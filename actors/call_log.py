@@ -101,6 +101,8 @@ class CallLog:
 
 def _call_span(kind: str, name: str, step: str | None, start_ns: int) -> tracing.Span:
     """A call's span, with the GenAI semantic conventions' attributes (tokens are added at its end)."""
+    if not tracing.enabled():
+        return tracing.NULL_SPAN
     attributes: dict[str, tracing.Value | None] = {"interlock.step": step}
     if kind == LLM:
         operation = "chat"
