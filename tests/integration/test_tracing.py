@@ -16,6 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from interlock import tracing
 from interlock.settings import Settings
+from testkit.fakes.http_server import FakeWebServer
 from testkit.waiting import wait_until
 from tests.stack import MakeStack
 from tests.support import wait_for_state
@@ -159,3 +160,25 @@ def test_a_child_task_continues_its_parents_trace(
     assert len(parent_runs) == 2
     assert attr(parent_runs[0], "interlock.suspended") is True
     assert parent_of(child) == parent_runs[0].context.span_id  # spawned while the parent's run was current
+
+
+def test_a_tool_call_has_its_span_under_the_task(
+    spans: InMemorySpanExporter, settings: Settings, make_stack: MakeStack
+) -> None:
+    stack = make_stack(settings.replace(rate_limits="", tools_allow_hosts="127.0.0.1"))
+    with FakeWebServer() as web:
+        response = stack.client.simulate_post("/tools/scrape_url", json={"url": web.url("/page")})
+        assert response.status_code == 202, response.text
+        task_id = response.json["task_id"]
+        wait_for_state(stack.runtime.sessions, task_id, "SUCCESS")
+
+    trace = task_trace(spans, task_id)
+    [submission] = named(trace, "POST /tools/{name}")
+    [task] = named(trace, "task scrape_url")
+    [call] = named(trace, "execute_tool ")
+    assert parent_of(task) == submission.context.span_id
+    assert parent_of(call) == task.context.span_id
+    assert call.name == "execute_tool scrape_url"
+    assert attr(call, "gen_ai.operation.name") == "execute_tool"
+    assert attr(call, "gen_ai.tool.name") == "scrape_url"
+    assert call.status.status_code != StatusCode.ERROR
