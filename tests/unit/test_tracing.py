@@ -5,8 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -95,14 +98,41 @@ def test_configured_once_later_settings_change_nothing(spans: InMemorySpanExport
     assert [s.name for s in spans.get_finished_spans()] == ["still in memory"]
 
 
-def test_an_otlp_endpoint_turns_tracing_on() -> None:
-    settings = Settings.from_env({"INTERLOCK_OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+class _Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector that keeps what it is sent."""
+
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.path, self.headers["Content-Type"], body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def test_an_otlp_endpoint_turns_tracing_on_and_spans_reach_the_collector() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
     try:
+        settings = Settings.from_env({"INTERLOCK_OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
         assert tracing.configure(settings, service="interlock-test")
-        assert tracing.enabled()
+        with tracing.span("sent to the collector"):
+            pass
+        tracing.shutdown()  # sends what the batch still holds
+        assert not tracing.enabled()
     finally:
-        tracing.shutdown()
-    assert not tracing.enabled()
+        server.shutdown()
+    [(path, content_type, body)] = _Collector.received
+    assert path == "/v1/traces"
+    assert content_type == "application/x-protobuf"
+    assert b"sent to the collector" in body
+    assert b"interlock-test" in body  # the service name
 
 
 def test_off_no_opentelemetry_module_is_imported_by_the_api_and_a_task_run(tmp_path: Path) -> None:
