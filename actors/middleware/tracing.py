@@ -1,7 +1,8 @@
 """Continues a task's trace in the worker (``interlock.tracing``): its wait in the queue, then its run.
 
 The message carries the submission's ``traceparent``. When a worker thread takes the message, a
-``queue <name>`` span is recorded from the message's creation to now, and a ``task <workflow>``
+``queue <name>`` span is recorded from when the message joined its queue (for a retry: when its
+backoff ended) to now, and a ``task <workflow>``
 span, current while the task runs, becomes the parent of its step, LLM and tool spans (and of the
 children it starts). Both are children of the submission's span. It sits just before ``Claiming``
 in the broker's middleware, so the task span covers the claim and, its after hooks running after
@@ -13,6 +14,7 @@ Tracing off: each hook returns at once.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import dramatiq
@@ -25,13 +27,22 @@ from actors.orchestration import is_suspended
 from actors.runtime import Runtime
 from interlock import tracing
 
-__all__ = ["Tracing"]
+__all__ = ["Tracing", "QUEUED_AT"]
+
+#: The message option that says when it joined its queue (milliseconds since the epoch).
+QUEUED_AT = "queued_at"
 
 
 class Tracing(Middleware):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._local = threading.local()
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
+        """Note when the message joins its queue: now, or when its delay ends (a retry's backoff);
+        a parked message is noted again when it is published."""
+        if tracing.enabled():
+            message.options[QUEUED_AT] = time.time_ns() // 1_000_000 + (delay or 0)
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         if not tracing.enabled():
@@ -54,7 +65,7 @@ class Tracing(Middleware):
             f"queue {message.queue_name}",
             attributes,
             parent=parent,
-            start_ns=int(message.message_timestamp) * 1_000_000,
+            start_ns=int(message.options.get(QUEUED_AT) or message.message_timestamp) * 1_000_000,
         )
         queued.end()
         # Without a submission's context (a replay, a reclaimed lease) the queue span starts the trace.

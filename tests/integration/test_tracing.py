@@ -129,7 +129,10 @@ def test_a_failed_step_is_marked_and_its_retry_stays_in_the_trace(
     assert (attr(first, "interlock.attempt"), attr(second, "interlock.attempt")) == (1, 2)
     assert first.status.status_code == StatusCode.ERROR
     assert second.status.status_code != StatusCode.ERROR
-    assert len(named(trace, "queue ")) == 2
+    queued = named(trace, "queue ")
+    assert len(queued) == 2
+    assert queued[1].start_time >= first.end_time  # type: ignore[operator]  # the retry's wait, not the first run
+    assert queued[1].end_time <= second.start_time  # type: ignore[operator]
 
     failed_step = next(s for s in named(trace, "step analyzing") if parent_of(s) == first.context.span_id)
     assert failed_step.status.status_code == StatusCode.ERROR
