@@ -36,6 +36,7 @@ from actors.middleware.current_run import CurrentRun, current_run
 from actors.middleware.maintenance import Maintenance
 from actors.middleware.metrics import WorkerMetrics
 from actors.middleware.recycling import Recycling
+from actors.middleware.tracing import Tracing
 from actors.orchestration import SUSPENDED, try_suspend
 from actors.running import running_as
 from actors.runtime import Runtime
@@ -118,6 +119,7 @@ def build_broker(settings: Settings, runtime: Runtime, catalogue: Mapping[str, W
         CurrentRun(),
         Recycling(runtime),
         Admission(runtime),
+        Tracing(runtime),  # its span covers the claim and, its after hooks following Claiming's, the end
         Claiming(runtime),
         WorkerMetrics(runtime),  # after hooks run after Retries' and before Claiming's
         Maintenance(runtime),

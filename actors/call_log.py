@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 
 from actors.errors import describe_error
 from actors.runtime import Runtime
+from interlock import tracing
 from models.base import utcnow
 from models.database import one_statement_session
-from models.task_calls import finish_call, start_call
+from models.task_calls import LLM, finish_call, start_call
 
 __all__ = ["CallLog", "OpenCall", "CALL_ERROR_CHARS"]
 
@@ -37,6 +38,7 @@ class OpenCall:
     runtime: Runtime
     call_id: int
     started: float  # time.monotonic()
+    span: tracing.Span = tracing.NULL_SPAN
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
@@ -50,10 +52,14 @@ class OpenCall:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
         )
+        self.span.set({"gen_ai.usage.input_tokens": prompt_tokens, "gen_ai.usage.output_tokens": completion_tokens})
+        self.span.end()
 
     def failed(self, exc: BaseException) -> None:
         """It failed or was abandoned. The call's own error is what the caller raises: a database
         error while recording it is logged, not raised in its place."""
+        self.span.fail(exc)
+        self.span.end()
         try:
             with one_statement_session(self.runtime.sessions) as session:
                 finish_call(
@@ -78,15 +84,31 @@ class CallLog:
 
     def begin(self, kind: str, name: str) -> OpenCall:
         """A call of ``kind`` (``llm``, ``tool``) to ``name`` (the model, the tool) starts now."""
-        started_at, started = utcnow(), time.monotonic()
+        started_at, started, started_ns = utcnow(), time.monotonic(), time.time_ns()
+        step = self.step()
         with one_statement_session(self.runtime.sessions) as session:
             call_id = start_call(
                 session,
                 task_id=self.task_id,
                 attempt=self.attempt,
-                step=self.step(),
+                step=step,
                 kind=kind,
                 name=name,
                 started_at=started_at,
             )
-        return OpenCall(self.runtime, call_id, started)
+        return OpenCall(self.runtime, call_id, started, _call_span(kind, name, step, started_ns))
+
+
+def _call_span(kind: str, name: str, step: str | None, start_ns: int) -> tracing.Span:
+    """A call's span, with the GenAI semantic conventions' attributes (tokens are added at its end)."""
+    if not tracing.enabled():
+        return tracing.NULL_SPAN
+    attributes: dict[str, tracing.Value | None] = {"interlock.step": step}
+    if kind == LLM:
+        operation = "chat"
+        attributes.update({"gen_ai.system": "openai", "gen_ai.request.model": name})
+    else:
+        operation = "execute_tool"
+        attributes["gen_ai.tool.name"] = name
+    attributes["gen_ai.operation.name"] = operation
+    return tracing.start(f"{operation} {name}", attributes, start_ns=start_ns, kind="client")

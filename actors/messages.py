@@ -1,4 +1,4 @@
-"""The one message shape Interlock sends: a task id (and its broker priority), never the task itself.
+"""The one message shape Interlock sends: a task id (its broker priority, its trace), never the task itself.
 
 The task's input, state and result live in its database row; the message only says which row to
 run, so it can be parked, redelivered, dead-lettered and replayed without ever going stale.
@@ -12,19 +12,25 @@ from typing import Any
 from dramatiq import Message
 
 from actors.catalogue import WorkflowSpec, spec_for_actor
+from interlock import tracing
 
 __all__ = ["task_message", "task_id_of", "interlock_task_id"]
 
 
-def task_message(*, queue: str, actor: str, task_id: str, priority: int = 0) -> Message[Any]:
-    """The message that runs task ``task_id`` with ``actor`` on ``queue``."""
-    return Message(
-        queue_name=queue,
-        actor_name=actor,
-        args=(task_id,),
-        kwargs={},
-        options={"broker_priority": priority} if priority else {},
-    )
+def task_message(
+    *, queue: str, actor: str, task_id: str, priority: int = 0, traceparent: str | None = None
+) -> Message[Any]:
+    """The message that runs task ``task_id`` with ``actor`` on ``queue``.
+
+    ``traceparent``: the trace the task's run continues (``interlock.tracing``); by default the
+    current span's, so a submission, a parent task or a child's end carries its trace along. None
+    while tracing is off.
+    """
+    options: dict[str, Any] = {"broker_priority": priority} if priority else {}
+    traceparent = traceparent or tracing.traceparent()
+    if traceparent:
+        options["traceparent"] = traceparent
+    return Message(queue_name=queue, actor_name=actor, args=(task_id,), kwargs={}, options=options)
 
 
 def task_id_of(message: Any) -> str | None:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from actors.errors import StageTimeLimitExceeded, describe_error
 from actors.runtime import Runtime
+from interlock import tracing
 from models.base import utcnow
 from models.checkpoints import COMPLETED, FAILED, WorkflowCheckpoint, load_checkpoints, save_checkpoint
 from models.database import one_statement_session
@@ -125,10 +126,12 @@ class DurableSteps:
         attempt = _Attempt(started=time.monotonic(), failures=failures, watchdog=watchdog)
         self.stage_deadline = attempt.started + limit
         self.current = name
+        span = tracing.start(f"step {name}", {"interlock.step": name, "interlock.attempt": self.attempt}, current=True)
         watchdog.start()
         try:
             yield attempt
         except BaseException as exc:
+            span.fail(exc)
             attempt.stop_watchdog()
             error = describe_error(exc, limit=ERROR_CHARS)
             failures.append(
@@ -155,6 +158,7 @@ class DurableSteps:
                     )
             raise
         finally:
+            span.end()
             attempt.watchdog.cancel()
             self.stage_deadline = None
             self.current = None

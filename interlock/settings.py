@@ -6,7 +6,7 @@ default, its syntax (``interlock.env_syntax``: the text is parsed once, here, in
 every consumer reads) and whether it is a secret, in one place, which the settings table in
 ``docs/configuration.md`` and ``interlock config`` are generated from.
 
-Why this module is longer than 350 lines: the field table alone is about 300 (66 settings, each
+Why this module is longer than 350 lines: the field table alone is about 300 (70 settings, each
 with its help text); splitting it would scatter what an operator reads as one list, in the order
 the README shows it. The syntaxes live in ``env_syntax`` and the root error in ``errors``.
 """
@@ -382,6 +382,28 @@ class Settings:
         "uses it unless INTERLOCK_AUTH is set).",
         syntax=ON_OFF,
     )
+    otel_endpoint: str = _setting(
+        "INTERLOCK_OTEL_EXPORTER_OTLP_ENDPOINT",
+        "",
+        "OpenTelemetry collector that receives traces over OTLP/HTTP (`http://collector:4318`; `/v1/traces` is "
+        "added). Empty: tracing is off, unless `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_TRACES_EXPORTER` is set.",
+    )
+    otel_standard_endpoint: str = _setting(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "",
+        "The standard OpenTelemetry variable: turns tracing on too (the `INTERLOCK_` one wins when both are set).",
+    )
+    otel_traces_exporter: str = _setting(
+        "OTEL_TRACES_EXPORTER",
+        "",
+        "`otlp` (to the endpoint above, `http://localhost:4318` if none), `console` (spans printed to "
+        "standard output) or `none`. Empty: `otlp` when an endpoint is set, else tracing is off.",
+    )
+    otel_service_name: str = _setting(
+        "OTEL_SERVICE_NAME",
+        "",
+        "The service name traces carry. Empty: `interlock-api`, `interlock-worker` or `interlock-dev`.",
+    )
     log_level: str = _setting("INTERLOCK_LOG_LEVEL", "INFO", "Python logging level.")
     log_format: str = _setting("INTERLOCK_LOG_FORMAT", "text", "`text` or `json` (one object per line).")
 
@@ -416,6 +438,8 @@ class Settings:
             raise SettingsError("INTERLOCK_QUEUE_MAX_PRIORITY must be between 1 and 255")
         if self.max_deliveries < 1:
             raise SettingsError("INTERLOCK_MAX_DELIVERIES must be at least 1")
+        if self.otel_traces_exporter not in {"", "otlp", "console", "none"}:
+            raise SettingsError("OTEL_TRACES_EXPORTER must be 'otlp', 'console' or 'none'")
 
     @property
     def effective_database_url(self) -> str:
@@ -433,6 +457,21 @@ class Settings:
     @property
     def llm_offline(self) -> bool:
         return not self.openai_api_key and not self.openai_base_url
+
+    @property
+    def traces_exporter(self) -> str:
+        """Where spans go: ``otlp``, ``console``, or ``""`` when tracing is off (the default)."""
+        if self.otel_endpoint:
+            return "otlp"
+        if self.otel_traces_exporter:
+            return "" if self.otel_traces_exporter == "none" else self.otel_traces_exporter
+        return "otlp" if self.otel_standard_endpoint else ""
+
+    @property
+    def traces_endpoint(self) -> str:
+        """The OTLP/HTTP URL spans are posted to."""
+        base = (self.otel_endpoint or self.otel_standard_endpoint or "http://localhost:4318").rstrip("/")
+        return base if base.endswith("/v1/traces") else base + "/v1/traces"
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process."""

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from actors.catalogue import WorkflowSpec
 from actors.submit import Idempotency, Submission, resolve_priority, submit_once
+from interlock import tracing
 from models.task_queries import child_tasks, get_task
 from models.tasks import TERMINAL_STATES, Task
 
@@ -59,16 +60,26 @@ class SubmitResource:
         priority: str | int | None,
         idempotency: Idempotency | None = None,
     ) -> Submission:
-        return submit_once(
-            self.sessions,
-            self.broker,
-            self.catalogue,
-            workflow=workflow,
-            input=input,
-            priority=resolve_priority(priority, max_priority=self.max_priority),
-            tenant=tenant_of(req),
-            idempotency=idempotency,
-        )
+        # The submission's span starts the task's trace (or joins the caller's, from its traceparent);
+        # the task's message carries its context to the worker.
+        with tracing.span(
+            f"{req.method} {req.uri_template}",
+            {"http.request.method": req.method, "http.route": req.uri_template, "interlock.workflow": workflow},
+            parent=req.get_header("traceparent"),
+            kind="server",
+        ) as span:
+            submission = submit_once(
+                self.sessions,
+                self.broker,
+                self.catalogue,
+                workflow=workflow,
+                input=input,
+                priority=resolve_priority(priority, max_priority=self.max_priority),
+                tenant=tenant_of(req),
+                idempotency=idempotency,
+            )
+            span.set({"interlock.task_id": submission.task.id, "interlock.replayed": submission.replayed})
+        return submission
 
     @staticmethod
     def accepted(resp: falcon.Response, task: Task, *, replayed: bool = False, **extra: Any) -> None:

@@ -7,6 +7,7 @@ import falcon
 from actors.broker import build_broker
 from actors.catalogue import load_catalogue
 from actors.runtime import Runtime
+from interlock import tracing
 from interlock.logs import configure_logging
 from interlock.settings import Settings
 
@@ -18,6 +19,7 @@ __all__ = ["get_app"]
 def get_app() -> falcon.App[falcon.Request, falcon.Response]:
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
+    tracing.configure(settings, service="interlock-api")
     runtime = Runtime.open(settings)
     catalogue = load_catalogue(settings)
     broker = build_broker(settings, runtime, catalogue)

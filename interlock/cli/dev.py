@@ -11,6 +11,7 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from actors.catalogue import load_catalogue
+from interlock import tracing
 from interlock.logs import configure_logging
 from interlock.settings import Settings
 from models.migrations import upgrade
@@ -42,6 +43,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 def run_dev(settings: Settings, *, host: str, port: int, threads: int) -> int:
     configure_logging(settings.log_level, settings.log_format)
+    tracing.configure(settings, service="interlock-dev")
     upgrade(settings)  # development convenience; deployments run `interlock migrate` as a step
     job_triggers(settings)  # a bad schedule is refused before anything starts
 
@@ -84,4 +86,5 @@ def run_dev(settings: Settings, *, host: str, port: int, threads: int) -> int:
     worker.stop()
     broker.close()
     runtime.close()
+    tracing.shutdown()
     return 0

@@ -35,6 +35,7 @@ from actors.catalogue import load_catalogue
 from actors.middleware.metrics import start_metrics_server
 from actors.middleware.recycling import Recycling
 from actors.runtime import Runtime
+from interlock import tracing
 from interlock.logs import configure_logging
 from interlock.settings import Settings
 from models.database import make_engine
@@ -88,6 +89,7 @@ def run_worker_process(
 ) -> None:
     """Body of one worker process: serve until SIGTERM, or until it has done ``max_tasks_per_child``."""
     configure_logging(settings.log_level, settings.log_format)
+    tracing.configure(settings, service="interlock-worker")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -101,6 +103,7 @@ def run_worker_process(
     worker.stop()
     broker.close()
     runtime.close()
+    tracing.shutdown()  # a spawned process skips atexit: send the spans still buffered
 
 
 class Supervisor:
