@@ -32,6 +32,14 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--seconds", type=int, default=8)
     prof.add_argument("--out", default=None, help="output directory (default bench/out/profile-<timestamp>)")
     prof.add_argument("--gil", action="store_true", help="only the thread holding the GIL: CPU, not waits")
+    agents = sub.add_parser("agents", help="W2's agent tasks on one Interlock worker: tasks/s, CPU per task")
+    agents.add_argument("--tasks", type=int, default=300)
+    agents.add_argument("--latency", type=float, default=1.0, help="the fake LLM's latency per call (s)")
+    agents.add_argument("--env", action="append", default=[], help="NAME=VALUE for the worker (repeatable)")
+    agents.add_argument("--py-spy", action="store_true", help="also sample one worker process")
+    agents.add_argument("--gil", action="store_true", help="with --py-spy: only the thread holding the GIL")
+    agents.add_argument("--seconds", type=int, default=10)
+    agents.add_argument("--out", default=None, help="output directory (default bench/out/agents-<timestamp>)")
     return parser
 
 
@@ -43,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
 
         out = Path(args.out) if args.out else Path(__file__).resolve().parent / "out" / f"profile-{stamp}"
         return profile_worker(out, tasks=args.tasks, seconds=args.seconds, gil=args.gil)
+    if args.command == "agents":
+        from .agents_profile import profile_agents
+
+        out = Path(args.out) if args.out else Path(__file__).resolve().parent / "out" / f"agents-{stamp}"
+        env = dict(item.split("=", 1) for item in args.env)
+        return profile_agents(
+            out, tasks=args.tasks, latency=args.latency, env=env, py_spy=args.py_spy, gil=args.gil, seconds=args.seconds
+        )
     from .workloads import FULL, QUICK, WORKLOADS
 
     chosen = [w.strip().upper() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)
