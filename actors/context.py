@@ -16,7 +16,7 @@ from actors.errors import ChildFailed, InvalidInput, PermanentError, SoftTimeLim
 from actors.events.bus import EventBus, task_event_id
 from actors.llm import Completion
 from actors.orchestration import spawn, succeeded
-from actors.running import RunningTask
+from actors.running import RunningTask, leave_start_gate
 from actors.runtime import Runtime
 from actors.steps import DurableSteps
 from interlock.settings import Settings
@@ -212,6 +212,7 @@ class TaskContext:
         StageTimeLimitExceeded, on cancellation with TaskCancelled.
         """
         running = self.running
+        leave_start_gate()  # from here it waits: on the rate limit, then on the call
         limits = self.runtime.llm_limits
         if limits is not None:
             deadline = min(self._steps.stage_deadline or self.soft_deadline, running.deadline)

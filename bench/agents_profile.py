@@ -38,6 +38,7 @@ def profile_agents(
     gil: bool = False,
     seconds: int = 10,
     top: int = 45,
+    workflow: str = "agent",
 ) -> int:
     out.mkdir(parents=True, exist_ok=True)
     scratch = Scratch()
@@ -52,14 +53,14 @@ def profile_agents(
         worker = lab.interlock_worker("agents-worker", **(env or {}))
         client = lab.interlock()
         query = {"query": "Explain durable execution"}
-        client.submit("agent", query)
+        client.submit(workflow, query)
         wait_until(lambda: interlock_done(lab) >= 1, timeout=90, interval=0.1, what="the warm-up task")
         procs = worker.tree()
         cpu_before = _cpu_seconds(procs)
         llm_before = _cpu_seconds(llm.tree())
         started = time.monotonic()
         feeder = threading.Thread(
-            target=submit_many, args=(lambda i: client.submit("agent", query), tasks), daemon=True
+            target=submit_many, args=(lambda i: client.submit(workflow, query), tasks), daemon=True
         )
         feeder.start()
         if py_spy:

@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     agents.add_argument("--py-spy", action="store_true", help="also sample one worker process")
     agents.add_argument("--gil", action="store_true", help="with --py-spy: only the thread holding the GIL")
     agents.add_argument("--seconds", type=int, default=10)
+    agents.add_argument("--workflow", default="agent", help="what to submit (bench_noop: W1's no-op tasks)")
     agents.add_argument("--out", default=None, help="output directory (default bench/out/agents-<timestamp>)")
     return parser
 
@@ -57,7 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else Path(__file__).resolve().parent / "out" / f"agents-{stamp}"
         env = dict(item.split("=", 1) for item in args.env)
         return profile_agents(
-            out, tasks=args.tasks, latency=args.latency, env=env, py_spy=args.py_spy, gil=args.gil, seconds=args.seconds
+            out,
+            tasks=args.tasks,
+            latency=args.latency,
+            env=env,
+            py_spy=args.py_spy,
+            gil=args.gil,
+            seconds=args.seconds,
+            workflow=args.workflow,
         )
     from .workloads import FULL, QUICK, WORKLOADS
 
