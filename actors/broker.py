@@ -36,6 +36,7 @@ from actors.middleware.current_run import CurrentRun, current_run
 from actors.middleware.maintenance import Maintenance
 from actors.middleware.metrics import WorkerMetrics
 from actors.middleware.recycling import Recycling
+from actors.middleware.start_gate import StartGating
 from actors.middleware.tracing import Tracing
 from actors.orchestration import SUSPENDED, try_suspend
 from actors.running import running_as
@@ -115,6 +116,7 @@ def build_broker(settings: Settings, runtime: Runtime, catalogue: Mapping[str, W
     # (where the task's own limits stop it, see actors.running), so it fires TIME_LIMIT_GRACE late:
     # its exception, raised into the thread, never races a task that is already ending on time.
     middleware = [
+        StartGating(runtime),  # first: a task waits at the gate before any hook runs for it
         EventDelivery(runtime),
         CurrentRun(),
         Recycling(runtime),

@@ -82,20 +82,25 @@ class CallLog:
     #: The durable step running now (``None`` outside steps).
     step: Callable[[], str | None]
 
-    def begin(self, kind: str, name: str) -> OpenCall:
-        """A call of ``kind`` (``llm``, ``tool``) to ``name`` (the model, the tool) starts now."""
+    def begin(self, kind: str, name: str, session: Session | None = None) -> OpenCall:
+        """A call of ``kind`` (``llm``, ``tool``) to ``name`` (the model, the tool) starts now.
+
+        In ``session`` when the caller has one open (one connection for its checks and this row).
+        """
+        if session is None:
+            with one_statement_session(self.runtime.sessions) as own:
+                return self.begin(kind, name, own)
         started_at, started, started_ns = utcnow(), time.monotonic(), time.time_ns()
         step = self.step()
-        with one_statement_session(self.runtime.sessions) as session:
-            call_id = start_call(
-                session,
-                task_id=self.task_id,
-                attempt=self.attempt,
-                step=step,
-                kind=kind,
-                name=name,
-                started_at=started_at,
-            )
+        call_id = start_call(
+            session,
+            task_id=self.task_id,
+            attempt=self.attempt,
+            step=step,
+            kind=kind,
+            name=name,
+            started_at=started_at,
+        )
         return OpenCall(self.runtime, call_id, started, _call_span(kind, name, step, started_ns))
 
 

@@ -16,7 +16,7 @@ from actors.errors import ChildFailed, InvalidInput, PermanentError, SoftTimeLim
 from actors.events.bus import EventBus, task_event_id
 from actors.llm import Completion
 from actors.orchestration import spawn, succeeded
-from actors.running import RunningTask
+from actors.running import RunningTask, leave_start_gate
 from actors.runtime import Runtime
 from actors.steps import DurableSteps
 from interlock.settings import Settings
@@ -211,14 +211,16 @@ class TaskContext:
         limit it is abandoned with TimeLimitExceeded, past a step's limit with
         StageTimeLimitExceeded, on cancellation with TaskCancelled.
         """
-        tenant = self._check_budget()
         running = self.running
-        timeout = running.timeout(self.runtime.settings.llm_timeout)
+        leave_start_gate()  # from here it waits: on the rate limit, then on the call
         limits = self.runtime.llm_limits
         if limits is not None:
             deadline = min(self._steps.stage_deadline or self.soft_deadline, running.deadline)
             limits.before_call(self.runtime.llm.model, deadline=deadline)
-        record = self._calls.begin(LLM, self.runtime.llm.model)  # the task's page shows it in flight
+        timeout = running.timeout(self.runtime.settings.llm_timeout)
+        with one_statement_session(self.runtime.sessions) as session:  # one connection, single statements
+            tenant = self._check_budget(session)
+            record = self._calls.begin(LLM, self.runtime.llm.model, session)  # its page shows it in flight
         call = self.runtime.llm.start(messages, timeout=timeout)
         try:
             completion = running.wait(call, what="LLM call", stage_deadline=self._steps.stage_deadline)
@@ -250,11 +252,10 @@ class TaskContext:
         with one_statement_session(self.runtime.sessions) as session:
             record.ended(session)
 
-    def _check_budget(self) -> str:
+    def _check_budget(self, session: Session) -> str:
         """The task's tenant; stops the workflow with a clear error once the tenant's budget is used."""
-        with one_statement_session(self.runtime.sessions) as session:
-            tenant = self._tenant_in(session)
-            exhausted = budget_exhausted(session, tenant)
+        tenant = self._tenant_in(session)
+        exhausted = budget_exhausted(session, tenant)
         if exhausted is not None:
             raise PermanentError(f"stopped: {exhausted}")
         return tenant

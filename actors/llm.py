@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from actors.errors import PermanentError, TransientError
 from actors.io_loop import IOLoop
@@ -76,11 +77,14 @@ class OpenAIChat:
 
     async def _complete(self, messages: list[dict[str, str]], timeout: float) -> Completion:
         try:
+            # The client's own post: ``chat.completions.create`` would first walk the body through
+            # the SDK's type-driven transform, a third of the CPU of a call, for plain dicts of text.
             response = await asyncio.wait_for(
-                self._client.chat.completions.create(
-                    model=self.model,
-                    messages=messages,  # type: ignore[arg-type]
-                    timeout=timeout,
+                self._client.post(
+                    "/chat/completions",
+                    cast_to=ChatCompletion,
+                    body={"model": self.model, "messages": messages},
+                    options={"timeout": timeout},
                 ),
                 timeout,
             )

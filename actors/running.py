@@ -52,6 +52,8 @@ __all__ = [
     "check_interrupted",
     "interruptible",
     "SOCKET_MARGIN",
+    "StartGate",
+    "leave_start_gate",
 ]
 
 T = TypeVar("T")
@@ -62,6 +64,40 @@ P = ParamSpec("P")
 SOCKET_MARGIN = 0.5
 
 _current: contextvars.ContextVar[RunningTask | None] = contextvars.ContextVar("interlock_running_task", default=None)
+_held = threading.local()
+
+
+class StartGate:
+    """At most ``width`` tasks of a process between taking their message and their first wait on a call.
+
+    A worker process holds many more tasks than it runs at once (``INTERLOCK_AGENT_SLOTS`` threads,
+    against ``INTERLOCK_WORKER_THREADS``): an agent task spends nearly all its time waiting on its
+    LLM calls, and a thread parked on a future costs no CPU. What must stay bounded is how many run
+    Python at once, or threads fight over the GIL (no-op tasks got slower with more threads). A
+    task passes the gate before its first hook runs and leaves it at its first wait (or its end);
+    it never queues at the gate again, so a task that holds a database connection while it waits
+    cannot deadlock with tasks queued at the gate for a connection.
+    """
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self._slots = threading.Semaphore(width)
+
+    def enter(self) -> None:
+        """Wait for a place (the calling thread holds it until :func:`leave_start_gate`)."""
+        self._slots.acquire()
+        _held.gate = self
+
+    def release(self) -> None:
+        self._slots.release()
+
+
+def leave_start_gate() -> None:
+    """The calling thread's task waits now (or ended): give its place at the gate, if it holds one, to the next."""
+    gate: StartGate | None = getattr(_held, "gate", None)
+    if gate is not None:
+        _held.gate = None
+        gate.release()
 
 
 @dataclass(eq=False)
@@ -145,6 +181,7 @@ class RunningTask:
         """
         deadline, error = self._first_limit(stage_deadline, what)
         if not future.done() and not self.cancelled:
+            leave_start_gate()
             left = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
             watched: list[Future[Any]] = [future, self._cancelled]
             wait_for_first(watched, timeout=left, return_when=FIRST_COMPLETED)

@@ -15,7 +15,7 @@ from actors.catalogue import WorkflowSpec
 from actors.io_loop import IOLoop
 from actors.limits import LLMLimits, SlidingWindow
 from actors.llm import LLMClient, build_llm
-from actors.running import RunningTasks
+from actors.running import RunningTasks, StartGate
 from interlock.settings import Settings
 from models.database import make_engine, make_sessionmaker
 
@@ -36,6 +36,8 @@ class Runtime:
     _io: IOLoop | None = None
     #: The tasks this process runs right now (the heartbeat renews their leases only).
     running: RunningTasks = field(default_factory=RunningTasks)
+    #: Bounds the tasks running at once when the process holds more (``INTERLOCK_AGENT_SLOTS``).
+    start_gate: StartGate | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -48,7 +50,8 @@ class Runtime:
         """The process's loop for outbound calls (LLM on it, tools in its helper threads)."""
         with self._lock:  # worker threads ask at once on the first tasks
             if self._io is None:
-                self._io = IOLoop(helper_threads=max(8, 2 * self.settings.worker_threads))
+                s = self.settings  # a helper thread per tool call in flight: up to a slot each
+                self._io = IOLoop(helper_threads=max(8, 2 * s.worker_threads, s.agent_slots))
             return self._io
 
     @property

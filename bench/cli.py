@@ -37,6 +37,15 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--rate", type=float, default=10.0, help="HTTP submissions per second")
     faults.add_argument("--only", default="", help="comma-separated faults (default: all)")
     faults.add_argument("--out", default=None, help="output directory (default bench/out/faults-<timestamp>)")
+    agents = sub.add_parser("agents", help="W2's agent tasks on one Interlock worker: tasks/s, CPU per task")
+    agents.add_argument("--tasks", type=int, default=300)
+    agents.add_argument("--latency", type=float, default=1.0, help="the fake LLM's latency per call (s)")
+    agents.add_argument("--env", action="append", default=[], help="NAME=VALUE for the worker (repeatable)")
+    agents.add_argument("--py-spy", action="store_true", help="also sample one worker process")
+    agents.add_argument("--gil", action="store_true", help="with --py-spy: only the thread holding the GIL")
+    agents.add_argument("--seconds", type=int, default=10)
+    agents.add_argument("--workflow", default="agent", help="what to submit (bench_noop: W1's no-op tasks)")
+    agents.add_argument("--out", default=None, help="output directory (default bench/out/agents-<timestamp>)")
     return parser
 
 
@@ -57,6 +66,21 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         out = Path(args.out) if args.out else Path(__file__).resolve().parent / "out" / f"faults-{stamp}"
         return run_faults(out, rounds=args.rounds, rate=args.rate, only=picked)
+    if args.command == "agents":
+        from .agents_profile import profile_agents
+
+        out = Path(args.out) if args.out else Path(__file__).resolve().parent / "out" / f"agents-{stamp}"
+        env = dict(item.split("=", 1) for item in args.env)
+        return profile_agents(
+            out,
+            tasks=args.tasks,
+            latency=args.latency,
+            env=env,
+            py_spy=args.py_spy,
+            gil=args.gil,
+            seconds=args.seconds,
+            workflow=args.workflow,
+        )
     from .workloads import FULL, QUICK, WORKLOADS
 
     chosen = [w.strip().upper() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)

@@ -259,10 +259,10 @@ def w1_noop(lab: Lab, sizes: Sizes) -> dict[str, Any]:
 def w2_agents(lab: Lab, sizes: Sizes) -> dict[str, Any]:
     reps, out = sizes.reps, {}
 
-    def run(name: str, submit: Any, done: Any, concurrency: int) -> None:
+    def run(name: str, submit: Any, done: Any, concurrency: int, worker: Proc | None = None) -> None:
         n = sizes.w2_tasks[name]
         floor = 2.0 * -(-n // concurrency)
-        result = _measure(name, submit, done, n, reps, threads=8, timeout=60 + 2.5 * n)
+        result = _measure(name, submit, done, n, reps, threads=8, timeout=60 + 2.5 * n, worker=worker)
         result["concurrency"] = concurrency
         result["floor_s"] = floor
         out[name] = result
@@ -272,8 +272,9 @@ def w2_agents(lab: Lab, sizes: Sizes) -> dict[str, Any]:
     for name, threads in (("interlock", None), ("interlock-t128", 128)):
         extra = {"INTERLOCK_WORKER_THREADS": str(threads)} if threads else {}
         worker = lab.interlock_worker(f"w2-{name}-worker", **extra)
-        default = Settings.from_env({}).worker_threads
-        run(name, lambda i: client.submit("agent", query), lambda: interlock_done(lab), 2 * (threads or default))
+        # Each process holds INTERLOCK_AGENT_SLOTS tasks (issue 16), or its threads if they are more.
+        in_flight = 2 * max(threads or 0, Settings.from_env({}).agent_slots)
+        run(name, lambda i: client.submit("agent", query), lambda: interlock_done(lab), in_flight, worker)
         lab.stop(worker)
 
     celery = lab.celery_app()
@@ -285,6 +286,7 @@ def w2_agents(lab: Lab, sizes: Sizes) -> dict[str, Any]:
             lambda i: celery.execute_agent_workflow.delay(query="Explain durable execution", context={}),
             lambda: celery_done(lab),
             concurrency,
+            worker,
         )
         lab.stop(worker)
 
@@ -295,6 +297,7 @@ def w2_agents(lab: Lab, sizes: Sizes) -> dict[str, Any]:
         lambda i: plain.agent.send(new_id(), "Explain durable execution"),
         lambda: runs_done(lab, "dramatiq"),
         16,
+        worker,
     )
     lab.stop(worker)
 
@@ -306,10 +309,12 @@ def w2_agents(lab: Lab, sizes: Sizes) -> dict[str, Any]:
         "unit": "tasks/s",
         "notes": [
             "Each task makes two calls to the fake OpenAI server (its own process, 1.0 s latency): 2 s floor per task.",
-            "interlock: default settings (INTERLOCK_WORKER_PROCESSES=2 x INTERLOCK_WORKER_THREADS=32 = 64 tasks at "
-            "once, so at most 32 tasks/s). interlock-t128: the same with INTERLOCK_WORKER_THREADS=128 (256 at "
-            "once, the concurrency 100 tasks/s needs). Threads share each process's pool of "
-            "INTERLOCK_DATABASE_POOL_SIZE connections, so more threads need no more PostgreSQL connections.",
+            "interlock: default settings (INTERLOCK_WORKER_PROCESSES=2 x INTERLOCK_AGENT_SLOTS=256 = 512 tasks "
+            "in flight, INTERLOCK_WORKER_THREADS=32 of them per process running up to their first LLM call). "
+            "interlock-t128: INTERLOCK_WORKER_THREADS=128 running places per process, the same 256 slots. "
+            "Threads share each process's pool of INTERLOCK_DATABASE_POOL_SIZE connections, so more threads "
+            "need no more PostgreSQL connections.",
+            "worker_cpu_ms_per_task: user+system CPU of the worker processes (psutil) over the tasks of a repetition.",
             "floor_s is ceil(N / concurrency) x 2 s for the tasks of one repetition; "
             "projected_1000_s is 1000 / median rate.",
         ],

@@ -207,6 +207,13 @@ class Settings:
         "Threads per worker process: tasks it runs at once. Agent tasks mostly wait on LLMs and tools, so "
         "this is well above the cores; raise it for long LLM calls (threads share the database pool).",
     )
+    agent_slots: int = _setting(
+        "INTERLOCK_AGENT_SLOTS",
+        256,
+        "Tasks each worker process holds at once when `interlock worker` runs with its default threads "
+        "(no --threads, no --queues): its Dramatiq threads and prefetch. Of them only "
+        "INTERLOCK_WORKER_THREADS run before their first LLM or tool call at once; the rest wait on calls.",
+    )
     database_pool_size: int = _setting(
         "INTERLOCK_DATABASE_POOL_SIZE",
         10,

@@ -34,6 +34,7 @@ from actors.broker import build_broker
 from actors.catalogue import load_catalogue
 from actors.middleware.metrics import start_metrics_server
 from actors.middleware.recycling import Recycling
+from actors.running import StartGate
 from actors.runtime import Runtime
 from interlock import tracing
 from interlock.logs import configure_logging
@@ -58,14 +59,23 @@ def worker_owner(pid: int, token: str) -> str:
 
 
 def start_worker(
-    settings: Settings, *, queues: Sequence[str] | None, threads: int, owner_token: str | None = None
+    settings: Settings,
+    *,
+    queues: Sequence[str] | None,
+    threads: int,
+    owner_token: str | None = None,
+    slots: int | None = None,
 ) -> tuple[dramatiq.Worker, dramatiq.Broker, Runtime]:
     """Build runtime, broker and a started Dramatiq worker in this process.
 
     With ``owner_token`` (given by the supervisor) this process's leases are held under
-    ``worker_owner(pid, owner_token)``, a name the supervisor knows.
+    ``worker_owner(pid, owner_token)``, a name the supervisor knows. With ``slots`` above
+    ``threads`` it holds ``slots`` tasks at once, ``threads`` of them running (``StartGate``).
     """
     runtime = Runtime.open(settings)
+    if slots is not None and slots > threads:
+        runtime.start_gate = StartGate(threads)
+        threads = slots
     if owner_token is not None:
         runtime.owner = worker_owner(os.getpid(), owner_token)
     catalogue = load_catalogue(settings)
@@ -85,7 +95,11 @@ def start_worker(
 
 
 def run_worker_process(
-    settings: Settings, queues: Sequence[str] | None, threads: int, owner_token: str | None = None
+    settings: Settings,
+    queues: Sequence[str] | None,
+    threads: int,
+    owner_token: str | None = None,
+    slots: int | None = None,
 ) -> None:
     """Body of one worker process: serve until SIGTERM, or until it has done ``max_tasks_per_child``."""
     configure_logging(settings.log_level, settings.log_format)
@@ -93,9 +107,16 @@ def run_worker_process(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    worker, broker, runtime = start_worker(settings, queues=queues, threads=threads, owner_token=owner_token)
+    worker, broker, runtime = start_worker(
+        settings, queues=queues, threads=threads, owner_token=owner_token, slots=slots
+    )
     recycling = next(m for m in broker.middleware if isinstance(m, Recycling))
-    logger.info("worker process serving %s with %d threads", sorted(queues) if queues else "all queues", threads)
+    logger.info(
+        "worker process serving %s with %d threads, %s",
+        sorted(queues) if queues else "all queues",
+        max(threads, slots or 0),
+        f"{threads} running at once" if slots and slots > threads else "all running at once",
+    )
     while not stop.wait(0.2):
         if recycling.exhausted.is_set():
             logger.info("recycling this worker process after %d tasks", recycling.processed)
@@ -109,8 +130,17 @@ def run_worker_process(
 class Supervisor:
     """Starts worker processes and replaces any that exit until told to stop."""
 
-    def __init__(self, settings: Settings, *, queues: Sequence[str] | None, processes: int, threads: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        queues: Sequence[str] | None,
+        processes: int,
+        threads: int,
+        slots: int | None = None,
+    ) -> None:
         self.settings = settings
+        self.slots = slots
         self.queues = list(queues) if queues else None
         self.processes = processes
         self.threads = threads
@@ -125,7 +155,7 @@ class Supervisor:
         token = uuid.uuid4().hex[:8]
         process = self.context.Process(
             target=run_worker_process,
-            args=(self.settings, self.queues, self.threads, token),
+            args=(self.settings, self.queues, self.threads, token, self.slots),
             name="interlock-worker",
         )
         process.start()
@@ -239,5 +269,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         queues=args.queues,
         processes=args.processes or settings.worker_processes,
         threads=threads or settings.worker_threads,
+        # Serving everything with the default threads: hold INTERLOCK_AGENT_SLOTS tasks per process.
+        # Explicit --threads or per-queue concurrency keep meaning tasks at once, all of them.
+        slots=settings.agent_slots if threads is None else None,
     )
     return supervisor.run()

@@ -99,11 +99,16 @@ class _Handler(BaseHTTPRequestHandler):
             raw = self.rfile.read(max(int(self.headers.get("Content-Length") or 0), 0))
         except ValueError:
             raw = b""
-        fake, path = self._route()
-        if path == "/v1/chat/completions":
-            fake.handle_chat(self, raw)
-        else:
-            self.send_error_json(404, f"Unknown path {self.path}")
+        fake = cast(_HTTPServer, self.server).fake
+        fake.entered()
+        try:
+            fake, path = self._route()
+            if path == "/v1/chat/completions":
+                fake.handle_chat(self, raw)
+            else:
+                self.send_error_json(404, f"Unknown path {self.path}")
+        finally:
+            fake.left()
 
 
 class FakeOpenAIServer:
@@ -113,6 +118,8 @@ class FakeOpenAIServer:
         self.latency = latency  # seconds slept before answering every request
         self.reply: Callable[[dict[str, Any]], str] | None = None  # overrides the answer text
         self.requests: list[dict[str, Any]] = []  # {"body", "status", "time"} per chat request
+        self.in_flight = 0  # POSTs being answered now
+        self.max_in_flight = 0  # the most at once since start (or reset)
         self._port = port
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
@@ -193,6 +200,17 @@ class FakeOpenAIServer:
         with self._lock:
             self._faults.clear()
             self.requests.clear()
+            self.max_in_flight = self.in_flight
+
+    def entered(self) -> None:
+        """A POST arrived: count it in flight (``max_in_flight`` shows how many calls a client overlaps)."""
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def left(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def delay(self, seconds: float) -> None:
         """Sleep that stop() interrupts, so hung requests never delay teardown."""
