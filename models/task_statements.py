@@ -275,8 +275,9 @@ def progress_in_one_statement() -> Select[Any]:
 #
 # Each takes one array per column (``unnest``), locks the rows it may change in task-id order first
 # (so two batches cannot deadlock each other), makes the change and its events, and returns one
-# row per task it changed, with the task's id. Written as SQL: the batch shape has no ORM
-# equivalent worth building.
+# row per task it changed, with the task's id. Rows are found by ``id = ANY(:ids)`` (the primary
+# key's index, whatever the table's size). Written as SQL: the batch shape has no ORM equivalent
+# worth building.
 
 _RUNNABLE = ", ".join(f"'{state}'" for state in RUNNABLE_STATES)
 _TERMINAL = ", ".join(f"'{state}'" for state in sorted(TERMINAL_STATES))
@@ -290,7 +291,7 @@ WITH input AS (
         CAST(:expires AS timestamptz[]), CAST(:maxes AS int[]), CAST(:admitted AS float8[])
     ) AS i(id, owner, now, expires, max_deliveries, admitted)
 ), locked AS (
-    SELECT t.id FROM tasks t WHERE t.id IN (SELECT id FROM input) ORDER BY t.id FOR UPDATE
+    SELECT t.id FROM tasks t WHERE t.id = ANY(CAST(:ids AS text[])) ORDER BY t.id FOR UPDATE
 ), claimed AS (
     UPDATE tasks t SET
         state = '{TaskState.PROCESSING}',
@@ -302,7 +303,7 @@ WITH input AS (
         updated_at = i.now,
         wake_pending = false
     FROM input i JOIN locked l ON l.id = i.id
-    WHERE t.id = i.id
+    WHERE t.id = ANY(CAST(:ids AS text[])) AND t.id = i.id
       AND t.state IN ({_RUNNABLE})
       AND (t.lease_expires_at IS NULL OR t.lease_expires_at < i.now)
       AND NOT EXISTS (SELECT 1 FROM tenants c WHERE c.name = t.tenant AND c.max_concurrency IS NOT NULL)
@@ -327,7 +328,7 @@ WITH input AS (
         CAST(:results AS jsonb[]), CAST(:data AS jsonb[]), CAST(:nows AS timestamptz[])
     ) AS i(id, owner, state, error, result, data, now)
 ), locked AS (
-    SELECT t.id FROM tasks t WHERE t.id IN (SELECT id FROM input) ORDER BY t.id FOR UPDATE
+    SELECT t.id FROM tasks t WHERE t.id = ANY(CAST(:ids AS text[])) ORDER BY t.id FOR UPDATE
 ), finished AS (
     UPDATE tasks t SET
         state = i.state,
@@ -340,7 +341,8 @@ WITH input AS (
         current_step = CASE WHEN i.state = '{TaskState.SUCCESS}' THEN 'complete' ELSE t.current_step END,
         result = CASE WHEN i.state = '{TaskState.SUCCESS}' THEN i.result ELSE t.result END
     FROM input i JOIN locked l ON l.id = i.id
-    WHERE t.id = i.id AND t.state NOT IN ({_TERMINAL}) AND t.lease_owner = i.owner
+    WHERE t.id = ANY(CAST(:ids AS text[])) AND t.id = i.id
+      AND t.state NOT IN ({_TERMINAL}) AND t.lease_owner = i.owner
     RETURNING t.id, t.progress, t.current_step, t.parent_id, i.state AS ended, i.data, i.now
 ), event AS (
     {_EVENT_INSERT}
@@ -358,17 +360,17 @@ WITH input AS (
         CAST(:nows AS timestamptz[])
     ) AS i(id, progress, step, data, now)
 ), locked AS (
-    SELECT t.id FROM tasks t WHERE t.id IN (SELECT id FROM input) ORDER BY t.id FOR UPDATE
+    SELECT t.id FROM tasks t WHERE t.id = ANY(CAST(:ids AS text[])) ORDER BY t.id FOR UPDATE
 ), updated AS (
     UPDATE tasks t SET progress = i.progress, current_step = i.step, updated_at = i.now
     FROM input i JOIN locked l ON l.id = i.id
-    WHERE t.id = i.id
+    WHERE t.id = ANY(CAST(:ids AS text[])) AND t.id = i.id
       AND (t.progress < i.progress OR (t.progress = i.progress AND t.current_step IS DISTINCT FROM i.step))
     RETURNING t.id, t.state, t.progress, t.current_step, t.updated_at, i.data
 ), recorded AS (
     {_EVENT_INSERT}
     SELECT id, 'progress', state, progress, current_step, data, updated_at FROM updated
 )
-SELECT t.id, t.state FROM tasks t JOIN input i ON i.id = t.id
+SELECT t.id, t.state FROM tasks t WHERE t.id = ANY(CAST(:ids AS text[]))
 """  # noqa: S608 - only this module's constants are formatted in
 )
