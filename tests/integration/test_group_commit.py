@@ -270,3 +270,17 @@ def test_progress_reports_of_one_task_in_a_batch_write_the_furthest(sessions: se
             select(TaskEvent.progress, TaskEvent.step).where(TaskEvent.task_id == task_id, TaskEvent.kind == "progress")
         ).all()
     assert [tuple(e) for e in progress_events] == [(60, "c")]
+
+
+def test_a_closed_writer_refuses_work_and_the_next_use_gets_a_new_one(sessions: sessionmaker[Session]) -> None:
+    engine = sessions.kw["bind"]
+    (first, second) = _tasks(sessions, 2, claimed=True)
+    writer = _writer(sessions)
+    group_commit.close_writer(engine)
+    assert not [thread for thread in threading.enumerate() if thread.name == "interlock-group-commit"]
+    with pytest.raises(group_commit.WriterClosed):
+        writer.run(task_lifecycle.FINISHES, {"p_id": first})
+    ended, _ = _finish(sessions, second)  # a later use (a new runtime on this engine) gets a new writer
+    assert ended is not None
+    assert _writer(sessions) is not writer
+
