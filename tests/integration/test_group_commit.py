@@ -283,4 +283,3 @@ def test_a_closed_writer_refuses_work_and_the_next_use_gets_a_new_one(sessions: 
     ended, _ = _finish(sessions, second)  # a later use (a new runtime on this engine) gets a new writer
     assert ended is not None
     assert _writer(sessions) is not writer
-
