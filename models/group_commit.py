@@ -23,8 +23,7 @@ import threading
 import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -43,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 #: Operations of one kind written by one statement at most (bounds a statement's size and lock count).
 MAX_BATCH = 256
+#: Seconds without work after which the writer hands its connection back to the pool.
+IDLE_SECONDS = 1.0
 
 
 class WriterClosed(RuntimeError):
@@ -67,11 +68,32 @@ class BatchKind:
     merge: Callable[[Sequence[dict[str, Any]]], dict[str, Any]] | None = None
 
 
-@dataclass
 class _Operation:
-    kind: BatchKind
-    params: dict[str, Any]
-    future: Future[Any] = field(default_factory=Future)
+    """One caller's write; the caller waits on ``done`` (a bare lock: the cheapest wake-up there is)."""
+
+    __slots__ = ("kind", "params", "result", "error", "done")
+
+    def __init__(self, kind: BatchKind, params: dict[str, Any]) -> None:
+        self.kind = kind
+        self.params = params
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Lock()
+        self.done.acquire()
+
+    def succeeded(self, result: Any) -> None:
+        self.result = result
+        self.done.release()
+
+    def failed(self, error: BaseException) -> None:
+        self.error = error
+        self.done.release()
+
+    def wait(self) -> Any:
+        self.done.acquire()
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 #: Called with (kind, batch size) after each batch; the worker's metrics set it.
@@ -95,6 +117,8 @@ class GroupCommit:
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+        #: The writer thread's connection, kept between batches while it is busy.
+        self._connection: Connection | None = None
 
     def run(self, kind: BatchKind, params: dict[str, Any]) -> Any:
         """Make the write and return its result once it is committed; its error if it failed."""
@@ -107,7 +131,7 @@ class GroupCommit:
                 self._thread.start()
             self._pending.append(operation)
             self._condition.notify()
-        return operation.future.result()
+        return operation.wait()
 
     def close(self) -> None:
         """Write what is pending, then stop the thread; later :meth:`run` calls fail."""
@@ -128,20 +152,34 @@ class GroupCommit:
         return sum(self.batch_sizes.get(kind, Counter()).values())
 
     def _serve(self) -> None:
-        while True:
-            with self._condition:
-                while not self._pending and not self._closed:
-                    self._condition.wait()
-                if not self._pending:
-                    return  # closed, and nothing left to write
-                batch, self._pending = self._pending, []
-            try:
-                self._write(batch)
-            except BaseException as exc:
-                logger.exception("group commit failed unexpectedly")
-                for operation in batch:
-                    if not operation.future.done():
-                        operation.future.set_exception(exc)
+        try:
+            while True:
+                with self._condition:
+                    while not self._pending and not self._closed:
+                        if not self._condition.wait(IDLE_SECONDS):
+                            self._release_connection()  # idle: back to the pool (recycled there)
+                    if not self._pending:
+                        return  # closed, and nothing left to write
+                    batch, self._pending = self._pending, []
+                try:
+                    self._write(batch)
+                except BaseException as exc:
+                    logger.exception("group commit failed unexpectedly")
+                    for operation in batch:
+                        if operation.done.locked():
+                            operation.failed(exc)
+        finally:
+            self._release_connection()
+
+    def _connect(self) -> Connection:
+        if self._connection is None:
+            self._connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self._connection
+
+    def _release_connection(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            connection.close()
 
     def _write(self, batch: list[_Operation]) -> None:
         by_kind: dict[str, list[_Operation]] = {}
@@ -170,35 +208,34 @@ class GroupCommit:
             later.extend(op for key in keys[MAX_BATCH:] for op in groups[key])
             keys = keys[:MAX_BATCH]
         params = [self._merged(kind, groups[key]) for key in keys]
+        if len(params) == 1:
+            self._write_alone(kind, params[0], groups[keys[0]])
+            return later
         try:
-            with self.engine.connect() as connection:
-                autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
-                results = kind.many(autocommit, params) if len(params) > 1 else [kind.one(autocommit, params[0])]
+            results = kind.many(self._connect(), params)
         except Exception:  # noqa: BLE001 - each operation gets its own outcome below
-            if len(params) > 1:
-                logger.warning("a batch of %d %s writes failed; writing them one by one", len(params), kind.name)
-            results = None
-        else:
-            self._observed(kind.name, len(params))
-        for index, key in enumerate(keys):
-            if results is not None:
-                for operation in groups[key]:
-                    operation.future.set_result(results[index])
-            else:
+            logger.warning("a batch of %d %s writes failed; writing them one by one", len(params), kind.name)
+            self._release_connection()
+            for index, key in enumerate(keys):
                 self._write_alone(kind, params[index], groups[key])
+            return later
+        self._observed(kind.name, len(params))
+        for index, key in enumerate(keys):
+            for operation in groups[key]:
+                operation.succeeded(results[index])
         return later
 
     def _write_alone(self, kind: BatchKind, params: dict[str, Any], operations: list[_Operation]) -> None:
         try:
-            with self.engine.connect() as connection:
-                result = kind.one(connection.execution_options(isolation_level="AUTOCOMMIT"), params)
+            result = kind.one(self._connect(), params)
         except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
+            self._release_connection()  # it may be broken; the next write takes another
             for operation in operations:
-                operation.future.set_exception(exc)
+                operation.failed(exc)
             return
         self._observed(kind.name, 1)
         for operation in operations:
-            operation.future.set_result(result)
+            operation.succeeded(result)
 
     @staticmethod
     def _merged(kind: BatchKind, operations: list[_Operation]) -> dict[str, Any]:
