@@ -277,18 +277,18 @@ def _claim_one(connection: Connection, params: dict[str, Any]) -> Any:
 
 
 def _claim_many(connection: Connection, batch: Sequence[dict[str, Any]]) -> list[Any]:
-    rows = connection.execute(
-        CLAIM_MANY,
+    rows = [
         {
-            "ids": [p["p_id"] for p in batch],
-            "owners": [p["p_owner"] for p in batch],
-            "nows": [p["p_now"] for p in batch],
-            "expires": [p["p_expires"] for p in batch],
-            "maxes": [p["p_max"] for p in batch],
-            "admitted": [p["p_admitted"] for p in batch],
-        },
-    ).all()
-    by_id = {row.id: row for row in rows}
+            "id": p["p_id"],
+            "owner": p["p_owner"],
+            "now": p["p_now"].isoformat(),
+            "expires": p["p_expires"].isoformat(),
+            "max_deliveries": p["p_max"],
+            "admitted": p["p_admitted"],
+        }
+        for p in batch
+    ]
+    by_id = {row.id: row for row in connection.execute(CLAIM_MANY, {"batch": json.dumps(rows)})}
     return [by_id.get(p["p_id"]) for p in batch]
 
 
@@ -335,17 +335,17 @@ def _progress_one(connection: Connection, params: dict[str, Any]) -> Any:
 
 
 def _progress_many(connection: Connection, batch: Sequence[dict[str, Any]]) -> list[Any]:
-    rows = connection.execute(
-        PROGRESS_MANY,
+    rows = [
         {
-            "ids": [p["p_id"] for p in batch],
-            "progresses": [p["p_progress"] for p in batch],
-            "steps": [p["p_step"] for p in batch],
-            "data": [_json(p["p_data"]) for p in batch],
-            "nows": [p["p_now"] for p in batch],
-        },
-    ).all()
-    states = {row.id: row.state for row in rows}
+            "id": p["p_id"],
+            "progress": p["p_progress"],
+            "step": p["p_step"],
+            "data": p["p_data"],
+            "now": p["p_now"].isoformat(),
+        }
+        for p in batch
+    ]
+    states = {row.id: row.state for row in connection.execute(PROGRESS_MANY, {"batch": json.dumps(rows)})}
     return [states.get(p["p_id"]) for p in batch]
 
 
@@ -357,11 +357,6 @@ def _furthest(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
 PROGRESS_REPORTS = BatchKind(
     "progress", many=_progress_many, one=_progress_one, key=lambda p: str(p["p_id"]), merge=_furthest
 )
-
-
-def _json(value: Any) -> str | None:
-    """A JSON value for a ``jsonb[]`` element: JSON ``null`` for ``None``, as the JSON column writes it."""
-    return json.dumps(value)
 
 
 # -- finish -----------------------------------------------------------------------------------
@@ -416,19 +411,19 @@ def _finish_one(connection: Connection, params: dict[str, Any]) -> Any:
 
 
 def _finish_many(connection: Connection, batch: Sequence[dict[str, Any]]) -> list[Any]:
-    rows = connection.execute(
-        FINISH_MANY,
+    rows = [
         {
-            "ids": [p["p_id"] for p in batch],
-            "owners": [p["p_owner"] for p in batch],
-            "states": [str(p["p_state"]) for p in batch],
-            "errors": [p["p_error"] for p in batch],
-            "results": [_json(p["p_result"]) if "p_result" in p else None for p in batch],
-            "data": [_json(p["p_data"]) for p in batch],
-            "nows": [p["p_now"] for p in batch],
-        },
-    ).all()
-    by_id = {row.id: row for row in rows}
+            "id": p["p_id"],
+            "owner": p["p_owner"],
+            "state": str(p["p_state"]),
+            "error": p["p_error"],
+            "result": p.get("p_result"),
+            "data": p["p_data"],
+            "now": p["p_now"].isoformat(),
+        }
+        for p in batch
+    ]
+    by_id = {row.id: row for row in connection.execute(FINISH_MANY, {"batch": json.dumps(rows)})}
     return [by_id.get(p["p_id"]) for p in batch]
 
 

@@ -273,11 +273,12 @@ def progress_in_one_statement() -> Select[Any]:
 
 # -- PostgreSQL: many tasks' changes in one statement each (``models.group_commit``) --------------
 #
-# Each takes one array per column (``unnest``), locks the rows it may change in task-id order first
-# (so two batches cannot deadlock each other), makes the change and its events, and returns one
-# row per task it changed, with the task's id. Rows are found by ``id = ANY(:ids)`` (the primary
-# key's index, whatever the table's size). Written as SQL: the batch shape has no ORM equivalent
-# worth building.
+# Each takes its operations as one JSON array of objects (``:batch``, read by ``jsonb_to_recordset``:
+# one ``json.dumps`` in C, where arrays per column cost psycopg's dumpers in Python), locks the rows
+# it may change in task-id order first (so two batches cannot deadlock each other), makes the change
+# and its events, and returns one row per task it changed, with the task's id. Rows are found by
+# ``id = ANY(...)`` (the primary key's index, whatever the table's size). Written as SQL: the batch
+# shape has no ORM equivalent worth building.
 
 _RUNNABLE = ", ".join(f"'{state}'" for state in RUNNABLE_STATES)
 _TERMINAL = ", ".join(f"'{state}'" for state in sorted(TERMINAL_STATES))
@@ -286,12 +287,10 @@ _EVENT_INSERT = "INSERT INTO task_events (task_id, kind, state, progress, step, 
 CLAIM_MANY = text(
     f"""
 WITH input AS (
-    SELECT * FROM unnest(
-        CAST(:ids AS text[]), CAST(:owners AS text[]), CAST(:nows AS timestamptz[]),
-        CAST(:expires AS timestamptz[]), CAST(:maxes AS int[]), CAST(:admitted AS float8[])
-    ) AS i(id, owner, now, expires, max_deliveries, admitted)
+    SELECT * FROM jsonb_to_recordset(CAST(:batch AS jsonb))
+        AS i(id text, owner text, now timestamptz, expires timestamptz, max_deliveries int, admitted float8)
 ), locked AS (
-    SELECT t.id FROM tasks t WHERE t.id = ANY(CAST(:ids AS text[])) ORDER BY t.id FOR UPDATE
+    SELECT t.id FROM tasks t WHERE t.id = ANY(ARRAY(SELECT id FROM input)) ORDER BY t.id FOR UPDATE
 ), claimed AS (
     UPDATE tasks t SET
         state = '{TaskState.PROCESSING}',
@@ -303,7 +302,7 @@ WITH input AS (
         updated_at = i.now,
         wake_pending = false
     FROM input i JOIN locked l ON l.id = i.id
-    WHERE t.id = ANY(CAST(:ids AS text[])) AND t.id = i.id
+    WHERE t.id = ANY(ARRAY(SELECT id FROM input)) AND t.id = i.id
       AND t.state IN ({_RUNNABLE})
       AND (t.lease_expires_at IS NULL OR t.lease_expires_at < i.now)
       AND NOT EXISTS (SELECT 1 FROM tenants c WHERE c.name = t.tenant AND c.max_concurrency IS NOT NULL)
@@ -323,12 +322,10 @@ SELECT id, attempts, progress, current_step, input, parent_id FROM claimed
 FINISH_MANY = text(
     f"""
 WITH input AS (
-    SELECT * FROM unnest(
-        CAST(:ids AS text[]), CAST(:owners AS text[]), CAST(:states AS text[]), CAST(:errors AS text[]),
-        CAST(:results AS jsonb[]), CAST(:data AS jsonb[]), CAST(:nows AS timestamptz[])
-    ) AS i(id, owner, state, error, result, data, now)
+    SELECT * FROM jsonb_to_recordset(CAST(:batch AS jsonb))
+        AS i(id text, owner text, state text, error text, result jsonb, data jsonb, now timestamptz)
 ), locked AS (
-    SELECT t.id FROM tasks t WHERE t.id = ANY(CAST(:ids AS text[])) ORDER BY t.id FOR UPDATE
+    SELECT t.id FROM tasks t WHERE t.id = ANY(ARRAY(SELECT id FROM input)) ORDER BY t.id FOR UPDATE
 ), finished AS (
     UPDATE tasks t SET
         state = i.state,
@@ -341,7 +338,7 @@ WITH input AS (
         current_step = CASE WHEN i.state = '{TaskState.SUCCESS}' THEN 'complete' ELSE t.current_step END,
         result = CASE WHEN i.state = '{TaskState.SUCCESS}' THEN i.result ELSE t.result END
     FROM input i JOIN locked l ON l.id = i.id
-    WHERE t.id = ANY(CAST(:ids AS text[])) AND t.id = i.id
+    WHERE t.id = ANY(ARRAY(SELECT id FROM input)) AND t.id = i.id
       AND t.state NOT IN ({_TERMINAL}) AND t.lease_owner = i.owner
     RETURNING t.id, t.progress, t.current_step, t.parent_id, i.state AS ended, i.data, i.now
 ), event AS (
@@ -355,22 +352,20 @@ SELECT id, progress, current_step, parent_id FROM finished
 PROGRESS_MANY = text(
     f"""
 WITH input AS (
-    SELECT * FROM unnest(
-        CAST(:ids AS text[]), CAST(:progresses AS int[]), CAST(:steps AS text[]), CAST(:data AS jsonb[]),
-        CAST(:nows AS timestamptz[])
-    ) AS i(id, progress, step, data, now)
+    SELECT * FROM jsonb_to_recordset(CAST(:batch AS jsonb))
+        AS i(id text, progress int, step text, data jsonb, now timestamptz)
 ), locked AS (
-    SELECT t.id FROM tasks t WHERE t.id = ANY(CAST(:ids AS text[])) ORDER BY t.id FOR UPDATE
+    SELECT t.id FROM tasks t WHERE t.id = ANY(ARRAY(SELECT id FROM input)) ORDER BY t.id FOR UPDATE
 ), updated AS (
     UPDATE tasks t SET progress = i.progress, current_step = i.step, updated_at = i.now
     FROM input i JOIN locked l ON l.id = i.id
-    WHERE t.id = ANY(CAST(:ids AS text[])) AND t.id = i.id
+    WHERE t.id = ANY(ARRAY(SELECT id FROM input)) AND t.id = i.id
       AND (t.progress < i.progress OR (t.progress = i.progress AND t.current_step IS DISTINCT FROM i.step))
     RETURNING t.id, t.state, t.progress, t.current_step, t.updated_at, i.data
 ), recorded AS (
     {_EVENT_INSERT}
     SELECT id, 'progress', state, progress, current_step, data, updated_at FROM updated
 )
-SELECT t.id, t.state FROM tasks t WHERE t.id = ANY(CAST(:ids AS text[]))
+SELECT t.id, t.state FROM tasks t WHERE t.id = ANY(ARRAY(SELECT id FROM input))
 """  # noqa: S608 - only this module's constants are formatted in
 )
