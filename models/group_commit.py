@@ -3,9 +3,9 @@
 Every claim, progress report and finish used to be one round trip and one commit made by one
 worker thread for one task. Here the threads hand their write to the process's writer (one per
 engine, a thread started on first use) and wait for it; whenever the writer is free it turns
-*whatever is pending* into one statement per kind (``UPDATE ... FROM unnest(...)`` whose CTEs also
-insert the events, see :mod:`models.task_statements`), each committed as it runs, and wakes each
-caller with its own row. There is no fixed delay: a lone write is made at once, and batches form by
+*whatever is pending* into one statement per kind (``UPDATE ... FROM jsonb_to_recordset(...)``
+whose CTEs also insert the events, see :mod:`models.task_statements`), each committed as it runs,
+and wakes each caller with its own row. There is no fixed delay: a lone write is made at once, and batches form by
 themselves while the writer is busy.
 
 Durability is unchanged: a caller returns only after the statement holding its write committed
