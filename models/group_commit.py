@@ -13,6 +13,11 @@ Durability is unchanged: a caller returns only after the statement holding its w
 batches (of two processes) cannot deadlock each other; kinds are separate statements, so a claim
 batch and a finish batch never hold locks at once. If a batch fails, its operations are run again
 one by one, so each caller gets its own outcome and one bad operation fails no one else.
+
+Why one statement rather than psycopg's pipeline mode (N statements sent at once, one commit):
+measured on 20 finishes the two cost the same CPU; on 100 the pipeline took about 1.8x the CPU
+and 1.3x the time (N plans and executions server-side), and one failing statement aborts the whole
+pipeline's transaction.
 """
 
 from __future__ import annotations
