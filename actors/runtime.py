@@ -18,6 +18,7 @@ from actors.llm import LLMClient, build_llm
 from actors.running import RunningTasks, StartGate
 from interlock.settings import Settings
 from models.database import make_engine, make_sessionmaker
+from models.group_commit import close_writer
 
 __all__ = ["Runtime"]
 
@@ -42,7 +43,11 @@ class Runtime:
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
-        engine = make_engine(settings.effective_database_url, pool_size=settings.database_pool_size)
+        engine = make_engine(
+            settings.effective_database_url,
+            pool_size=settings.database_pool_size,
+            group_commit_on=settings.group_commit,
+        )
         return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
 
     @property
@@ -89,4 +94,5 @@ class Runtime:
             self._llm.close()
         if self._io is not None:
             self._io.close()
+        close_writer(self.engine)  # writes what is pending first
         self.engine.dispose()

@@ -220,6 +220,14 @@ class Settings:
         "PostgreSQL connections each process keeps (as many again on bursts). Threads share them: a task "
         "holds one only for its short transactions, never while it waits on an LLM or a tool.",
     )
+    group_commit: bool = _setting(
+        "INTERLOCK_GROUP_COMMIT",
+        "on",
+        "`on`: on PostgreSQL, the claims, progress reports and finishes of all threads of a process are "
+        "written in batches by one writer (one statement per kind, committed before any caller returns). "
+        "`off`: each thread writes its own.",
+        syntax=ON_OFF,
+    )
     max_tasks_per_child: int = _setting(
         "INTERLOCK_MAX_TASKS_PER_CHILD",
         0,

@@ -14,7 +14,8 @@ live in :mod:`models.task_transitions`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -23,12 +24,17 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import group_commit
 from .base import utcnow
 from .database import autocommit, writes_in_one_statement
+from .group_commit import BatchKind
 from .security import Reservation, reserve_idempotency_key
 from .task_statements import (
     CLAIM,
+    CLAIM_MANY,
+    FINISH_MANY,
     PROGRESS,
+    PROGRESS_MANY,
     STATE,
     TASK_COLUMNS,
     claim_in_one_statement,
@@ -182,12 +188,12 @@ def claim(
     One conditional UPDATE, so two workers that got the same message (a redelivery, a reclaimed
     lease) cannot both run it. Every start counts, crash redeliveries included.
 
-    PostgreSQL: one statement for a tenant without a concurrency cap; a capped tenant, a duplicate
+    PostgreSQL: one statement for a tenant without a concurrency cap (batched with other threads'
+    claims by the process's writer, :mod:`models.group_commit`); a capped tenant, a duplicate
     delivery and SQLite are decided in a transaction (the cap's row locked).
     """
     if writes_in_one_statement(sessions):
-        with autocommit(sessions) as connection:
-            claimed = _claim_in_one_statement(connection, task_id, owner, lease_seconds, max_deliveries, admitted_at)
+        claimed = _claim_in_one_statement(sessions, task_id, owner, lease_seconds, max_deliveries, admitted_at)
         if claimed is not None:
             return claimed
     with sessions.begin() as session:
@@ -232,14 +238,17 @@ def _claim_in(
 
 
 def _claim_in_one_statement(
-    connection: Connection,
+    sessions: sessionmaker[Session],
     task_id: str,
     owner: str,
     lease_seconds: float,
     max_deliveries: int,
     admitted_at: float | None,
 ) -> Claim | None:
-    """PostgreSQL, autocommit: the claim for a tenant without a concurrency cap, or ``None`` (undecided)."""
+    """PostgreSQL: the claim for a tenant without a concurrency cap, or ``None`` (undecided).
+
+    Through the process's writer (batched with other threads' claims) when there is one.
+    """
     now = utcnow()
     params = {
         "p_id": task_id,
@@ -249,15 +258,50 @@ def _claim_in_one_statement(
         "p_max": max_deliveries,
         "p_admitted": admitted_at,
     }
-    row = connection.execute(claim_in_one_statement(), params).first()
+    row = _write(sessions, CLAIMS, params)
     if row is None:
         return None
-    attempts, _, _, task_input, parent_id = row
-    if attempts > max_deliveries:
-        return Claim(ClaimOutcome.EXHAUSTED, attempts=attempts)
+    if row.attempts > max_deliveries:
+        return Claim(ClaimOutcome.EXHAUSTED, attempts=row.attempts)
     return Claim(
-        ClaimOutcome.CLAIMED, attempts=attempts, state=TaskState.PROCESSING, input=task_input, parent_id=parent_id
+        ClaimOutcome.CLAIMED,
+        attempts=row.attempts,
+        state=TaskState.PROCESSING,
+        input=row.input,
+        parent_id=row.parent_id,
     )
+
+
+def _claim_one(connection: Connection, params: dict[str, Any]) -> Any:
+    return connection.execute(claim_in_one_statement(), params).first()
+
+
+def _claim_many(connection: Connection, batch: Sequence[dict[str, Any]]) -> list[Any]:
+    rows = [
+        {
+            "id": p["p_id"],
+            "owner": p["p_owner"],
+            "now": p["p_now"].isoformat(),
+            "expires": p["p_expires"].isoformat(),
+            "max_deliveries": p["p_max"],
+            "admitted": p["p_admitted"],
+        }
+        for p in batch
+    ]
+    by_id = {row.id: row for row in connection.execute(CLAIM_MANY, {"batch": json.dumps(rows)})}
+    return [by_id.get(p["p_id"]) for p in batch]
+
+
+CLAIMS = BatchKind("claim", many=_claim_many, one=_claim_one, key=lambda p: str(p["p_id"]))
+
+
+def _write(sessions: sessionmaker[Session], kind: BatchKind, params: dict[str, Any]) -> Any:
+    """One hot-path statement: through the engine's writer if it has one, else on its own."""
+    writer = group_commit.writer_for(sessions.kw["bind"])
+    if writer is not None:
+        return writer.run(kind, params)
+    with autocommit(sessions) as connection:
+        return kind.one(connection, params)
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -269,13 +313,14 @@ def report_progress(
     """Store a progress update and its event; returns the task's state (to notice cancellation).
 
     A report below the task's progress (or repeating it) changes nothing: progress never
-    decreases. PostgreSQL: one statement; SQLite: a transaction.
+    decreases. PostgreSQL: one statement (batched; of one task's reports in a batch only the
+    furthest is written); SQLite: a transaction.
     """
     now = utcnow()
     params: dict[str, Any] = {"p_id": task_id, "p_progress": progress, "p_step": step, "p_now": now}
     if writes_in_one_statement(sessions):
-        with autocommit(sessions) as connection:
-            return connection.execute(progress_in_one_statement(), params | {"p_data": data}).scalar_one_or_none()
+        reported: str | None = _write(sessions, PROGRESS_REPORTS, params | {"p_data": data})
+        return reported
     with sessions.begin() as session:
         state: str | None = session.execute(PROGRESS, params).scalar_one_or_none()
         if state is None:
@@ -283,6 +328,35 @@ def report_progress(
             return current
         insert_event(session, task_id, kind="progress", state=state, progress=progress, step=step, data=data, at=now)
         return state
+
+
+def _progress_one(connection: Connection, params: dict[str, Any]) -> Any:
+    return connection.execute(progress_in_one_statement(), params).scalar_one_or_none()
+
+
+def _progress_many(connection: Connection, batch: Sequence[dict[str, Any]]) -> list[Any]:
+    rows = [
+        {
+            "id": p["p_id"],
+            "progress": p["p_progress"],
+            "step": p["p_step"],
+            "data": p["p_data"],
+            "now": p["p_now"].isoformat(),
+        }
+        for p in batch
+    ]
+    states = {row.id: row.state for row in connection.execute(PROGRESS_MANY, {"batch": json.dumps(rows)})}
+    return [states.get(p["p_id"]) for p in batch]
+
+
+def _furthest(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Of one task's reports in a batch, the one written: the highest, the latest of equals."""
+    return max(reversed(reports), key=lambda p: int(p["p_progress"]))
+
+
+PROGRESS_REPORTS = BatchKind(
+    "progress", many=_progress_many, one=_progress_one, key=lambda p: str(p["p_id"]), merge=_furthest
+)
 
 
 # -- finish -----------------------------------------------------------------------------------
@@ -306,7 +380,8 @@ def finish(
     ran): there the caller wakes the parent, or releases a cancelled task's lease. Returns the
     transition and what ``then`` returned.
 
-    PostgreSQL, a task without a parent (``parent_id``, as claimed): one statement, and ``then``
+    PostgreSQL, a task without a parent (``parent_id``, as claimed): one statement (batched with
+    other threads' finishes by the process's writer), and ``then``
     is called only if that statement changed nothing. A child's end and its parent's wake-up are
     one transaction, as are SQLite's changes.
     """
@@ -322,10 +397,34 @@ def finish(
         }
         if success:
             params["p_result"] = result
-        with autocommit(sessions) as connection:
-            row = connection.execute(finish_in_one_statement(success=success), params).first()
+        row = _write(sessions, FINISHES, params)
         if row is not None:
             return Transition(row.progress, row.current_step, row.parent_id), None
     with sessions.begin() as session:
         ended = finish_task(session, task_id, state=state, owner=owner, result=result, error=error)
         return ended, then(session, ended)
+
+
+def _finish_one(connection: Connection, params: dict[str, Any]) -> Any:
+    success = params["p_state"] == TaskState.SUCCESS
+    return connection.execute(finish_in_one_statement(success=success), params).first()
+
+
+def _finish_many(connection: Connection, batch: Sequence[dict[str, Any]]) -> list[Any]:
+    rows = [
+        {
+            "id": p["p_id"],
+            "owner": p["p_owner"],
+            "state": str(p["p_state"]),
+            "error": p["p_error"],
+            "result": p.get("p_result"),
+            "data": p["p_data"],
+            "now": p["p_now"].isoformat(),
+        }
+        for p in batch
+    ]
+    by_id = {row.id: row for row in connection.execute(FINISH_MANY, {"batch": json.dumps(rows)})}
+    return [by_id.get(p["p_id"]) for p in batch]
+
+
+FINISHES = BatchKind("finish", many=_finish_many, one=_finish_one, key=lambda p: str(p["p_id"]))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from .base import utcnow
@@ -253,9 +253,14 @@ def renew_leases(session: Session, task_ids: Collection[str], *, owner: str, lea
     """
     if not task_ids:
         return {}
+    owned: tuple[ColumnElement[bool], ...] = (TASKS.c.id.in_(list(task_ids)), TASKS.c.lease_owner == owner)
+    if session.get_bind().dialect.name == "postgresql":
+        # Rows locked in task-id order, as the group commit's batches lock them: the two never deadlock.
+        locked = select(TASKS.c.id).where(*owned).order_by(TASKS.c.id).with_for_update().cte("locked")
+        owned = (TASKS.c.id == locked.c.id, TASKS.c.lease_owner == owner)
     rows = session.execute(
         update(TASKS)
-        .where(TASKS.c.id.in_(list(task_ids)), TASKS.c.lease_owner == owner)
+        .where(*owned)
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
         .returning(TASKS.c.id, TASKS.c.state)
     ).all()

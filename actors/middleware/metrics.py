@@ -34,6 +34,7 @@ from actors.queues import rabbitmq_queue_depths
 from actors.runtime import Runtime
 from actors.tools.circuit_breaker import breaker_states
 from interlock.settings import Settings
+from models.group_commit import observe_batches
 
 __all__ = [
     "WorkerMetrics",
@@ -45,6 +46,7 @@ __all__ = [
     "RATE_LIMIT_WAITS",
     "LLM_TOKENS",
     "LLM_COST",
+    "WRITE_BATCH_SIZE",
     "ClusterCollector",
 ]
 
@@ -80,6 +82,17 @@ LLM_TOKENS = Counter(
     ["model", "kind"],
     registry=None,
 )
+WRITE_BATCH_SIZE = Histogram(
+    "interlock_worker_write_batch_size",
+    "Task writes made by one statement of a process's group commit, by kind (claim, progress, finish).",
+    ["kind"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    registry=None,
+)
+
+
+def _observe_write_batch(kind: str, size: int) -> None:
+    WRITE_BATCH_SIZE.labels(kind).observe(size)
 
 
 class WorkerMetrics(Middleware):
@@ -88,6 +101,7 @@ class WorkerMetrics(Middleware):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.prices = runtime.settings.llm_prices
+        observe_batches(_observe_write_batch)  # once per batch, from the writer's thread
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None

@@ -102,6 +102,10 @@ def test_worker_metrics_are_summed_over_two_processes(settings, fake_llm, tmp_pa
         assert not any(dict(labels).get("actor") == "interlock.agent" for _, labels in parsed)
         assert sample(parsed, "interlock_worker_llm_tokens_total", model="test-model", kind="total") == tokens > 0
         assert sample(parsed, "interlock_worker_tasks_total", actor="execute_agent_workflow", outcome="failure") == 0
+        # Every claim and finish went through a process's group commit (9 of each, in batches).
+        for kind in ("claim", "finish"):
+            assert sample(parsed, "interlock_worker_write_batch_size_sum", kind=kind) == 9
+            assert 1 <= sample(parsed, "interlock_worker_write_batch_size_count", kind=kind) <= 9
 
 
 @pytest.mark.filterwarnings("ignore:Unknown REQUEST_METHOD")  # wsgiref's validator, which is right
