@@ -139,7 +139,12 @@ class RabbitmqPublisher:
         self._connection = pika.BlockingConnection(parameters)
         channel = self._connection.channel()
         confirmed: list[bool] = []
-        channel._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=lambda _: confirmed.append(True))
+
+        def selected(_: Any) -> None:
+            confirmed.append(True)
+            self._wake_wait()
+
+        channel._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=selected)
         channel._impl.add_on_return_callback(self._on_return)
         self._wait(lambda: bool(confirmed), "confirm.select")
         self._channel, self._next_tag, self._unconfirmed, self._refused = channel, 1, set(), 0
@@ -152,6 +157,14 @@ class RabbitmqPublisher:
         self._unconfirmed -= done
         if isinstance(method, pika.spec.Basic.Nack):
             self._refused += len(done)
+        if not self._unconfirmed:
+            self._wake_wait()
+
+    def _wake_wait(self) -> None:
+        """End :meth:`_wait`'s current ``process_data_events`` now: it returns early only for an
+        event of the blocking connection, not for a callback of the channel underneath."""
+        if self._connection is not None:
+            self._connection.add_callback_threadsafe(_nothing)
 
     def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         self._refused += 1
@@ -202,6 +215,10 @@ class RabbitmqPublisher:
                 connection.close()
             except pika.exceptions.AMQPError:
                 logger.debug("closing the relay's RabbitMQ connection failed", exc_info=True)
+
+
+def _nothing() -> None:
+    pass
 
 
 def publisher_for(broker: dramatiq.Broker) -> Publisher:
