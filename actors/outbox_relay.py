@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import as_utc, utcnow
 from models.database import is_transient
-from models.scheduled import ScheduledMessage, delete_messages, due_messages
+from models.scheduled import take_due_messages
 
 __all__ = [
     "OutboxRelay",
@@ -233,12 +233,10 @@ def relay_of(broker: dramatiq.Broker) -> OutboxRelay | None:
     return relay if isinstance(relay, OutboxRelay) else None
 
 
-def _message_of(row: ScheduledMessage) -> Message[Any]:
-    data = dict(row.message)
+def _message_of(data: dict[str, Any]) -> Message[Any]:
     options = dict(data.get("options") or {})
     options.pop("eta", None)  # due now: straight to the queue, not to Dramatiq's delay queue
-    data["options"] = options
-    return Message(**data)
+    return Message(**{**data, "options": options})
 
 
 def publish_pending(
@@ -249,15 +247,14 @@ def publish_pending(
     older_than: float = 0.0,
     delays: Histogram | None = None,
 ) -> int:
-    """Publish one batch of due messages (due ``older_than`` seconds ago or earlier), confirmed, and
-    delete their rows in the transaction that locked them. Returns how many were published."""
-    with sessions.begin() as session:
-        rows = due_messages(session, limit=limit, older_than=older_than)
+    """Publish one batch of due messages (due ``older_than`` seconds ago or earlier), confirmed, in the
+    transaction that locked and deleted their rows. Returns how many were published."""
+    with sessions.begin() as session:  # the rows are deleted only if the publish is confirmed
+        rows = take_due_messages(session, limit=limit, older_than=older_than)
         if not rows:
             return 0
-        publisher.publish([_message_of(row) for row in rows])
-        delete_messages(session, [row.id for row in rows])
-        due = [as_utc(row.due_at) for row in rows]
+        publisher.publish([_message_of(message) for message, _ in rows])
+    due = [as_utc(at) for _, at in rows]
     if delays is not None:
         now = utcnow()
         for at in due:

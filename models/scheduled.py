@@ -12,7 +12,6 @@ redelivers it. Parking delays here and publishing them when due keeps every deli
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,8 +24,7 @@ from .task_statements import create_in_one_statement
 __all__ = [
     "ScheduledMessage",
     "schedule_message",
-    "due_messages",
-    "delete_messages",
+    "take_due_messages",
     "pending_summary",
     "create_with_message_statement",
 ]
@@ -51,23 +49,24 @@ def schedule_message(
     session.add(ScheduledMessage(queue=queue, message=message, due_at=due_at or now, task_id=task_id, created_at=now))
 
 
-def due_messages(session: Session, *, limit: int = 500, older_than: float = 0.0) -> list[ScheduledMessage]:
-    """Due messages (due ``older_than`` seconds ago or earlier), locked so that concurrent
-    publishers in other processes and on other hosts skip them."""
-    query = (
-        select(ScheduledMessage)
-        .where(ScheduledMessage.due_at <= utcnow() - timedelta(seconds=older_than))
-        .order_by(ScheduledMessage.due_at)
+def take_due_messages(session: Session, *, limit: int = 500, older_than: float = 0.0) -> list[tuple[Any, datetime]]:
+    """Delete and return (message, due time) of up to ``limit`` due messages (due ``older_than`` seconds
+    ago or earlier), in the caller's transaction: one statement.
+
+    The rows are taken ``FOR UPDATE SKIP LOCKED``, so concurrent publishers in other processes and on
+    other hosts take others. The caller publishes them before it commits; if it rolls back instead
+    (the broker refused them), they are due again.
+    """
+    table = Base.metadata.tables[ScheduledMessage.__tablename__]
+    due = (
+        select(table.c.id)
+        .where(table.c.due_at <= utcnow() - timedelta(seconds=older_than))
+        .order_by(table.c.due_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return list(session.scalars(query))
-
-
-def delete_messages(session: Session, ids: Sequence[int]) -> None:
-    """Forget published messages: one statement for the whole batch."""
-    if ids:
-        session.execute(delete(ScheduledMessage).where(ScheduledMessage.id.in_(list(ids))))
+    taken = delete(table).where(table.c.id.in_(due.scalar_subquery())).returning(table.c.message, table.c.due_at)
+    return [(row.message, row.due_at) for row in session.execute(taken)]
 
 
 def pending_summary(session: Session) -> tuple[int, datetime | None]:

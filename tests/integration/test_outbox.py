@@ -10,7 +10,7 @@ from dramatiq import Message
 from sqlalchemy import func, select
 
 from actors.middleware.maintenance import publish_due_messages
-from actors.outbox_relay import RabbitmqPublisher, publish_pending
+from actors.outbox_relay import PublishFailed, RabbitmqPublisher, publish_pending
 from models.scheduled import ScheduledMessage
 from models.tasks import TaskEvent
 from tests.stack import Stack
@@ -55,6 +55,15 @@ def test_submissions_are_accepted_while_rabbitmq_is_down_and_run_when_a_relay_re
     for task_id in ids:
         wait_for_state(online.runtime.sessions, task_id, "SUCCESS", timeout=60)
     wait_until(lambda: not _outbox(online), timeout=30, what="the outbox to drain")
+
+
+def test_a_batch_the_broker_does_not_confirm_stays_in_the_outbox(settings, make_stack) -> None:
+    offline, ids = _submit_offline(settings, make_stack, 2)
+    offline.broker.outbox.stop()
+    publisher = RabbitmqPublisher(offline.broker)
+    with pytest.raises(PublishFailed):
+        publish_pending(offline.runtime.sessions, publisher)
+    assert sorted(row.task_id for row in _outbox(offline)) == sorted(ids)
 
 
 def test_a_batch_waits_for_confirms_once(settings, make_stack) -> None:
