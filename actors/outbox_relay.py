@@ -33,6 +33,7 @@ from dramatiq.errors import BrokerConnectionError, ConnectionClosed
 from prometheus_client import Histogram
 from sqlalchemy.orm import Session, sessionmaker
 
+from actors.errors import BrokerUnavailable
 from models.base import as_utc, utcnow
 from models.database import is_transient
 from models.scheduled import take_due_messages
@@ -60,11 +61,8 @@ CONNECT_TIMEOUT_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 5.0
 
 
-class PublishFailed(BrokerConnectionError):
+class PublishFailed(BrokerUnavailable):
     """The broker did not confirm every message of a batch; the batch stays in the outbox."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)  # type: ignore[no-untyped-call]  # Dramatiq's errors are untyped
 
 
 @dataclass
@@ -336,7 +334,7 @@ class OutboxRelay:
                 while self.relay_once() >= self.batch_size:
                     pass
                 self.broker_up, backoff = True, self.poll_interval
-            except BrokerConnectionError as exc:
+            except (PublishFailed, BrokerConnectionError) as exc:
                 if self.broker_up is not False:
                     logger.warning("outbox relay: the broker is unreachable (%s); messages wait in the outbox", exc)
                 self.broker_up, backoff = False, min(MAX_BACKOFF_SECONDS, backoff * 2)
