@@ -39,6 +39,7 @@ from actors.middleware.recycling import Recycling
 from actors.middleware.start_gate import StartGating
 from actors.middleware.tracing import Tracing
 from actors.orchestration import SUSPENDED, try_suspend
+from actors.outbox_relay import OutboxRelay, publisher_for
 from actors.running import running_as
 from actors.runtime import Runtime
 from interlock.settings import Settings
@@ -58,9 +59,16 @@ TIME_LIMIT_GRACE = 1.0
 
 
 class _ParksDelays:
-    """Mixin: ``enqueue(message, delay=...)`` stores the message in the database until due."""
+    """Mixin: ``enqueue(message, delay=...)`` stores the message in the database until due; the
+    process's outbox relay publishes those rows, and is stopped when the broker is closed."""
 
     runtime: Runtime | None = None
+    outbox: OutboxRelay | None = None
+
+    def close(self) -> None:
+        if self.outbox is not None:
+            self.outbox.stop()
+        super().close()  # type: ignore[misc]
 
     def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
         if delay is None or self.runtime is None:
@@ -147,6 +155,12 @@ def build_broker(settings: Settings, runtime: Runtime, catalogue: Mapping[str, W
     else:
         broker = InterlockStubBroker(middleware=middleware)
     broker.runtime = runtime
+    broker.outbox = OutboxRelay(
+        runtime.sessions,
+        publisher_for(broker),
+        poll_interval=settings.outbox_poll_interval,
+        batch_size=settings.outbox_batch_size,
+    )
     runtime.catalogue = dict(catalogue)
     broker.subscriptions = subscriptions_in(catalogue)
     for spec in catalogue.values():

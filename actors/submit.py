@@ -1,4 +1,8 @@
-"""Submitting work: the task row is durable before its message is published."""
+"""Submitting work: the task row and its message commit together (the outbox); a relay publishes it.
+
+A submission never waits for RabbitMQ: it is accepted once committed, and runs when the broker
+is reachable (``actors.outbox_relay``).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
-from dramatiq.errors import BrokerConnectionError
-from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from actors.catalogue import WorkflowSpec
 from actors.errors import (
-    BrokerUnavailable,
     BudgetExceeded,
     IdempotencyConflict,
     NotResumable,
@@ -23,11 +24,13 @@ from actors.errors import (
     UnknownWorkflow,
 )
 from actors.messages import task_message
+from actors.outbox_relay import relay_of
 from models import task_lifecycle
 from models.checkpoints import COMPLETED, load_checkpoints
+from models.scheduled import schedule_message
 from models.security import SYSTEM_TENANT
-from models.task_transitions import finish_task, reopen_task
-from models.tasks import Task, TaskState
+from models.task_transitions import reopen_task
+from models.tasks import Task
 
 __all__ = [
     "submit",
@@ -37,6 +40,7 @@ __all__ = [
     "resolve_priority",
     "Idempotency",
     "Submission",
+    "wake_relay",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,11 +85,7 @@ def submit(
     parent_id: str | None = None,
     tenant: str = SYSTEM_TENANT,
 ) -> Task:
-    """Create the task, commit it, then publish its message with confirms.
-
-    If the publish fails the row is removed again, so a refused submission leaves nothing
-    half-written and the caller can answer 503.
-    """
+    """Create the task and commit it with its message in the outbox; this process's relay publishes it."""
     return submit_once(
         sessions,
         broker,
@@ -132,7 +132,8 @@ def submit_once(
         "parent_id": parent_id,
         "tenant": tenant,
     }
-    created = task_lifecycle.create(sessions, **fields, idempotency=idempotency)
+    message = task_message(queue=spec.queue, actor=spec.actor_name, task_id=task_id, priority=priority)
+    created = task_lifecycle.create(sessions, **fields, idempotency=idempotency, message=message.asdict())
     if created.over_budget is not None:
         raise BudgetExceeded(created.over_budget)
     if created.earlier is not None:
@@ -142,23 +143,19 @@ def submit_once(
             )
         with sessions() as session:
             earlier = session.get(Task, created.earlier.task_id)
-        if earlier is None:  # withdrawn after its publish failed
-            raise BrokerUnavailable("the earlier submission with this key was withdrawn; retry")
+        if earlier is None:  # deleted since (retention)
+            raise UnknownTask(created.earlier.task_id)
         return Submission(earlier, replayed=True)
     assert created.task is not None  # neither refused nor a replay
-    return _publish(sessions, broker, spec, created.task)
+    wake_relay(broker)
+    return Submission(created.task)
 
 
-def _publish(sessions: sessionmaker[Session], broker: dramatiq.Broker, spec: WorkflowSpec, task: Task) -> Submission:
-    """Publish the committed task's message (confirmed); withdraw the task if the broker refuses."""
-    try:
-        broker.enqueue(task_message(queue=spec.queue, actor=spec.actor_name, task_id=task.id, priority=task.priority))
-    except (BrokerConnectionError, OSError) as exc:
-        logger.error("publishing task %s failed (%s); the submission is withdrawn", task.id, exc)
-        with sessions.begin() as session:
-            session.execute(delete(Task).where(Task.id == task.id))
-        raise BrokerUnavailable("the message broker is unreachable; nothing was enqueued") from exc
-    return Submission(task)
+def wake_relay(broker: dramatiq.Broker) -> None:
+    """A message was committed to the outbox: this process's relay publishes it now."""
+    relay = relay_of(broker)
+    if relay is not None:
+        relay.wake()
 
 
 def resume(
@@ -179,12 +176,7 @@ def resume(
         resumed_from = next((stage for stage in stages if stage not in done), None)
         if reopen_task(session, task_id, reason="resumed", data={"resumed_from_stage": resumed_from}) is None:
             raise NotResumable(task_id, task.state)
-    try:
-        broker.enqueue(task_message(queue=task.queue, actor=task.actor, task_id=task_id, priority=task.priority))
-    except (BrokerConnectionError, OSError) as exc:
-        with sessions.begin() as session:
-            finish_task(
-                session, task_id, state=TaskState.FAILURE, owner=None, error="resume failed: broker unreachable"
-            )
-        raise BrokerUnavailable("the message broker is unreachable; the workflow was not resumed") from exc
+        message = task_message(queue=task.queue, actor=task.actor, task_id=task_id, priority=task.priority)
+        schedule_message(session, queue=task.queue, message=message.asdict(), task_id=task_id)
+    wake_relay(broker)
     return task, resumed_from

@@ -239,6 +239,32 @@ class Settings:
         8,
         "Threads per gunicorn worker. Each open `/agent/stream` holds one: set it above the concurrent streams.",
     )
+    api_access_log: bool = _setting(
+        "INTERLOCK_API_ACCESS_LOG",
+        "off",
+        "`on`: gunicorn's access log (one line per request on stdout) for `interlock api`. Off by default: "
+        "it costs CPU on every request, and `/metrics` counts requests by route and status.",
+        syntax=ON_OFF,
+    )
+    api_key_cache_seconds: float = _setting(
+        "INTERLOCK_API_KEY_CACHE_SECONDS",
+        5.0,
+        "Seconds an API process reuses an API key's lookup: a revoked key keeps working at most this long "
+        "(0: look every key up on every request).",
+    )
+    outbox_poll_interval: float = _setting(
+        "INTERLOCK_OUTBOX_POLL_INTERVAL",
+        0.5,
+        "Seconds between an outbox relay's looks for messages other processes left (its own are published at once).",
+    )
+    outbox_batch_size: int = _setting(
+        "INTERLOCK_OUTBOX_BATCH_SIZE", 500, "Messages an outbox relay publishes per confirmed batch."
+    )
+    outbox_fallback_seconds: float = _setting(
+        "INTERLOCK_OUTBOX_FALLBACK_SECONDS",
+        3.0,
+        "Workers' maintenance publishes outbox messages left pending this long (their process died).",
+    )
     worker_metrics_port: int = _setting(
         "INTERLOCK_WORKER_METRICS_PORT",
         9191,

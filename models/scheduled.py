@@ -1,21 +1,33 @@
-"""Messages waiting for their time in PostgreSQL, not in RabbitMQ.
+"""Messages waiting in PostgreSQL to be published: the outbox, and delayed messages until they are due.
 
-Dramatiq keeps a delayed message unacknowledged in the worker until its ETA; RabbitMQ's
-``consumer_timeout`` then closes the channel and redelivers it. Parking delays here and
-publishing them when due keeps every delivery short, whatever the backoff.
+A submission inserts its task row and its message here in one commit (one statement on
+PostgreSQL), so a task is never committed without its message nor published before it exists;
+a relay (``actors.outbox_relay``) publishes due rows in batches and deletes them.
+
+Delayed messages (retry backoff) wait here too: Dramatiq keeps a delayed message unacknowledged
+in the worker until its ETA, and RabbitMQ's ``consumer_timeout`` then closes the channel and
+redelivers it. Parking delays here and publishing them when due keeps every delivery short.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import functools
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, select
+from sqlalchemy import Insert, String, bindparam, delete, func, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, BigIntId, utcnow
+from .task_statements import create_in_one_statement
 
-__all__ = ["ScheduledMessage", "schedule_message", "due_messages"]
+__all__ = [
+    "ScheduledMessage",
+    "schedule_message",
+    "take_due_messages",
+    "pending_summary",
+    "create_with_message_statement",
+]
 
 
 class ScheduledMessage(Base):
@@ -30,18 +42,60 @@ class ScheduledMessage(Base):
 
 
 def schedule_message(
-    session: Session, *, queue: str, message: dict[str, Any], due_at: datetime, task_id: str | None
+    session: Session, *, queue: str, message: dict[str, Any], due_at: datetime | None = None, task_id: str | None
 ) -> None:
-    session.add(ScheduledMessage(queue=queue, message=message, due_at=due_at, task_id=task_id))
+    """Park ``message`` until ``due_at`` (now: the outbox, published as soon as a relay sees it)."""
+    now = utcnow()
+    session.add(ScheduledMessage(queue=queue, message=message, due_at=due_at or now, task_id=task_id, created_at=now))
 
 
-def due_messages(session: Session, *, limit: int = 500) -> list[ScheduledMessage]:
-    """Due messages, locked so that concurrent publishers on other hosts skip them."""
-    query = (
-        select(ScheduledMessage)
-        .where(ScheduledMessage.due_at <= utcnow())
-        .order_by(ScheduledMessage.due_at)
+def take_due_messages(session: Session, *, limit: int = 500, older_than: float = 0.0) -> list[tuple[Any, datetime]]:
+    """Delete and return (message, due time) of up to ``limit`` due messages (due ``older_than`` seconds
+    ago or earlier), in the caller's transaction: one statement.
+
+    The rows are taken ``FOR UPDATE SKIP LOCKED``, so concurrent publishers in other processes and on
+    other hosts take others. The caller publishes them before it commits; if it rolls back instead
+    (the broker refused them), they are due again.
+    """
+    table = Base.metadata.tables[ScheduledMessage.__tablename__]
+    due = (
+        select(table.c.id)
+        .where(table.c.due_at <= utcnow() - timedelta(seconds=older_than))
+        .order_by(table.c.due_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return list(session.scalars(query))
+    taken = delete(table).where(table.c.id.in_(due.scalar_subquery())).returning(table.c.message, table.c.due_at)
+    return [(row.message, row.due_at) for row in session.execute(taken)]
+
+
+def pending_summary(session: Session) -> tuple[int, datetime | None]:
+    """How many messages are due now, and the due time of the oldest of them."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(ScheduledMessage.due_at)).where(ScheduledMessage.due_at <= utcnow())
+    ).one()
+    return int(count), oldest
+
+
+@functools.cache
+def create_with_message_statement() -> Insert:
+    """``task_statements.create_in_one_statement`` and the task's message in the outbox, one statement.
+
+    The message row is inserted from the rows the task's INSERT returned: for a budgeted tenant
+    (no task written) no message is written either, and the statement returns no row.
+    """
+    recorded = create_in_one_statement().cte("recorded")
+    table = Base.metadata.tables[ScheduledMessage.__tablename__]
+    columns = table.c
+    parked = select(
+        recorded.c.task_id,
+        bindparam("m_queue", type_=columns.queue.type),
+        bindparam("m_message", type_=columns.message.type),
+        bindparam("m_now", type_=columns.due_at.type),
+        bindparam("m_now", type_=columns.created_at.type),
+    )
+    return (
+        insert(table)
+        .from_select(["task_id", "queue", "message", "due_at", "created_at"], parked)
+        .returning(columns.task_id)
+    )

@@ -28,6 +28,7 @@ from . import group_commit
 from .base import utcnow
 from .database import autocommit, writes_in_one_statement
 from .group_commit import BatchKind
+from .scheduled import create_with_message_statement, schedule_message
 from .security import Reservation, reserve_idempotency_key
 from .task_statements import (
     CLAIM,
@@ -101,8 +102,10 @@ def create(
     parent_id: str | None = None,
     tenant: str = "system",
     idempotency: IdempotentRequest | None = None,
+    message: dict[str, Any] | None = None,
 ) -> Creation:
-    """Create and commit a PENDING task and its first event.
+    """Create and commit a PENDING task and its first event (and ``message``, the task's message, in
+    the outbox: committed with the task, published by a relay).
 
     Refused (nothing written) when a top-level task's tenant has used its monthly token budget (a
     child is never refused: its parent's work must be able to end), and when ``idempotency``'s key
@@ -124,7 +127,7 @@ def create(
     }
     if idempotency is None and writes_in_one_statement(sessions):
         with autocommit(sessions) as connection:
-            created = _create_in_one_statement(connection, fields)
+            created = _create_in_one_statement(connection, fields, message)
         if created is not None:
             return Creation(created)
     try:
@@ -133,6 +136,8 @@ def create(
             if exhausted is not None:
                 return Creation(over_budget=exhausted)
             task = create_task(session, **fields)
+            if message is not None:
+                schedule_message(session, queue=queue, message=message, due_at=task.created_at, task_id=task_id)
             if idempotency is not None:
                 session.flush()
                 reservation = reserve_idempotency_key(
@@ -145,11 +150,18 @@ def create(
     return Creation(task)
 
 
-def _create_in_one_statement(connection: Connection, fields: dict[str, Any]) -> Task | None:
-    """PostgreSQL, autocommit: the task and its event, or ``None`` (nothing written) for a budgeted tenant."""
+def _create_in_one_statement(
+    connection: Connection, fields: dict[str, Any], message: dict[str, Any] | None
+) -> Task | None:
+    """PostgreSQL, autocommit: the task, its event and its message, or ``None`` (nothing written) for a
+    budgeted tenant."""
     values = task_values(**fields)
     params = {f"p_{name}": values[name] for name in TASK_COLUMNS}
-    created = connection.execute(create_in_one_statement(), params).first()
+    if message is None:
+        created = connection.execute(create_in_one_statement(), params).first()
+    else:
+        params.update(m_queue=fields["queue"], m_message=message, m_now=values["created_at"])
+        created = connection.execute(create_with_message_statement(), params).first()
     return None if created is None else Task(**values)
 
 

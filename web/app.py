@@ -11,6 +11,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from actors.catalogue import WorkflowSpec
 from actors.events.bus import EventBus
+from actors.outbox_relay import relay_of
 from actors.runtime import Runtime
 from interlock import __version__
 
@@ -44,11 +45,12 @@ def create_app(
 ) -> falcon.App[falcon.Request, falcon.Response]:
     settings = runtime.settings
     app = falcon.App(middleware=[BodyLimit(settings.max_body_bytes)])
-    metrics = ApiMetrics(runtime.sessions)
+    relay = relay_of(broker)
+    metrics = ApiMetrics(runtime.sessions, collectors=[relay.publish_delay] if relay is not None else [])
     app.add_middleware(metrics)
     if not settings.auth:
         logger.warning("AUTHENTICATION IS OFF (INTERLOCK_AUTH=off): anyone who can reach this API can use all of it")
-    app.add_middleware(Auth(runtime.sessions, enabled=settings.auth))
+    app.add_middleware(Auth(runtime.sessions, enabled=settings.auth, key_cache_seconds=settings.api_key_cache_seconds))
     app.add_middleware(InputGuard())
     app.req_options.strip_url_path_trailing_slash = True
     # JSON only: a form or multipart post to a JSON route is a 415, not a silently different body.
@@ -94,6 +96,8 @@ def create_app(
     app.add_route("/docs", DocsResource())
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(runtime.engine, lambda: check_broker(broker)))
+    if relay is not None:  # publishes this process's submissions; stopped by broker.close()
+        relay.start()
     return app
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Collection
+import threading
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,7 @@ __all__ = [
     "visible_tenants",
     "SESSION_COOKIE",
     "CSRF_HEADER",
+    "KeyCache",
 ]
 
 logger = logging.getLogger(__name__)
@@ -160,12 +163,51 @@ def _unauthorized(description: str) -> falcon.HTTPUnauthorized:
     return falcon.HTTPUnauthorized(title="Authentication required", description=description, challenges=["Bearer"])
 
 
+class KeyCache:
+    """API keys this process identified in the last ``seconds``: a key's lookup costs a database
+    round trip, and a client sends the same key on every request.
+
+    Only keys that were found are kept (an unknown key is looked up every time, so a flood of made-up
+    keys fills nothing), by the SHA-256 of the key, never the key itself. The price: a revoked key
+    keeps working in a process that identified it for at most ``seconds``.
+    """
+
+    #: Entries at most; the cache is emptied when full (clients hold few keys each).
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[bytes, tuple[float, KeyIdentity]] = {}
+
+    def identify(self, key: str, lookup: Callable[[str], KeyIdentity | None]) -> KeyIdentity | None:
+        if self.seconds <= 0:
+            return lookup(key)
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+        now = self.clock()
+        with self._lock:
+            entry = self._entries.get(digest)
+        if entry is not None and now < entry[0]:
+            return entry[1]
+        identity = lookup(key)
+        with self._lock:
+            if identity is None:
+                self._entries.pop(digest, None)
+            else:
+                if len(self._entries) >= self.MAX_ENTRIES:
+                    self._entries.clear()
+                self._entries[digest] = (now + self.seconds, identity)
+        return identity
+
+
 class Auth:
     """The middleware: authenticate, check the route's scope, hide other tenants' tasks."""
 
-    def __init__(self, sessions: sessionmaker[Session], *, enabled: bool) -> None:
+    def __init__(self, sessions: sessionmaker[Session], *, enabled: bool, key_cache_seconds: float = 0.0) -> None:
         self.sessions = sessions
         self.enabled = enabled
+        self.keys = KeyCache(key_cache_seconds)
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
@@ -204,8 +246,7 @@ class Auth:
             kind, _, token = header.partition(" ")
             if kind.lower() != "bearer" or not token.strip():
                 raise _unauthorized("The Authorization header must be `Bearer <key>`.")
-            with autocommit(self.sessions) as connection:  # one round trip: no BEGIN/COMMIT
-                identity = identify_key(connection, token.strip())
+            identity = self.keys.identify(token.strip(), self._lookup_key)
             if identity is None:
                 raise _unauthorized("The API key is unknown or revoked.")
             return Principal.of_key(identity)
@@ -223,6 +264,10 @@ class Auth:
                 title="CSRF token missing", description=f"Requests signed in by cookie must send {CSRF_HEADER}."
             )
         return Principal.of_key(identity)
+
+    def _lookup_key(self, key: str) -> KeyIdentity | None:
+        with autocommit(self.sessions) as connection:  # one round trip: no BEGIN/COMMIT
+            return identify_key(connection, key)
 
     def _check_tenant(self, principal: Principal, params: dict[str, Any]) -> None:
         if principal.tenants is None:

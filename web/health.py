@@ -1,4 +1,10 @@
-"""Liveness and readiness: is the process up; can it reach the database, the broker, the schema head.
+"""Liveness and readiness: is the process up; can it reach the database and the schema head; and
+how the broker and the outbox are doing.
+
+Only the database and the schema decide readiness: submissions are committed to the outbox and
+accepted while RabbitMQ is down (they run when it is back), so an API whose broker is unreachable
+still serves. ``/readyz`` reports the broker's state and the outbox's backlog (messages due and not
+yet published, and the oldest one's age) for the operator to alert on.
 
 ``/readyz`` is public and probed often, so it stays cheap and bounded: one pooled connection and
 ``SELECT 1`` per probe; the schema's revision is read at most every few seconds (the code's own
@@ -18,8 +24,11 @@ from typing import Any, Generic, TypeVar
 import falcon
 import pika
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import sessionmaker
 
+from models.base import as_utc, utcnow
 from models.migrations import SchemaHead
+from models.scheduled import pending_summary
 
 __all__ = [
     "HealthResource",
@@ -89,11 +98,13 @@ class HealthResource:
 class ReadyResource:
     def __init__(self, engine: Engine, broker_check: Callable[[], None]) -> None:
         self.engine = engine
+        self.sessions = sessionmaker(engine)
         self.schema_check = CachedCheck(SchemaHead().compare, SCHEMA_CHECK_SECONDS)
         self.broker_check = CachedCheck(broker_check, BROKER_CHECK_SECONDS)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         checks: dict[str, Any] = {}
+        outbox: dict[str, Any] = {}
         ready = True
         try:
             with self.engine.connect() as connection:
@@ -102,6 +113,11 @@ class ReadyResource:
                 current, detail = self.schema_check(connection)
             checks["schema"] = "ok" if current else f"behind: {detail}"
             ready = ready and current
+            if current:
+                with self.sessions() as session:
+                    pending, oldest = pending_summary(session)
+                age = (utcnow() - (as_utc(oldest) or utcnow())).total_seconds()
+                outbox = {"pending": pending, "oldest_pending_seconds": round(max(0.0, age), 3)}
         except Exception as exc:  # noqa: BLE001 - a probe reports failures, it does not raise them
             checks["database"] = f"unreachable: {type(exc).__name__}"
             ready = False
@@ -109,7 +125,7 @@ class ReadyResource:
             self.broker_check()
             checks["broker"] = "ok"
         except Exception as exc:  # noqa: BLE001 - same: report, do not raise
+            # Not a reason to stop serving: submissions wait in the outbox until the broker is back.
             checks["broker"] = f"unreachable: {type(exc).__name__}"
-            ready = False
         resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
-        resp.media = {"status": "ready" if ready else "not ready", "checks": checks}
+        resp.media = {"status": "ready" if ready else "not ready", "checks": checks, "outbox": outbox}

@@ -9,7 +9,7 @@ every tenant, so ``/metrics`` answers operators only (``web.auth.OPERATOR_ROUTES
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import falcon
@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import as_utc, utcnow
+from models.scheduled import pending_summary
 from models.task_queries import oldest_pending, task_counts
 
 __all__ = ["ApiMetrics", "MetricsResource", "TaskStateCollector"]
@@ -51,8 +52,14 @@ class TaskStateCollector(Collector):
             now = utcnow()
             for queue, queued in oldest_pending(session):
                 age.add_metric([queue], max(0.0, (now - (as_utc(queued) or now)).total_seconds()))
+            pending, _ = pending_summary(session)
+        outbox = GaugeMetricFamily(
+            "interlock_outbox_pending", "Messages in the outbox that are due and not yet published to the broker."
+        )
+        outbox.add_metric([], pending)
         yield family
         yield age
+        yield outbox
 
     def describe(self) -> list[GaugeMetricFamily]:
         return []  # not collected at registration (no database call then)
@@ -71,8 +78,10 @@ class ApiMetrics:
     template, the method one of :data:`KNOWN_METHODS` or ``other``.
     """
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], *, collectors: Sequence[Collector] = ()) -> None:
         self.registry = CollectorRegistry()
+        for collector in collectors:  # the process's own (the outbox relay's publish delays)
+            self.registry.register(collector)
         self.requests = Counter(
             "interlock_http_requests",
             "HTTP requests by route template, method and status.",

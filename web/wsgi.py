@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+
 import falcon
 
 from actors.broker import build_broker
@@ -23,4 +25,8 @@ def get_app() -> falcon.App[falcon.Request, falcon.Response]:
     runtime = Runtime.open(settings)
     catalogue = load_catalogue(settings)
     broker = build_broker(settings, runtime, catalogue)
-    return create_app(runtime, broker, catalogue)
+    app = create_app(runtime, broker, catalogue)
+    # The outbox relay ends with its batch in flight (if any) when gunicorn stops this worker; what
+    # it leaves is published by the other processes' relays or the workers' maintenance.
+    atexit.register(broker.close)
+    return app

@@ -1,5 +1,9 @@
-"""A background thread in every worker process: heartbeats, cancellations, due messages, lapsed leases,
-and what the dashboard shows of workers and queues (``actors.worker_reports``).
+"""A background thread in every worker process: heartbeats, cancellations, lapsed leases, outbox
+messages left behind, and what the dashboard shows of workers and queues (``actors.worker_reports``).
+
+The worker's outbox relay (``actors.outbox_relay``, started at worker boot) publishes what this
+process commits and polls for the rest; maintenance publishes, as the fallback, outbox messages
+pending longer than ``outbox_fallback_seconds`` with the relay's own ``SKIP LOCKED`` code.
 
 Each pass is a few short transactions. Rows are taken with ``FOR UPDATE SKIP LOCKED``, so any
 number of worker processes on any number of hosts share the work without doing it twice.
@@ -18,14 +22,14 @@ from collections.abc import Callable
 from typing import Any
 
 import dramatiq
-from dramatiq import Message
 from dramatiq.middleware import Middleware
 
 from actors.messages import task_message
+from actors.outbox_relay import Publisher, publish_pending, publisher_for, relay_of
 from actors.runtime import Runtime
 from actors.worker_reports import WorkerIdentity, report_stopped, report_worker, sample_queue_depths
 from models.database import is_transient, one_statement_session
-from models.scheduled import due_messages
+from models.scheduled import schedule_message
 from models.task_queries import cancelled_among
 from models.task_transitions import reclaim_lapsed, renew_leases
 from models.tasks import TaskState
@@ -38,30 +42,43 @@ logger = logging.getLogger(__name__)
 CANCEL_CHECK_INTERVAL = 0.5
 
 
-def publish_due_messages(runtime: Runtime, broker: dramatiq.Broker, *, limit: int = 500) -> int:
-    """Publish parked messages whose time has come; delete them in the same transaction."""
-    with runtime.sessions.begin() as session:
-        rows = due_messages(session, limit=limit)
-        for row in rows:
-            data = dict(row.message)
-            options = dict(data.get("options") or {})
-            options.pop("eta", None)
-            data["options"] = options
-            broker.enqueue(Message(**data))
-            session.delete(row)
-    return len(rows)
+def publish_due_messages(
+    runtime: Runtime, broker: dramatiq.Broker, *, publisher: Publisher | None = None, limit: int = 500
+) -> int:
+    """The fallback: publish outbox messages left pending ``outbox_fallback_seconds`` (their process
+    died, or its relay is stuck), in confirmed batches; their rows are deleted in the same transaction.
+
+    ``publisher`` is the maintenance thread's own (a relay's connection belongs to the relay's thread).
+    """
+    if publisher is None:
+        publisher = publisher_for(broker)
+        try:
+            return publish_due_messages(runtime, broker, publisher=publisher, limit=limit)
+        finally:
+            publisher.close()
+    older_than = runtime.settings.outbox_fallback_seconds
+    published = total = publish_pending(runtime.sessions, publisher, limit=limit, older_than=older_than)
+    while published >= limit:
+        published = publish_pending(runtime.sessions, publisher, limit=limit, older_than=older_than)
+        total += published
+    if total:
+        logger.info("maintenance published %d outbox messages left pending over %s s", total, older_than)
+    return total
 
 
 def reclaim_lapsed_tasks(runtime: Runtime, broker: dramatiq.Broker, *, limit: int = 100) -> int:
     """Re-publish tasks whose worker stopped renewing its lease (crashed, killed, partitioned)."""
-    with runtime.sessions.begin() as session:  # published in the transaction that takes them back
+    with runtime.sessions.begin() as session:  # queued in the outbox in the transaction that takes them back
         reclaimed = reclaim_lapsed(session, limit=limit)
         for lapsed in reclaimed:
             task = lapsed.task
             logger.warning("task %s lost its worker %s; re-publishing it", task.id, lapsed.lost_owner)
             message = task_message(queue=task.queue, actor=task.actor, task_id=task.id, priority=task.priority)
             message.options["retries"] = lapsed.retries
-            broker.enqueue(message)
+            schedule_message(session, queue=task.queue, message=message.asdict(), task_id=task.id)
+    relay = relay_of(broker)
+    if reclaimed and relay is not None:
+        relay.wake()
     return len(reclaimed)
 
 
@@ -91,9 +108,14 @@ class Maintenance(Middleware):
         self.runtime = runtime
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._publisher: Publisher | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         identity = WorkerIdentity.of(broker, worker)
+        relay = relay_of(broker)
+        if relay is not None:
+            relay.start()
+        self._publisher = publisher_for(broker)
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._loop, args=(broker, identity), name="interlock-maintenance", daemon=True
@@ -105,6 +127,8 @@ class Maintenance(Middleware):
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._guarded(report_stopped, self.runtime)
+        if self._publisher is not None:
+            self._publisher.close()
 
     def _loop(self, broker: dramatiq.Broker, identity: WorkerIdentity) -> None:
         settings = self.runtime.settings
@@ -123,7 +147,7 @@ class Maintenance(Middleware):
                 self._guarded(sample_queue_depths, self.runtime, broker, interval=settings.queue_sample_interval)
             if now >= next_pass:
                 next_pass = now + settings.maintenance_interval
-                self._guarded(publish_due_messages, self.runtime, broker)
+                self._guarded(publish_due_messages, self.runtime, broker, publisher=self._publisher)
                 self._guarded(reclaim_lapsed_tasks, self.runtime, broker)
 
     def _guarded(self, work: Callable[..., object], *args: Any, **kwargs: Any) -> None:

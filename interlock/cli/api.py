@@ -25,9 +25,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         "gthread",
         "--threads",
         str(settings.api_threads),
-        "--access-logfile",
-        "-",
-        "web.wsgi:get_app()",
     ]
+    if settings.api_access_log:  # an operator's choice: a line per request costs CPU on every request
+        command += ["--access-logfile", "-"]
+    command.append("web.wsgi:get_app()")
     os.execvp(command[0], command)  # noqa: S606 - replace this process with gunicorn
     return 0  # pragma: no cover

@@ -19,7 +19,7 @@ from models.security import ApiKey
 from models.tasks import Task, TaskEvent
 from tests.processes import ROOT, Proc, base_env, wait_http
 from tests.stack import MakeStack, Stack
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow]
 
@@ -41,7 +41,7 @@ def live(
     settings: Settings, tmp_path: Path, make_stack: MakeStack
 ) -> Iterator[tuple[str, dict[str, str], Proc, Stack]]:
     """`interlock api` (auth on, DEBUG logs) and an in-process worker, so that ?wait= returns."""
-    settings = settings.replace(auth="on", log_level="DEBUG", **WEBHOOK_SECRETS)
+    settings = settings.replace(auth="on", log_level="DEBUG", api_access_log=True, **WEBHOOK_SECRETS)
     stack = make_stack(settings)
     env = base_env(settings.to_env())
     port = free_port()
@@ -91,7 +91,12 @@ def test_keys_from_the_cli_work_and_never_appear_in_logs(live) -> None:
 
     revoked = cli(env, "keys", "revoke", created["id"])
     assert revoked.returncode == 0, revoked.stderr
-    assert requests.get(f"{url}/dashboard/api/tasks", headers=headers, timeout=10).status_code == 401
+    # The API process reuses a key's lookup for INTERLOCK_API_KEY_CACHE_SECONDS: the revocation bites then.
+    wait_until(
+        lambda: requests.get(f"{url}/dashboard/api/tasks", headers=headers, timeout=10).status_code == 401,
+        timeout=60,
+        what="the revoked key to be refused",
+    )
     api.stop()  # flush everything it logged
     log = api.output()
     assert "GET /dashboard/api/tasks" in log  # the access log is there, and DEBUG is on

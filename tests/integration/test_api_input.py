@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.pool import NullPool
 
+from models.scheduled import ScheduledMessage
 from models.tasks import Task
 from tests.stack import Stack
 
@@ -81,15 +82,15 @@ def test_location_header_points_at_status(settings, make_stack) -> None:
     assert response.json["status"] == "queued"
 
 
-def test_unreachable_broker_is_503_and_keeps_nothing(settings, make_stack) -> None:
+def test_unreachable_broker_still_accepts_into_the_outbox(settings, make_stack) -> None:
+    """RabbitMQ down refuses no work: the task and its message are committed and wait (``test_outbox``)."""
     stack = make_stack(settings.replace(broker_url="amqp://guest:guest@127.0.0.1:1/"), worker=False)
+    response = stack.client.simulate_post("/agent/execute", json={"query": "nobody listens yet"})
+    assert response.status_code == 202, response.text
     with stack.runtime.sessions() as session:
-        before = session.scalar(select(func.count()).select_from(Task))
-    response = stack.client.simulate_post("/agent/execute", json={"query": "nobody listens"})
-    assert response.status_code == 503
-    assert "broker" in response.json["description"]
-    with stack.runtime.sessions() as session:
-        assert session.scalar(select(func.count()).select_from(Task)) == before
+        assert session.get(Task, response.json["task_id"]) is not None
+        parked = session.scalars(select(ScheduledMessage.task_id)).all()
+    assert parked == [response.json["task_id"]]
 
 
 def test_dropped_database_connections_cost_one_503_then_recover(settings, make_stack) -> None:

@@ -17,6 +17,7 @@ from models.security import ApiKey, IdempotencyKey, create_key
 from models.task_transitions import create_task
 from models.tasks import Task, TaskEvent
 from tests.stack import MakeStack, Stack
+from tests.support import wait_until
 from web.auth import ROUTE_SCOPES
 from web.openapi import REQUEST_BODIES, routes
 
@@ -136,7 +137,12 @@ def test_revoked_keys_are_refused_and_keys_are_stored_as_hashes(secure: Stack) -
         stored = json.dumps([[k.id, k.hash, k.scopes] for k in session.scalars(select(ApiKey))])
     assert key not in stored
     assert secure.client.simulate_delete(f"/keys/{key_id}", headers=bearer(admin)).status_code == 200
-    assert secure.client.simulate_get("/dashboard/api/tasks", headers=bearer(key)).status_code == 401
+    # Refused once the process's cached lookup expires (INTERLOCK_API_KEY_CACHE_SECONDS).
+    wait_until(
+        lambda: secure.client.simulate_get("/dashboard/api/tasks", headers=bearer(key)).status_code == 401,
+        timeout=60,
+        what="the revoked key to be refused",
+    )
     other_admin = new_key(secure, "other", "admin")
     assert (
         secure.client.simulate_post(
@@ -217,7 +223,10 @@ def test_twenty_concurrent_identical_submissions_with_one_key_make_one_task(secu
     assert len({r.json["task_id"] for r in responses}) == 1
     with secure.runtime.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Task)) == 1
-    assert secure.broker.get_queue_message_counts("default")[0] == queued_before + 1  # one message enqueued
+    # One message, published by the API's outbox relay after the commit (and never a second one).
+    wait_until(lambda: secure.broker.get_queue_message_counts("default")[0] >= queued_before + 1, timeout=30)
+    assert wait_until(lambda: secure.broker.outbox.counters.messages >= 1, timeout=30)
+    assert secure.broker.get_queue_message_counts("default")[0] == queued_before + 1
 
     again = secure.client.simulate_post("/agent/execute", json=body, headers=headers)
     assert again.status_code == 200
