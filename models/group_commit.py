@@ -33,6 +33,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from interlock.errors import InterlockError
+
 __all__ = [
     "BatchKind",
     "GroupCommit",
@@ -51,7 +53,7 @@ MAX_BATCH = 256
 IDLE_SECONDS = 1.0
 
 
-class WriterClosed(RuntimeError):
+class WriterClosed(InterlockError, RuntimeError):
     """The process's writer was closed (the process is shutting down)."""
 
 

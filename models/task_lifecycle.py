@@ -14,8 +14,7 @@ live in :mod:`models.task_transitions`.
 from __future__ import annotations
 
 import enum
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -24,24 +23,17 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import group_commit
 from .base import utcnow
 from .database import autocommit, writes_in_one_statement
-from .group_commit import BatchKind
 from .scheduled import create_with_message_statement, schedule_message
 from .security import Reservation, reserve_idempotency_key
+from .task_batches import CLAIMS, FINISHES, PROGRESS_REPORTS, write
 from .task_statements import (
     CLAIM,
-    CLAIM_MANY,
-    FINISH_MANY,
     PROGRESS,
-    PROGRESS_MANY,
     STATE,
     TASK_COLUMNS,
-    claim_in_one_statement,
     create_in_one_statement,
-    finish_in_one_statement,
-    progress_in_one_statement,
 )
 from .task_transitions import Transition, create_task, finish_task, insert_event, task_values
 from .tasks import TERMINAL_STATES, Task, TaskState
@@ -270,7 +262,7 @@ def _claim_in_one_statement(
         "p_max": max_deliveries,
         "p_admitted": admitted_at,
     }
-    row = _write(sessions, CLAIMS, params)
+    row = write(sessions, CLAIMS, params)
     if row is None:
         return None
     if row.attempts > max_deliveries:
@@ -282,38 +274,6 @@ def _claim_in_one_statement(
         input=row.input,
         parent_id=row.parent_id,
     )
-
-
-def _claim_one(connection: Connection, params: dict[str, Any]) -> Any:
-    return connection.execute(claim_in_one_statement(), params).first()
-
-
-def _claim_many(connection: Connection, batch: Sequence[dict[str, Any]]) -> list[Any]:
-    rows = [
-        {
-            "id": p["p_id"],
-            "owner": p["p_owner"],
-            "now": p["p_now"].isoformat(),
-            "expires": p["p_expires"].isoformat(),
-            "max_deliveries": p["p_max"],
-            "admitted": p["p_admitted"],
-        }
-        for p in batch
-    ]
-    by_id = {row.id: row for row in connection.execute(CLAIM_MANY, {"batch": json.dumps(rows)})}
-    return [by_id.get(p["p_id"]) for p in batch]
-
-
-CLAIMS = BatchKind("claim", many=_claim_many, one=_claim_one, key=lambda p: str(p["p_id"]))
-
-
-def _write(sessions: sessionmaker[Session], kind: BatchKind, params: dict[str, Any]) -> Any:
-    """One hot-path statement: through the engine's writer if it has one, else on its own."""
-    writer = group_commit.writer_for(sessions.kw["bind"])
-    if writer is not None:
-        return writer.run(kind, params)
-    with autocommit(sessions) as connection:
-        return kind.one(connection, params)
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -331,7 +291,7 @@ def report_progress(
     now = utcnow()
     params: dict[str, Any] = {"p_id": task_id, "p_progress": progress, "p_step": step, "p_now": now}
     if writes_in_one_statement(sessions):
-        reported: str | None = _write(sessions, PROGRESS_REPORTS, params | {"p_data": data})
+        reported: str | None = write(sessions, PROGRESS_REPORTS, params | {"p_data": data})
         return reported
     with sessions.begin() as session:
         state: str | None = session.execute(PROGRESS, params).scalar_one_or_none()
@@ -340,35 +300,6 @@ def report_progress(
             return current
         insert_event(session, task_id, kind="progress", state=state, progress=progress, step=step, data=data, at=now)
         return state
-
-
-def _progress_one(connection: Connection, params: dict[str, Any]) -> Any:
-    return connection.execute(progress_in_one_statement(), params).scalar_one_or_none()
-
-
-def _progress_many(connection: Connection, batch: Sequence[dict[str, Any]]) -> list[Any]:
-    rows = [
-        {
-            "id": p["p_id"],
-            "progress": p["p_progress"],
-            "step": p["p_step"],
-            "data": p["p_data"],
-            "now": p["p_now"].isoformat(),
-        }
-        for p in batch
-    ]
-    states = {row.id: row.state for row in connection.execute(PROGRESS_MANY, {"batch": json.dumps(rows)})}
-    return [states.get(p["p_id"]) for p in batch]
-
-
-def _furthest(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Of one task's reports in a batch, the one written: the highest, the latest of equals."""
-    return max(reversed(reports), key=lambda p: int(p["p_progress"]))
-
-
-PROGRESS_REPORTS = BatchKind(
-    "progress", many=_progress_many, one=_progress_one, key=lambda p: str(p["p_id"]), merge=_furthest
-)
 
 
 # -- finish -----------------------------------------------------------------------------------
@@ -409,34 +340,9 @@ def finish(
         }
         if success:
             params["p_result"] = result
-        row = _write(sessions, FINISHES, params)
+        row = write(sessions, FINISHES, params)
         if row is not None:
             return Transition(row.progress, row.current_step, row.parent_id), None
     with sessions.begin() as session:
         ended = finish_task(session, task_id, state=state, owner=owner, result=result, error=error)
         return ended, then(session, ended)
-
-
-def _finish_one(connection: Connection, params: dict[str, Any]) -> Any:
-    success = params["p_state"] == TaskState.SUCCESS
-    return connection.execute(finish_in_one_statement(success=success), params).first()
-
-
-def _finish_many(connection: Connection, batch: Sequence[dict[str, Any]]) -> list[Any]:
-    rows = [
-        {
-            "id": p["p_id"],
-            "owner": p["p_owner"],
-            "state": str(p["p_state"]),
-            "error": p["p_error"],
-            "result": p.get("p_result"),
-            "data": p["p_data"],
-            "now": p["p_now"].isoformat(),
-        }
-        for p in batch
-    ]
-    by_id = {row.id: row for row in connection.execute(FINISH_MANY, {"batch": json.dumps(rows)})}
-    return [by_id.get(p["p_id"]) for p in batch]
-
-
-FINISHES = BatchKind("finish", many=_finish_many, one=_finish_one, key=lambda p: str(p["p_id"]))

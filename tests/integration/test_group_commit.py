@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import group_commit, task_lifecycle
+from models import group_commit, task_batches, task_lifecycle
 from models.database import make_engine, make_sessionmaker
 from models.group_commit import GroupCommit
 from models.task_lifecycle import ClaimOutcome
@@ -279,7 +279,7 @@ def test_a_closed_writer_refuses_work_and_the_next_use_gets_a_new_one(sessions: 
     group_commit.close_writer(engine)
     assert not [thread for thread in threading.enumerate() if thread.name == "interlock-group-commit"]
     with pytest.raises(group_commit.WriterClosed):
-        writer.run(task_lifecycle.FINISHES, {"p_id": first})
+        writer.run(task_batches.FINISHES, {"p_id": first})
     ended, _ = _finish(sessions, second)  # a later use (a new runtime on this engine) gets a new writer
     assert ended is not None
     assert _writer(sessions) is not writer
