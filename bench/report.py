@@ -174,6 +174,11 @@ def table(results: dict[str, Any]) -> str:
                         f", CPU per task: workers {r['worker_cpu_ms_per_task']['median']:.2f} ms,"
                         f" submitter {r['submitter_cpu_ms_per_task']['median']:.2f} ms"
                     )
+                if "postgres_cpu_ms_per_task" in r:
+                    detail += (
+                        f", PostgreSQL {r['postgres_cpu_ms_per_task']['median']:.2f} ms,"
+                        f" RabbitMQ {r['rabbitmq_cpu_ms_per_task']['median']:.2f} ms"
+                    )
             elif workload == "W2":
                 detail = (
                     f"N={r['tasks']}, concurrency {r['concurrency']}, wall {fmt(r['wall_s']['median'])} s "

@@ -108,6 +108,19 @@ def _cpu_seconds(procs: list[psutil.Process]) -> float:
     return total
 
 
+def _service_processes() -> dict[str, list[psutil.Process]]:
+    """PostgreSQL's and RabbitMQ's processes (shared by every system: their CPU per task is approximate,
+    backends that start or end during a run are missed)."""
+    found: dict[str, list[psutil.Process]] = {"postgres": [], "rabbitmq": []}
+    for proc in psutil.process_iter(["name"]):
+        name = proc.info["name"] or ""
+        if name == "postgres":
+            found["postgres"].append(proc)
+        elif name.startswith("beam"):
+            found["rabbitmq"].append(proc)
+    return found
+
+
 def drain_rate(
     submit: Any, done: Any, n: int, *, threads: int, timeout: float, worker: Proc | None = None
 ) -> dict[str, float]:
@@ -118,7 +131,9 @@ def drain_rate(
     base = done()
     workers = worker.tree() if worker is not None else []
     me = psutil.Process()
+    services = _service_processes()
     cpu_before = _cpu_seconds(workers), _cpu_seconds([me])
+    service_before = {name: _cpu_seconds(procs) for name, procs in services.items()}
     psutil.cpu_percent(None)
     started = time.monotonic()
     submit_many(submit, n, threads=threads)
@@ -128,7 +143,11 @@ def drain_rate(
     cpu = psutil.cpu_percent(None)
     worker_ms = 1000 * (_cpu_seconds(workers) - cpu_before[0]) / n
     submitter_ms = 1000 * (_cpu_seconds([me]) - cpu_before[1]) / n
+    service_ms = {
+        f"{name}_cpu_ms": 1000 * (_cpu_seconds(procs) - service_before[name]) / n for name, procs in services.items()
+    }
     return {
+        **service_ms,
         "rate": n / (finished - started),
         "wall": finished - started,
         "submit_s": submitted - started,
@@ -164,6 +183,8 @@ def _measure(
     result["machine_cpu_pct"] = summary([r["cpu"] for r in runs])
     result["worker_cpu_ms_per_task"] = summary([r["worker_cpu_ms"] for r in runs])
     result["submitter_cpu_ms_per_task"] = summary([r["submitter_cpu_ms"] for r in runs])
+    result["postgres_cpu_ms_per_task"] = summary([r["postgres_cpu_ms"] for r in runs])
+    result["rabbitmq_cpu_ms_per_task"] = summary([r["rabbitmq_cpu_ms"] for r in runs])
     result["tasks"] = n
     print(f"  {name:<22} {result['median']:>9.1f} tasks/s  (range {result['min']:.1f}-{result['max']:.1f})")
     return result
