@@ -136,6 +136,18 @@ def _in_threads(n: int, work: Callable[[int], Any]) -> list[Any]:
     return results
 
 
+def _in_one_batch(sessions: sessionmaker[Session], n: int, work: Callable[[int], Any], *, what: str) -> list[Any]:
+    """``work(i)`` for i < n from n threads, all handed to the writer while it is held: one batch."""
+    writer = _writer(sessions)
+    results: list[Any] = []
+    with _writer_held(sessions, sessions.kw["bind"]):
+        worker = threading.Thread(target=lambda: results.extend(_in_threads(n, work)))
+        worker.start()
+        _wait(lambda: writer.pending() == n, what)
+    worker.join()
+    return results
+
+
 def test_a_lone_write_is_made_at_once_in_a_batch_of_one(sessions: sessionmaker[Session]) -> None:
     (task_id,) = _tasks(sessions, 1, claimed=True)
     writer = _writer(sessions)
@@ -159,12 +171,7 @@ def test_finishes_of_many_threads_share_commits_and_are_visible_when_they_return
         ended, _ = _finish(sessions, ids[i])
         return ended is not None, _state_elsewhere(engine, ids[i])
 
-    results: list[Any] = []
-    with _writer_held(sessions, engine):
-        worker = threading.Thread(target=lambda: results.extend(_in_threads(n, finish_and_look)))
-        worker.start()
-        _wait(lambda: writer.pending() == n, "the finishes never all waited for the writer")
-    worker.join()
+    results = _in_one_batch(sessions, n, finish_and_look, what="the finishes never all waited for the writer")
     assert results == [(True, TaskState.SUCCESS)] * n
     assert writer.commits("finish") - commits < n + 1  # the held one, then fewer commits than calls
     assert writer.batch_sizes["finish"][n] >= 1
@@ -180,12 +187,9 @@ def test_claims_of_many_threads_share_commits(sessions: sessionmaker[Session]) -
     n = 12
     ids = _tasks(sessions, n, claimed=False)
     writer = _writer(sessions)
-    results: list[Any] = []
-    with _writer_held(sessions, engine):
-        worker = threading.Thread(target=lambda: results.extend(_in_threads(n, lambda i: _claim(sessions, ids[i]))))
-        worker.start()
-        _wait(lambda: writer.pending() == n, "the claims never all waited for the writer")
-    worker.join()
+    results = _in_one_batch(
+        sessions, n, lambda i: _claim(sessions, ids[i]), what="the claims never all waited for the writer"
+    )
     assert [claim.outcome for claim in results] == [ClaimOutcome.CLAIMED] * n
     assert all(claim.attempts == 1 and claim.input == {"q": 1} for claim in results)
     assert writer.batch_sizes["claim"][n] == 1
@@ -199,18 +203,12 @@ def test_claims_of_many_threads_share_commits(sessions: sessionmaker[Session]) -
 def test_one_bad_write_does_not_fail_its_batch(sessions: sessionmaker[Session]) -> None:
     engine = sessions.kw["bind"]
     ids = _tasks(sessions, 6, claimed=True)
-    writer = _writer(sessions)
     unwritable = {"when": object()}  # not JSON
 
     def finish(i: int) -> Any:
         return _finish(sessions, ids[i], result=unwritable if i == 2 else None)
 
-    results: list[Any] = []
-    with _writer_held(sessions, engine):
-        worker = threading.Thread(target=lambda: results.extend(_in_threads(len(ids), finish)))
-        worker.start()
-        _wait(lambda: writer.pending() == len(ids), "the finishes never all waited for the writer")
-    worker.join()
+    results = _in_one_batch(sessions, len(ids), finish, what="the finishes never all waited for the writer")
     assert isinstance(results[2], Exception)
     assert all(results[i][0] is not None for i in range(len(ids)) if i != 2)
     states = [_state_elsewhere(engine, task_id) for task_id in ids]
@@ -218,19 +216,13 @@ def test_one_bad_write_does_not_fail_its_batch(sessions: sessionmaker[Session]) 
 
 
 def test_a_fenced_finish_in_a_batch_changes_nothing(sessions: sessionmaker[Session]) -> None:
-    engine = sessions.kw["bind"]
     ids = _tasks(sessions, 4, claimed=True)
     writer = _writer(sessions)
 
     def finish(i: int) -> Any:
         return _finish(sessions, ids[i], owner="worker-b" if i == 1 else OWNER)
 
-    results: list[Any] = []
-    with _writer_held(sessions, engine):
-        worker = threading.Thread(target=lambda: results.extend(_in_threads(len(ids), finish)))
-        worker.start()
-        _wait(lambda: writer.pending() == len(ids), "the finishes never all waited for the writer")
-    worker.join()
+    results = _in_one_batch(sessions, len(ids), finish, what="the finishes never all waited for the writer")
     assert writer.batch_sizes["finish"][len(ids)] == 1
     assert results[1] == (None, "settled")  # the caller learns it, and settles in a transaction
     assert all(results[i][0] is not None for i in (0, 2, 3))
@@ -245,7 +237,6 @@ def test_a_fenced_finish_in_a_batch_changes_nothing(sessions: sessionmaker[Sessi
 
 
 def test_progress_reports_of_one_task_in_a_batch_write_the_furthest(sessions: sessionmaker[Session]) -> None:
-    engine = sessions.kw["bind"]
     (task_id, other) = _tasks(sessions, 2, claimed=True)
     writer = _writer(sessions)
     reports = [(task_id, 30, "b"), (task_id, 60, "c"), (task_id, 10, "a"), (other, 5, "x")]
@@ -254,12 +245,7 @@ def test_progress_reports_of_one_task_in_a_batch_write_the_furthest(sessions: se
         target, percent, step = reports[i]
         return task_lifecycle.report_progress(sessions, target, progress=percent, step=step)
 
-    results: list[Any] = []
-    with _writer_held(sessions, engine):
-        worker = threading.Thread(target=lambda: results.extend(_in_threads(len(reports), report)))
-        worker.start()
-        _wait(lambda: writer.pending() == len(reports), "the reports never all waited for the writer")
-    worker.join()
+    results = _in_one_batch(sessions, len(reports), report, what="the reports never all waited for the writer")
     assert results == [TaskState.PROCESSING] * len(reports)
     assert writer.batch_sizes["progress"][2] == 1  # two tasks, one row each
     with sessions() as session:
