@@ -29,8 +29,16 @@ from interlock import tracing
 
 __all__ = ["Tracing", "QUEUED_AT"]
 
-#: The message option that says when it joined its queue (milliseconds since the epoch).
-QUEUED_AT = "queued_at"
+#: The message option that says when it joined its queue (microseconds since the epoch: the
+#: message's own timestamp is in milliseconds, which would start the queue span before its parent).
+QUEUED_AT = "queued_at_us"
+
+
+def _queued_at_ns(message: Any) -> int:
+    queued_at_us = message.options.get(QUEUED_AT)
+    if queued_at_us is not None:
+        return int(queued_at_us) * 1_000
+    return int(message.message_timestamp) * 1_000_000
 
 
 class Tracing(Middleware):
@@ -42,7 +50,7 @@ class Tracing(Middleware):
         """Note when the message joins its queue: now, or when its delay ends (a retry's backoff);
         a parked message is noted again when it is published."""
         if tracing.enabled():
-            message.options[QUEUED_AT] = time.time_ns() // 1_000_000 + (delay or 0)
+            message.options[QUEUED_AT] = time.time_ns() // 1_000 + (delay or 0) * 1_000
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         if not tracing.enabled():
@@ -65,7 +73,7 @@ class Tracing(Middleware):
             f"queue {message.queue_name}",
             attributes,
             parent=parent,
-            start_ns=int(message.options.get(QUEUED_AT) or message.message_timestamp) * 1_000_000,
+            start_ns=_queued_at_ns(message),
         )
         queued.end()
         # Without a submission's context (a replay, a reclaimed lease) the queue span starts the trace.
