@@ -11,22 +11,19 @@ redelivers it. Parking delays here and publishing them when due keeps every deli
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, String, bindparam, delete, func, insert, select
+from sqlalchemy import String, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, BigIntId, utcnow
-from .task_statements import create_in_one_statement
 
 __all__ = [
     "ScheduledMessage",
     "schedule_message",
     "take_due_messages",
     "pending_summary",
-    "create_with_message_statement",
 ]
 
 
@@ -75,27 +72,3 @@ def pending_summary(session: Session) -> tuple[int, datetime | None]:
         select(func.count(), func.min(ScheduledMessage.due_at)).where(ScheduledMessage.due_at <= utcnow())
     ).one()
     return int(count), oldest
-
-
-@functools.cache
-def create_with_message_statement() -> Insert:
-    """``task_statements.create_in_one_statement`` and the task's message in the outbox, one statement.
-
-    The message row is inserted from the rows the task's INSERT returned: for a budgeted tenant
-    (no task written) no message is written either, and the statement returns no row.
-    """
-    recorded = create_in_one_statement().cte("recorded")
-    table = Base.metadata.tables[ScheduledMessage.__tablename__]
-    columns = table.c
-    parked = select(
-        recorded.c.task_id,
-        bindparam("m_queue", type_=columns.queue.type),
-        bindparam("m_message", type_=columns.message.type),
-        bindparam("m_now", type_=columns.due_at.type),
-        bindparam("m_now", type_=columns.created_at.type),
-    )
-    return (
-        insert(table)
-        .from_select(["task_id", "queue", "message", "due_at", "created_at"], parked)
-        .returning(columns.task_id)
-    )

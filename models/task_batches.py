@@ -19,10 +19,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import group_commit
 from .database import autocommit
 from .group_commit import BatchKind
+from .security import IDEMPOTENCY_WINDOW
 from .task_statements import claim_in_one_statement, finish_in_one_statement, progress_in_one_statement
 from .tasks import RUNNABLE_STATES, TERMINAL_STATES, TaskState
 
-__all__ = ["CLAIMS", "PROGRESS_REPORTS", "FINISHES", "write"]
+__all__ = ["CREATES", "CLAIMS", "PROGRESS_REPORTS", "FINISHES", "write"]
 
 
 # -- PostgreSQL: many tasks' changes in one statement each (``models.group_commit``) --------------
@@ -36,7 +37,49 @@ __all__ = ["CLAIMS", "PROGRESS_REPORTS", "FINISHES", "write"]
 
 _RUNNABLE = ", ".join(f"'{state}'" for state in RUNNABLE_STATES)
 _TERMINAL = ", ".join(f"'{state}'" for state in sorted(TERMINAL_STATES))
+#: An idempotency key reserved longer ago than the window is replaced (as ``security.reserve_idempotency_key`` does).
+_EXPIRED = f"k.created_at < excluded.created_at - interval '{int(IDEMPOTENCY_WINDOW.total_seconds())} seconds'"
 _EVENT_INSERT = "INSERT INTO task_events (task_id, kind, state, progress, step, data, created_at)"
+
+CREATE_MANY = text(
+    f"""
+WITH input AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:batch AS jsonb)) AS i(
+        id text, workflow text, actor text, queue text, priority int, input jsonb, parent_id text,
+        tenant text, now timestamptz, message jsonb, key text, body_hash text)
+), allowed AS (
+    SELECT i.* FROM input i
+    WHERE i.parent_id IS NOT NULL
+       OR NOT EXISTS (SELECT 1 FROM tenants c WHERE c.name = i.tenant AND c.monthly_tokens IS NOT NULL)
+), reserved AS (
+    INSERT INTO idempotency_keys AS k (tenant, key, body_hash, task_id, created_at)
+    SELECT tenant, key, body_hash, id, now FROM allowed WHERE key IS NOT NULL
+    ON CONFLICT (tenant, key) DO UPDATE SET
+        body_hash = CASE WHEN {_EXPIRED} THEN excluded.body_hash ELSE k.body_hash END,
+        task_id = CASE WHEN {_EXPIRED} THEN excluded.task_id ELSE k.task_id END,
+        created_at = CASE WHEN {_EXPIRED} THEN excluded.created_at ELSE k.created_at END
+    RETURNING k.tenant, k.key, k.task_id, k.body_hash
+), accepted AS (
+    SELECT a.* FROM allowed a
+    WHERE a.key IS NULL OR EXISTS (SELECT 1 FROM reserved r WHERE r.task_id = a.id)
+), created AS (
+    INSERT INTO tasks (id, workflow, actor, queue, priority, state, progress, input, attempts, parent_id, tenant,
+        wake_pending, created_at, updated_at)
+    SELECT id, workflow, actor, queue, priority, '{TaskState.PENDING}', 0, input, 0, parent_id, tenant,
+        false, now, now
+    FROM accepted
+    RETURNING id, created_at
+), event AS (
+    {_EVENT_INSERT}
+    SELECT id, 'state', '{TaskState.PENDING}', 0, NULL, NULL, created_at FROM created
+), parked AS (
+    INSERT INTO scheduled_messages (task_id, queue, message, due_at, created_at)
+    SELECT id, queue, message, now, now FROM accepted WHERE message IS NOT NULL
+)
+SELECT a.id, r.task_id AS holder, r.body_hash
+FROM allowed a LEFT JOIN reserved r ON r.tenant = a.tenant AND r.key = a.key
+"""  # noqa: S608 - only this module's constants are formatted in
+)
 
 CLAIM_MANY = text(
     f"""
@@ -132,6 +175,28 @@ def write(sessions: sessionmaker[Session], kind: BatchKind, params: dict[str, An
         return writer.run(kind, params)
     with autocommit(sessions) as connection:
         return kind.one(connection, params)
+
+
+def _create_many(connection: Connection, batch: Sequence[dict[str, Any]]) -> list[Any]:
+    rows = [{**p, "now": p["now"].isoformat()} for p in batch]
+    by_id = {row.id: row for row in connection.execute(CREATE_MANY, {"batch": json.dumps(rows)})}
+    return [by_id.get(p["id"]) for p in batch]
+
+
+def _create_one(connection: Connection, params: dict[str, Any]) -> Any:
+    return _create_many(connection, [params])[0]
+
+
+def _submission(params: dict[str, Any]) -> str:
+    """Submissions with one idempotency key are one write: the first's, whose outcome all of them get."""
+    if params["key"] is None:
+        return f"task:{params['id']}"
+    return f"key:{params['tenant']}:{params['key']}"
+
+
+#: New tasks, each with its first event, its message in the outbox and its idempotency key; a row per
+#: task whose tenant has no token budget (``id``; ``holder`` and ``body_hash``: the key's holder).
+CREATES = BatchKind("create", many=_create_many, one=_create_one, key=_submission, merge=lambda ps: ps[0])
 
 
 def _claim_one(connection: Connection, params: dict[str, Any]) -> Any:

@@ -4,8 +4,8 @@ Each operation is one function that takes the ``sessionmaker`` and commits what 
 runs as one statement on an autocommit connection (PostgreSQL: one round trip, see
 :mod:`models.task_statements`) or in a transaction is decided here, never by the caller: the
 one-statement path is taken when the database can make the change and its event in one statement
-and the change needs nothing else; otherwise (SQLite, a tenant with limits, an idempotency key, a
-parent to wake) the same change is made in a transaction.
+and the change needs nothing else (a submission's idempotency key included); otherwise (SQLite, a
+tenant with limits, a parent to wake) the same change is made in a transaction.
 
 Changes that must commit together with the caller's other work take a ``Session`` instead and
 live in :mod:`models.task_transitions`.
@@ -20,20 +20,17 @@ from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from .base import utcnow
-from .database import autocommit, writes_in_one_statement
-from .scheduled import create_with_message_statement, schedule_message
+from .database import writes_in_one_statement
+from .scheduled import schedule_message
 from .security import Reservation, reserve_idempotency_key
-from .task_batches import CLAIMS, FINISHES, PROGRESS_REPORTS, write
+from .task_batches import CLAIMS, CREATES, FINISHES, PROGRESS_REPORTS, write
 from .task_statements import (
     CLAIM,
     PROGRESS,
     STATE,
-    TASK_COLUMNS,
-    create_in_one_statement,
 )
 from .task_transitions import Transition, create_task, finish_task, insert_event, task_values
 from .tasks import TERMINAL_STATES, Task, TaskState
@@ -104,8 +101,10 @@ def create(
     is held by an earlier request: of concurrent requests with one key exactly one creates a task,
     the others wait for its commit and get its reservation.
 
-    PostgreSQL without an idempotency key: one INSERT statement, which writes nothing for a
-    tenant with a token budget; that case, the key and SQLite take a transaction.
+    PostgreSQL: written with the key and the message by the process's writer, in one statement with
+    other threads' submissions (:data:`models.task_batches.CREATES`; submissions with one key are one
+    write, whose outcome all get). A top-level task of a tenant with a token budget (its check
+    needs a transaction) and SQLite take a transaction.
     """
     fields: dict[str, Any] = {
         "task_id": task_id,
@@ -117,11 +116,10 @@ def create(
         "parent_id": parent_id,
         "tenant": tenant,
     }
-    if idempotency is None and writes_in_one_statement(sessions):
-        with autocommit(sessions) as connection:
-            created = _create_in_one_statement(connection, fields, message)
-        if created is not None:
-            return Creation(created)
+    if writes_in_one_statement(sessions):
+        batched = _create_in_a_batch(sessions, fields, idempotency, message)
+        if batched is not None:
+            return batched
     try:
         with sessions.begin() as session:
             exhausted = budget_exhausted(session, tenant) if parent_id is None else None
@@ -142,19 +140,32 @@ def create(
     return Creation(task)
 
 
-def _create_in_one_statement(
-    connection: Connection, fields: dict[str, Any], message: dict[str, Any] | None
-) -> Task | None:
-    """PostgreSQL, autocommit: the task, its event and its message, or ``None`` (nothing written) for a
-    budgeted tenant."""
+def _create_in_a_batch(
+    sessions: sessionmaker[Session],
+    fields: dict[str, Any],
+    idempotency: IdempotentRequest | None,
+    message: dict[str, Any] | None,
+) -> Creation | None:
+    """PostgreSQL: the task, its event, its message and its key in the process's next batch of
+    submissions; ``None`` (nothing written) for a budgeted tenant, which takes a transaction."""
     values = task_values(**fields)
-    params = {f"p_{name}": values[name] for name in TASK_COLUMNS}
-    if message is None:
-        created = connection.execute(create_in_one_statement(), params).first()
-    else:
-        params.update(m_queue=fields["queue"], m_message=message, m_now=values["created_at"])
-        created = connection.execute(create_with_message_statement(), params).first()
-    return None if created is None else Task(**values)
+    params = {name: fields[name] for name in ("workflow", "actor", "queue", "priority", "input", "parent_id", "tenant")}
+    params.update(
+        id=values["id"],
+        now=values["created_at"],
+        message=message,
+        key=None if idempotency is None else idempotency.key,
+        body_hash=None if idempotency is None else idempotency.body_hash,
+    )
+    row = write(sessions, CREATES, params)
+    if row is None:
+        return None
+    holder = row.holder or row.id  # an idempotency key's holder, or (no key) the task written
+    if holder == values["id"]:
+        return Creation(Task(**values))
+    if idempotency is None:
+        return None  # a task id submitted twice at once: the transaction below reports it
+    return Creation(earlier=Reservation(False, holder, row.body_hash))
 
 
 # -- claim ------------------------------------------------------------------------------------

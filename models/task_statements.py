@@ -27,7 +27,6 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
-    null,
     or_,
     select,
     update,
@@ -36,7 +35,7 @@ from sqlalchemy import (
     cast as cast_,
 )
 from sqlalchemy.sql import Select
-from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.sql.dml import Update
 
 from .base import Base, JSONType
 from .tasks import RUNNABLE_STATES, TERMINAL_STATES, Task, TaskEvent, TaskState
@@ -53,7 +52,6 @@ __all__ = [
     "STATE",
     "finish_update",
     "claim_in_one_statement",
-    "create_in_one_statement",
     "progress_in_one_statement",
     "finish_in_one_statement",
 ]
@@ -213,34 +211,6 @@ def finish_in_one_statement(*, success: bool) -> Select[Any]:
         .cte("event")
     )
     return select(finished.c.progress, finished.c.current_step, finished.c.parent_id).add_cte(event)
-
-
-@functools.cache
-def create_in_one_statement() -> Insert:
-    """A new task and its first event, unless its tenant has a token budget (nothing written then)."""
-    limits = Base.metadata.tables["tenants"]
-    budgeted = (
-        select(limits.c.name)
-        .where(limits.c.name == bindparam("p_tenant"), limits.c.monthly_tokens.is_not(None))
-        .exists()
-    )
-    row = {name: bindparam(f"p_{name}", type_=_tasks.c[name].type) for name in TASK_COLUMNS}
-    created = (
-        insert(_tasks)
-        .from_select(TASK_COLUMNS, select(*row.values()).where(~budgeted))
-        .returning(_tasks.c.id, _tasks.c.state, _tasks.c.created_at)
-        .cte("created")
-    )
-    event = select(
-        created.c.id,
-        literal_column("'state'"),
-        created.c.state,
-        literal_column("0"),
-        null(),
-        null(),
-        created.c.created_at,
-    )
-    return insert(_events).from_select(EVENT_COLUMNS, event).add_cte(created).returning(_events.c.task_id)
 
 
 @functools.cache

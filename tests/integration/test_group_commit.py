@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -19,6 +20,8 @@ from models.database import make_engine, make_sessionmaker
 from models.group_commit import GroupCommit
 from models.task_lifecycle import ClaimOutcome
 from models.task_transitions import Transition
+from models.scheduled import ScheduledMessage
+from models.security import IdempotencyKey
 from models.tasks import Task, TaskEvent, TaskState
 
 pytestmark = pytest.mark.postgres
@@ -269,3 +272,75 @@ def test_a_closed_writer_refuses_work_and_the_next_use_gets_a_new_one(sessions: 
     ended, _ = _finish(sessions, second)  # a later use (a new runtime on this engine) gets a new writer
     assert ended is not None
     assert _writer(sessions) is not writer
+
+
+@dataclass(frozen=True)
+class _Key:
+    key: str
+    body_hash: str
+
+
+def _submit(sessions: sessionmaker[Session], idempotency: _Key | None = None) -> task_lifecycle.Creation:
+    task_id = str(uuid.uuid4())
+    message = {"queue_name": "default", "message_id": task_id, "args": [task_id]}
+    return task_lifecycle.create(
+        sessions,
+        task_id=task_id,
+        workflow="agent",
+        actor="agent",
+        queue="default",
+        input={"q": 1},
+        idempotency=idempotency,
+        message=message,
+    )
+
+
+def test_submissions_of_many_threads_share_a_commit_with_their_events_and_messages(
+    sessions: sessionmaker[Session],
+) -> None:
+    n = 12
+    writer = _writer(sessions)
+    key = _Key(f"key-{uuid.uuid4()}", "hash-a")
+    # Threads 0-9 without a key; 10 and 11 with one key (one write, both get its outcome).
+    results = _in_one_batch(
+        sessions,
+        n,
+        lambda i: _submit(sessions, key if i >= n - 2 else None),
+        what="the submissions never all waited for the writer",
+    )
+    assert writer.batch_sizes["create"][n - 1] == 1  # one statement, one commit for all of them
+    created = [result.task.id for result in results[: n - 2]]
+    first, second = results[n - 2 :]
+    winner = first if first.task is not None else second
+    loser = second if winner is first else first
+    assert winner.task is not None
+    assert loser.task is None
+    assert loser.earlier is not None
+    assert (loser.earlier.won, loser.earlier.task_id, loser.earlier.body_hash) == (False, winner.task.id, "hash-a")
+    ids = [*created, winner.task.id]
+    with sessions() as session:
+        assert sorted(session.scalars(select(Task.id).where(Task.id.in_(ids))).all()) == sorted(ids)
+        events = session.execute(select(TaskEvent.task_id, TaskEvent.state).where(TaskEvent.task_id.in_(ids))).all()
+        assert sorted(events) == sorted((task_id, TaskState.PENDING) for task_id in ids)
+        parked = session.scalars(select(ScheduledMessage.task_id).where(ScheduledMessage.task_id.in_(ids))).all()
+        assert sorted(parked) == sorted(ids)
+        holder = session.get(IdempotencyKey, ("system", key.key))
+        assert holder is not None
+        assert holder.task_id == winner.task.id
+    again = _submit(sessions, _Key(key.key, "hash-b"))  # later, in a batch of its own
+    assert again.task is None
+    assert again.earlier is not None
+    assert (again.earlier.task_id, again.earlier.body_hash) == (winner.task.id, "hash-a")
+
+
+def test_a_submission_of_a_budgeted_tenant_is_decided_in_a_transaction(sessions: sessionmaker[Session]) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    with sessions.begin() as session:
+        session.execute(
+            text("INSERT INTO tenants (name, monthly_tokens, updated_at) VALUES (:name, 0, now())"), {"name": tenant}
+        )
+    created = task_lifecycle.create(
+        sessions, task_id=str(uuid.uuid4()), workflow="agent", actor="agent", queue="default", input={}, tenant=tenant
+    )
+    assert created.task is None
+    assert created.over_budget is not None
