@@ -4,6 +4,9 @@ A call's row is written when it begins, so the task's page shows it in flight, a
 it ends: answered (with the tokens the provider counted), failed or abandoned (a time limit, a
 cancellation), with its duration. The dashboard draws them in the task's waterfall and adds up
 their tokens and cost; ``TaskContext.complete`` and ``TaskContext.tool_call`` write them.
+
+Both writes go through the process's group commit (:data:`models.task_batches.CALL_STARTS` and
+``CALL_ENDS``): the calls of all worker threads that begin or end together are one statement.
 """
 
 from __future__ import annotations
@@ -14,14 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from actors.errors import describe_error
 from actors.runtime import Runtime
 from interlock import tracing
 from models.base import utcnow
-from models.database import one_statement_session
-from models.task_calls import LLM, finish_call, start_call
+from models.task_batches import CALL_ENDS, CALL_STARTS, write
+from models.task_calls import LLM
 
 __all__ = ["CallLog", "OpenCall", "CALL_ERROR_CHARS"]
 
@@ -43,15 +45,9 @@ class OpenCall:
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
 
-    def ended(self, session: Session, *, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
-        """It answered: its duration and tokens, in the caller's session."""
-        finish_call(
-            session,
-            self.call_id,
-            duration_ms=self.elapsed_ms(),
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-        )
+    def ended(self, *, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        """It answered: its duration and tokens."""
+        self._record(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         self.span.set({"gen_ai.usage.input_tokens": prompt_tokens, "gen_ai.usage.output_tokens": completion_tokens})
         self.span.end()
 
@@ -61,15 +57,19 @@ class OpenCall:
         self.span.fail(exc)
         self.span.end()
         try:
-            with one_statement_session(self.runtime.sessions) as session:
-                finish_call(
-                    session,
-                    self.call_id,
-                    duration_ms=self.elapsed_ms(),
-                    error=describe_error(exc, limit=CALL_ERROR_CHARS),
-                )
+            self._record(error=describe_error(exc, limit=CALL_ERROR_CHARS))
         except SQLAlchemyError as record_error:
             logger.warning("the end of call %d was not recorded: %s", self.call_id, record_error)
+
+    def _record(self, *, prompt_tokens: int = 0, completion_tokens: int = 0, error: str | None = None) -> None:
+        ending = {
+            "id": self.call_id,
+            "duration_ms": max(0, self.elapsed_ms()),
+            "prompt_tokens": max(0, prompt_tokens),
+            "completion_tokens": max(0, completion_tokens),
+            "error": error,
+        }
+        write(self.runtime.sessions, CALL_ENDS, ending)
 
 
 @dataclass(frozen=True)
@@ -82,25 +82,19 @@ class CallLog:
     #: The durable step running now (``None`` outside steps).
     step: Callable[[], str | None]
 
-    def begin(self, kind: str, name: str, session: Session | None = None) -> OpenCall:
-        """A call of ``kind`` (``llm``, ``tool``) to ``name`` (the model, the tool) starts now.
-
-        In ``session`` when the caller has one open (one connection for its checks and this row).
-        """
-        if session is None:
-            with one_statement_session(self.runtime.sessions) as own:
-                return self.begin(kind, name, own)
+    def begin(self, kind: str, name: str) -> OpenCall:
+        """A call of ``kind`` (``llm``, ``tool``) to ``name`` (the model, the tool) starts now."""
         started_at, started, started_ns = utcnow(), time.monotonic(), time.time_ns()
         step = self.step()
-        call_id = start_call(
-            session,
-            task_id=self.task_id,
-            attempt=self.attempt,
-            step=step,
-            kind=kind,
-            name=name,
-            started_at=started_at,
-        )
+        beginning = {
+            "task_id": self.task_id,
+            "attempt": self.attempt,
+            "step": step,
+            "kind": kind,
+            "name": name[:128],
+            "started_at": started_at,
+        }
+        call_id = write(self.runtime.sessions, CALL_STARTS, beginning)
         return OpenCall(self.runtime, call_id, started, _call_span(kind, name, step, started_ns))
 
 

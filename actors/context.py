@@ -218,9 +218,9 @@ class TaskContext:
             deadline = min(self._steps.stage_deadline or self.soft_deadline, running.deadline)
             limits.before_call(self.runtime.llm.model, deadline=deadline)
         timeout = running.timeout(self.runtime.settings.llm_timeout)
-        with one_statement_session(self.runtime.sessions) as session:  # one connection, single statements
+        with one_statement_session(self.runtime.sessions) as session:  # reads only
             tenant = self._check_budget(session)
-            record = self._calls.begin(LLM, self.runtime.llm.model, session)  # its page shows it in flight
+        record = self._calls.begin(LLM, self.runtime.llm.model)  # its page shows it in flight
         call = self.runtime.llm.start(messages, timeout=timeout)
         try:
             completion = running.wait(call, what="LLM call", stage_deadline=self._steps.stage_deadline)
@@ -231,13 +231,12 @@ class TaskContext:
             limits.after_call(completion.model, completion.usage.get("total_tokens", 0))
         for key, value in completion.usage.items():
             self.usage[key] = self.usage.get(key, 0) + value
-        with one_statement_session(self.runtime.sessions) as session:  # two single statements
+        with one_statement_session(self.runtime.sessions) as session:
             add_usage(session, tenant, int(completion.usage.get("total_tokens", 0)))
-            record.ended(
-                session,
-                prompt_tokens=int(completion.usage.get("prompt_tokens", 0)),
-                completion_tokens=int(completion.usage.get("completion_tokens", 0)),
-            )
+        record.ended(
+            prompt_tokens=int(completion.usage.get("prompt_tokens", 0)),
+            completion_tokens=int(completion.usage.get("completion_tokens", 0)),
+        )
         return completion
 
     @contextmanager
@@ -249,8 +248,7 @@ class TaskContext:
         except BaseException as exc:
             record.failed(exc)
             raise
-        with one_statement_session(self.runtime.sessions) as session:
-            record.ended(session)
+        record.ended()
 
     def _check_budget(self, session: Session) -> str:
         """The task's tenant; stops the workflow with a clear error once the tenant's budget is used."""

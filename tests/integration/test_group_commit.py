@@ -16,12 +16,14 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import group_commit, task_batches, task_lifecycle
+from models.base import utcnow
 from models.database import make_engine, make_sessionmaker
 from models.group_commit import GroupCommit
-from models.task_lifecycle import ClaimOutcome
-from models.task_transitions import Transition
 from models.scheduled import ScheduledMessage
 from models.security import IdempotencyKey
+from models.task_calls import TaskCall
+from models.task_lifecycle import ClaimOutcome
+from models.task_transitions import Transition
 from models.tasks import Task, TaskEvent, TaskState
 
 pytestmark = pytest.mark.postgres
@@ -344,3 +346,32 @@ def test_a_submission_of_a_budgeted_tenant_is_decided_in_a_transaction(sessions:
     )
     assert created.task is None
     assert created.over_budget is not None
+
+
+def test_calls_of_many_threads_begin_and_end_in_shared_commits(sessions: sessionmaker[Session]) -> None:
+    n = 8
+    ids = _tasks(sessions, n, claimed=True)
+    writer = _writer(sessions)
+    now = utcnow()
+
+    def begin(i: int) -> int:
+        call = {"task_id": ids[i], "attempt": 1, "step": "s", "kind": "llm", "name": f"m{i}", "started_at": now}
+        return int(task_batches.write(sessions, task_batches.CALL_STARTS, call))
+
+    call_ids = _in_one_batch(sessions, n, begin, what="the call starts never all waited for the writer")
+    assert writer.batch_sizes["call_start"][n] == 1
+    with sessions() as session:
+        in_flight = session.execute(select(TaskCall.id, TaskCall.task_id, TaskCall.name, TaskCall.duration_ms)).all()
+    assert {(call_ids[i], ids[i], f"m{i}", None) for i in range(n)} <= {tuple(row) for row in in_flight}
+
+    def end(i: int) -> None:
+        ending = {"id": call_ids[i], "duration_ms": 10 + i, "prompt_tokens": i, "completion_tokens": 1, "error": None}
+        task_batches.write(sessions, task_batches.CALL_ENDS, ending)
+
+    _in_one_batch(sessions, n, end, what="the call ends never all waited for the writer")
+    assert writer.batch_sizes["call_end"][n] == 1
+    with sessions() as session:
+        ended = session.execute(
+            select(TaskCall.id, TaskCall.duration_ms, TaskCall.prompt_tokens).where(TaskCall.id.in_(call_ids))
+        ).all()
+    assert sorted(tuple(row) for row in ended) == sorted((call_ids[i], 10 + i, i) for i in range(n))
