@@ -23,24 +23,20 @@ import time
 import uuid
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
 
-import dramatiq
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
-
-from actors.broker import build_broker
-from actors.catalogue import load_catalogue
-from actors.middleware.metrics import start_metrics_server
-from actors.middleware.recycling import Recycling
-from actors.running import StartGate
-from actors.runtime import Runtime
-from interlock import tracing
 from interlock.logs import configure_logging
 from interlock.settings import Settings
-from models.database import make_engine
-from models.leases import expire_leases
+
+if TYPE_CHECKING:
+    import dramatiq
+    from sqlalchemy import Engine
+
+    from actors.runtime import Runtime
+
+# The supervisor imports only what it needs to start processes: the worker's stack (Dramatiq, the
+# OpenAI client, SQLAlchemy, about 80 MB of RSS) is imported inside the functions a worker process
+# runs, and SQLAlchemy by the supervisor only when a child died and its leases are released.
 
 __all__ = ["run", "run_worker_process", "Supervisor", "start_worker", "worker_owner"]
 
@@ -72,6 +68,13 @@ def start_worker(
     ``worker_owner(pid, owner_token)``, a name the supervisor knows. With ``slots`` above
     ``threads`` it holds ``slots`` tasks at once, ``threads`` of them running (``StartGate``).
     """
+    import dramatiq
+
+    from actors.broker import build_broker
+    from actors.catalogue import load_catalogue
+    from actors.running import StartGate
+    from actors.runtime import Runtime
+
     runtime = Runtime.open(settings)
     if slots is not None and slots > threads:
         runtime.start_gate = StartGate(threads)
@@ -102,6 +105,9 @@ def run_worker_process(
     slots: int | None = None,
 ) -> None:
     """Body of one worker process: serve until SIGTERM, or until it has done ``max_tasks_per_child``."""
+    from actors.middleware.recycling import Recycling
+    from interlock import tracing
+
     configure_logging(settings.log_level, settings.log_format)
     tracing.configure(settings, service="interlock-worker")
     stop = threading.Event()
@@ -169,6 +175,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
         metrics = None
         if self.settings.worker_metrics_port:
+            from actors.middleware.metrics import start_metrics_server
+
             # Before the children start: they inherit its directory.
             metrics = start_metrics_server(
                 host=self.settings.worker_metrics_host,
@@ -220,6 +228,11 @@ class Supervisor:
         owners = {child.pid: self.owners.pop(child.pid) for child in dead if child.pid in self.owners}
         if not owners:
             return 0
+        from sqlalchemy.exc import SQLAlchemyError
+        from sqlalchemy.orm import Session
+
+        from models.leases import expire_leases
+
         try:
             if self._engine is None:  # built on first use: the supervisor otherwise needs no database
                 self._engine = _release_engine(self.settings.effective_database_url)
@@ -244,6 +257,11 @@ class Supervisor:
 
 def _release_engine(url: str) -> Engine:
     """An engine without a pool (deaths are rare) whose connect and statements give up quickly."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    from models.database import make_engine
+
     if url.startswith("sqlite"):
         return make_engine(url)
     timeout = RELEASE_STATEMENT_TIMEOUT_MS
