@@ -7,7 +7,6 @@ is reachable (``actors.outbox_relay``).
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from models import task_lifecycle
 from models.checkpoints import COMPLETED, load_checkpoints
 from models.scheduled import schedule_message
 from models.security import SYSTEM_TENANT
+from models.task_ids import new_task_id
 from models.task_transitions import reopen_task
 from models.tasks import Task
 
@@ -121,7 +121,7 @@ def submit_once(
     spec = catalogue.get(workflow)
     if spec is None:
         raise UnknownWorkflow(workflow)
-    task_id = task_id or str(uuid.uuid4())
+    task_id = task_id or new_task_id()
     fields: dict[str, Any] = {
         "task_id": task_id,
         "workflow": spec.name,
