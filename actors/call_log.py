@@ -24,6 +24,7 @@ from interlock import tracing
 from models.base import utcnow
 from models.task_batches import CALL_ENDS, CALL_STARTS, write
 from models.task_calls import LLM
+from models.tenants import month_of
 
 __all__ = ["CallLog", "OpenCall", "CALL_ERROR_CHARS"]
 
@@ -45,9 +46,9 @@ class OpenCall:
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
 
-    def ended(self, *, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
-        """It answered: its duration and tokens."""
-        self._record(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    def ended(self, *, prompt_tokens: int = 0, completion_tokens: int = 0, tenant: str = "", tokens: int = 0) -> None:
+        """It answered: its duration and tokens; ``tokens`` are counted against ``tenant``'s budget with it."""
+        self._record(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, tenant=tenant, tokens=tokens)
         self.span.set({"gen_ai.usage.input_tokens": prompt_tokens, "gen_ai.usage.output_tokens": completion_tokens})
         self.span.end()
 
@@ -61,13 +62,24 @@ class OpenCall:
         except SQLAlchemyError as record_error:
             logger.warning("the end of call %d was not recorded: %s", self.call_id, record_error)
 
-    def _record(self, *, prompt_tokens: int = 0, completion_tokens: int = 0, error: str | None = None) -> None:
+    def _record(
+        self,
+        *,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        error: str | None = None,
+        tenant: str = "",
+        tokens: int = 0,
+    ) -> None:
         ending = {
             "id": self.call_id,
             "duration_ms": max(0, self.elapsed_ms()),
             "prompt_tokens": max(0, prompt_tokens),
             "completion_tokens": max(0, completion_tokens),
             "error": error,
+            "tenant": tenant,
+            "month": month_of(),
+            "tokens": max(0, tokens) if tenant else 0,
         }
         write(self.runtime.sessions, CALL_ENDS, ending)
 

@@ -26,7 +26,7 @@ from models.security import SYSTEM_TENANT
 from models.task_calls import LLM, TOOL
 from models.task_transitions import record_event
 from models.tasks import TERMINAL_STATES, Task, TaskState
-from models.tenants import add_usage, budget_exhausted
+from models.tenants import budget_exhausted
 
 __all__ = ["TaskContext"]
 
@@ -231,11 +231,11 @@ class TaskContext:
             limits.after_call(completion.model, completion.usage.get("total_tokens", 0))
         for key, value in completion.usage.items():
             self.usage[key] = self.usage.get(key, 0) + value
-        with one_statement_session(self.runtime.sessions) as session:
-            add_usage(session, tenant, int(completion.usage.get("total_tokens", 0)))
-        record.ended(
+        record.ended(  # and the tokens counted against the tenant's budget, in the same write
             prompt_tokens=int(completion.usage.get("prompt_tokens", 0)),
             completion_tokens=int(completion.usage.get("completion_tokens", 0)),
+            tenant=tenant,
+            tokens=int(completion.usage.get("total_tokens", 0)),
         )
         return completion
 

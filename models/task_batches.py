@@ -23,6 +23,7 @@ from .security import IDEMPOTENCY_WINDOW
 from .task_calls import TaskCall
 from .task_statements import claim_in_one_statement, finish_in_one_statement, progress_in_one_statement
 from .tasks import RUNNABLE_STATES, TERMINAL_STATES, TaskState
+from .tenants import add_usage
 
 __all__ = ["CREATES", "CLAIMS", "PROGRESS_REPORTS", "FINISHES", "CALL_STARTS", "CALL_ENDS", "write"]
 
@@ -297,12 +298,21 @@ SELECT id FROM input ORDER BY n
 
 CALL_END_MANY = text(
     """
-UPDATE task_calls c SET
-    duration_ms = i.duration_ms, prompt_tokens = i.prompt_tokens, completion_tokens = i.completion_tokens,
-    error = i.error
-FROM jsonb_to_recordset(CAST(:batch AS jsonb))
-    AS i(id bigint, duration_ms int, prompt_tokens int, completion_tokens int, error text)
-WHERE c.id = i.id
+WITH input AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:batch AS jsonb)) AS i(
+        id bigint, duration_ms int, prompt_tokens int, completion_tokens int, error text,
+        tenant text, month text, tokens bigint)
+), ended AS (
+    UPDATE task_calls c SET
+        duration_ms = i.duration_ms, prompt_tokens = i.prompt_tokens, completion_tokens = i.completion_tokens,
+        error = i.error
+    FROM input i WHERE c.id = i.id
+), counted AS (
+    INSERT INTO tenant_usage AS u (tenant, month, tokens)
+    SELECT tenant, month, sum(tokens) FROM input WHERE tokens > 0 GROUP BY tenant, month ORDER BY tenant, month
+    ON CONFLICT (tenant, month) DO UPDATE SET tokens = u.tokens + excluded.tokens
+)
+SELECT count(*) FROM input
 """
 )
 
@@ -326,8 +336,10 @@ def _call_end_many(connection: Connection, batch: Sequence[dict[str, Any]]) -> l
 
 
 def _call_end_one(connection: Connection, params: dict[str, Any]) -> Any:
-    values = {name: value for name, value in params.items() if name != "id"}
+    values = {name: params[name] for name in ("duration_ms", "prompt_tokens", "completion_tokens", "error")}
     connection.execute(update(_CALLS).where(_CALLS.c.id == params["id"]).values(values))
+    with Session(bind=connection) as session:
+        add_usage(session, params["tenant"], params["tokens"], month=params["month"])
 
 
 #: Calls that begin (rows shown in flight): ``{task_id, attempt, step, kind, name, started_at}`` each,
@@ -335,5 +347,7 @@ def _call_end_one(connection: Connection, params: dict[str, Any]) -> Any:
 #: two calls of one task that begin at once are two batches.
 CALL_STARTS = BatchKind("call_start", many=_call_start_many, one=_call_start_one, key=lambda p: str(p["task_id"]))
 
-#: How calls ended: ``{id, duration_ms, prompt_tokens, completion_tokens, error}`` each.
+#: How calls ended: ``{id, duration_ms, prompt_tokens, completion_tokens, error, tenant, month, tokens}``
+#: each; ``tokens`` are counted against the tenant's budget of ``month``, once per batch and tenant
+#: (the usage row every call of a tenant updates).
 CALL_ENDS = BatchKind("call_end", many=_call_end_many, one=_call_end_one, key=lambda p: str(p["id"]))

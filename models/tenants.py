@@ -85,12 +85,12 @@ def list_limits(session: Session) -> list[dict[str, Any]]:
     return rows
 
 
-def add_usage(session: Session, tenant: str, tokens: int) -> None:
-    """Count ``tokens`` against this month's budget (one atomic upsert)."""
+def add_usage(session: Session, tenant: str, tokens: int, *, month: str | None = None) -> None:
+    """Count ``tokens`` against this month's (or ``month``'s) budget (one atomic upsert)."""
     if tokens <= 0:
         return
     statement = _usage_upsert(session.get_bind().dialect.name)
-    session.execute(statement, {"p_tenant": tenant, "p_month": month_of(), "p_tokens": tokens})
+    session.execute(statement, {"p_tenant": tenant, "p_month": month or month_of(), "p_tokens": tokens})
 
 
 @functools.cache

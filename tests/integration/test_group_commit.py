@@ -25,6 +25,7 @@ from models.task_calls import TaskCall
 from models.task_lifecycle import ClaimOutcome
 from models.task_transitions import Transition
 from models.tasks import Task, TaskEvent, TaskState
+from models.tenants import tokens_used
 
 pytestmark = pytest.mark.postgres
 
@@ -364,12 +365,17 @@ def test_calls_of_many_threads_begin_and_end_in_shared_commits(sessions: session
         in_flight = session.execute(select(TaskCall.id, TaskCall.task_id, TaskCall.name, TaskCall.duration_ms)).all()
     assert {(call_ids[i], ids[i], f"m{i}", None) for i in range(n)} <= {tuple(row) for row in in_flight}
 
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+
     def end(i: int) -> None:
         ending = {"id": call_ids[i], "duration_ms": 10 + i, "prompt_tokens": i, "completion_tokens": 1, "error": None}
+        ending.update(tenant=tenant, month="2026-12", tokens=i + 1)
         task_batches.write(sessions, task_batches.CALL_ENDS, ending)
 
     _in_one_batch(sessions, n, end, what="the call ends never all waited for the writer")
     assert writer.batch_sizes["call_end"][n] == 1
+    with sessions() as session:
+        assert tokens_used(session, tenant, "2026-12") == sum(i + 1 for i in range(n))  # their tokens, counted
     with sessions() as session:
         ended = session.execute(
             select(TaskCall.id, TaskCall.duration_ms, TaskCall.prompt_tokens).where(TaskCall.id.in_(call_ids))
