@@ -5,7 +5,7 @@ it ends: answered (with the tokens the provider counted), failed or abandoned (a
 cancellation), with its duration. The dashboard draws them in the task's waterfall and adds up
 their tokens and cost; ``TaskContext.complete`` and ``TaskContext.tool_call`` write them.
 
-Both writes go through the process's group commit (:data:`models.task_batches.CALL_STARTS` and
+Both writes go through the process's group commit (:data:`models.call_batches.CALL_STARTS` and
 ``CALL_ENDS``): the calls of all worker threads that begin or end together are one statement.
 """
 
@@ -22,7 +22,8 @@ from actors.errors import describe_error
 from actors.runtime import Runtime
 from interlock import tracing
 from models.base import utcnow
-from models.task_batches import CALL_ENDS, CALL_STARTS, write
+from models.call_batches import CALL_ENDS, CALL_STARTS
+from models.task_batches import write
 from models.task_calls import LLM
 from models.tenants import month_of
 

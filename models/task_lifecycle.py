@@ -106,16 +106,8 @@ def create(
     write, whose outcome all get). A top-level task of a tenant with a token budget (its check
     needs a transaction) and SQLite take a transaction.
     """
-    fields: dict[str, Any] = {
-        "task_id": task_id,
-        "workflow": workflow,
-        "actor": actor,
-        "queue": queue,
-        "input": input,
-        "priority": priority,
-        "parent_id": parent_id,
-        "tenant": tenant,
-    }
+    fields: dict[str, Any] = dict(task_id=task_id, workflow=workflow, actor=actor, queue=queue, input=input)
+    fields.update(priority=priority, parent_id=parent_id, tenant=tenant)
     if writes_in_one_statement(sessions):
         batched = _create_in_a_batch(sessions, fields, idempotency, message)
         if batched is not None:
@@ -150,13 +142,8 @@ def _create_in_a_batch(
     submissions; ``None`` (nothing written) for a budgeted tenant, which takes a transaction."""
     values = task_values(**fields)
     params = {name: fields[name] for name in ("workflow", "actor", "queue", "priority", "input", "parent_id", "tenant")}
-    params.update(
-        id=values["id"],
-        now=values["created_at"],
-        message=message,
-        key=None if idempotency is None else idempotency.key,
-        body_hash=None if idempotency is None else idempotency.body_hash,
-    )
+    key, body_hash = (None, None) if idempotency is None else (idempotency.key, idempotency.body_hash)
+    params.update(id=values["id"], now=values["created_at"], message=message, key=key, body_hash=body_hash)
     row = write(sessions, CREATES, params)
     if row is None:
         return None

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import group_commit, task_batches, task_lifecycle
+from models import call_batches, group_commit, task_batches, task_lifecycle
 from models.base import utcnow
 from models.database import make_engine, make_sessionmaker
 from models.group_commit import GroupCommit
@@ -357,7 +357,7 @@ def test_calls_of_many_threads_begin_and_end_in_shared_commits(sessions: session
 
     def begin(i: int) -> int:
         call = {"task_id": ids[i], "attempt": 1, "step": "s", "kind": "llm", "name": f"m{i}", "started_at": now}
-        return int(task_batches.write(sessions, task_batches.CALL_STARTS, call))
+        return int(task_batches.write(sessions, call_batches.CALL_STARTS, call))
 
     call_ids = _in_one_batch(sessions, n, begin, what="the call starts never all waited for the writer")
     assert writer.batch_sizes["call_start"][n] == 1
@@ -370,7 +370,7 @@ def test_calls_of_many_threads_begin_and_end_in_shared_commits(sessions: session
     def end(i: int) -> None:
         ending = {"id": call_ids[i], "duration_ms": 10 + i, "prompt_tokens": i, "completion_tokens": 1, "error": None}
         ending.update(tenant=tenant, month="2026-12", tokens=i + 1)
-        task_batches.write(sessions, task_batches.CALL_ENDS, ending)
+        task_batches.write(sessions, call_batches.CALL_ENDS, ending)
 
     _in_one_batch(sessions, n, end, what="the call ends never all waited for the writer")
     assert writer.batch_sizes["call_end"][n] == 1
