@@ -326,9 +326,8 @@ def finish(
     PostgreSQL, a task without a parent (``parent_id``, as claimed): one statement (batched with
     other threads' finishes by the process's writer), and ``then``
     is called only if that statement changed nothing. A child's end and its parent's wake-up are
-    one transaction, as are SQLite's changes; it locks the child's row and its parent's together,
-    in id order, before changing either (:func:`~models.task_transitions.lock_in_order`), so
-    siblings, a cancellation of the family and lease reclaims cannot deadlock with it.
+    one transaction, as are SQLite's changes; it locks both rows first, in id order
+    (:func:`~models.task_transitions.lock_in_order`), so no other writer can deadlock with it.
     """
     if parent_id is None and writes_in_one_statement(sessions):
         success = state == TaskState.SUCCESS

@@ -42,14 +42,11 @@ __all__ = [
 def lock_in_order(session: Session, task_ids: Iterable[str | None]) -> list[str]:
     """Lock the rows of ``task_ids`` in ascending id order, in one statement, before any is changed.
 
-    Every transaction that changes more than one task row takes its row locks here first (a child's
-    finish with its parent, a cancellation with the task's family, a poisoned child with its
-    parent), and the one-statement writes lock in the same order (``ORDER BY id FOR NO KEY
-    UPDATE``, ``models.task_batches``, :func:`renew_leases`, ``models.leases``). With one global
-    order no two of them can wait on each other in a cycle: the deadlock cannot happen, rather
-    than being broken by PostgreSQL and retried. ``FOR NO KEY UPDATE`` is the lock an ``UPDATE``
-    of the row takes anyway, so inserts that only reference a task (its events) are not blocked.
-    Returns the ids, sorted. SQLite locks the whole database on the first write: nothing to do.
+    Every transaction that changes several tasks locks them here first (a child's end with its
+    parent, a cancellation with the task's family, a poisoned child with its parent), and the
+    one-statement writes lock in the same order (``models.task_batches``, :func:`renew_leases`,
+    ``models.leases``): with one global order no deadlock can happen. ``FOR NO KEY UPDATE`` is
+    the lock an ``UPDATE`` takes anyway. SQLite locks the whole database on a write: nothing to do.
     """
     ids = sorted({task_id for task_id in task_ids if task_id is not None})
     if len(ids) > 1 and session.get_bind().dialect.name == "postgresql":
