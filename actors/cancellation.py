@@ -75,10 +75,8 @@ def _family(session: Session, task_id: str) -> list[str | None]:
     """
     family = select(Task.id).where(Task.id == task_id).cte("family", recursive=True)
     family = family.union(select(Task.id).where(Task.parent_id == family.c.id, Task.state.not_in(TERMINAL_STATES)))
-    ids: list[str | None] = list(session.scalars(select(family.c.id)))
-    if ids:
-        ids.append(session.scalar(select(Task.parent_id).where(Task.id == task_id)))
-    return ids
+    parent = select(Task.parent_id).where(Task.id == task_id)
+    return list(session.scalars(select(family.c.id).union_all(parent)))
 
 
 def _cancel(session: Session, task_id: str, *, reason: str) -> Cancellation:
