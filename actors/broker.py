@@ -193,10 +193,18 @@ def declare_workflow(broker: dramatiq.Broker, spec: WorkflowSpec, runtime: Runti
             usage=task_run.usage,
             running=running,
         )
+        earlier = ctx.earlier_body()
+        if earlier is not None:
+            # Its body returned in an earlier run whose worker died before the task's end was
+            # written: finish it with that value, without running the body (and its effects) again.
+            logger.warning("task %s: its body returned in attempt %d; finishing it", task_id, earlier.attempt)
+            task_run.outcome = earlier.result
+            return
         with running_as(running):
             while True:
                 try:
                     task_run.outcome = spec.fn(ctx)
+                    ctx.record_body(task_run.outcome)
                     return
                 except Suspend:
                     # Children are running: sleep unless one ended during this run (then replay now).
