@@ -32,10 +32,13 @@ __all__ = ["PrivateRabbitMQ", "PrivateRabbitMQCluster"]
 class PrivateRabbitMQ:
     """One private node: ``with PrivateRabbitMQ() as rabbit: url = rabbit.url``."""
 
-    def __init__(self) -> None:
-        self.port = 0
-        self.dist_port = 0
+    def __init__(self, *, port: int = 0, directory: Path | None = None) -> None:
+        """``port`` and ``directory``: fixed ones (``scripts/rabbitmq-cluster``); free and fresh by default."""
+        self.port = port
+        # RabbitMQ's own convention: the distribution port is the AMQP port + 20000.
+        self.dist_port = port + 20000 if port else 0
         self.directory: Path | None = None
+        self._fixed_directory = directory
 
     @property
     def node(self) -> str:
@@ -55,8 +58,11 @@ class PrivateRabbitMQ:
     def launch(self) -> None:
         """Start the node's Erlang VM and return at once (:meth:`wait_ready` waits for it)."""
         if self.directory is None:
-            self.port, self.dist_port = free_port(), free_port()
-            self.directory = Path(tempfile.mkdtemp(prefix="interlock-rabbitmq-"))
+            if not self.port:
+                self.port, self.dist_port = free_port(), free_port()
+            if self._fixed_directory is not None:
+                self._fixed_directory.mkdir(parents=True, exist_ok=True)
+            self.directory = self._fixed_directory or Path(tempfile.mkdtemp(prefix="interlock-rabbitmq-"))
             (self.directory / "enabled_plugins").write_text("[].\n")
             # guest may connect from loopback only (the default), which is where we are. The
             # system's config file pins 5672: this node reads its own instead.
@@ -152,8 +158,16 @@ class PrivateRabbitMQCluster:
     reconnects to a surviving node. Never includes the machine's own node.
     """
 
-    def __init__(self, size: int = 3) -> None:
-        self.nodes = [PrivateRabbitMQ() for _ in range(size)]
+    def __init__(self, size: int = 3, *, base_port: int = 0, directory: Path | None = None) -> None:
+        """``base_port``: nodes on ``base_port``, ``base_port + 1``, ...; ``directory``: their files
+        in ``directory/<port>`` (both for ``scripts/rabbitmq-cluster``). Free and fresh by default."""
+        self.nodes = [
+            PrivateRabbitMQ(
+                port=base_port + i if base_port else 0,
+                directory=directory / str(base_port + i) if directory is not None and base_port else None,
+            )
+            for i in range(size)
+        ]
 
     @property
     def url(self) -> str:
