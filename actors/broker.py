@@ -110,11 +110,12 @@ class _QueueTypes:
     """Mixin: the queues' arguments by queue type, and band routing in quorum mode.
 
     Classic queues keep Dramatiq's arguments (``x-max-priority`` among them). Quorum queues are
-    replicated on the cluster's nodes; they carry ``x-delivery-limit`` (``delivery_limit``, twice
-    the tasks' own limit so Claiming's poison handling decides first; past it RabbitMQ
-    dead-letters a message a crashing consumer keeps returning) and no ``x-max-priority``, which
-    they ignore. The dead-letter queue gets no delivery limit: listing dead letters puts them
-    back, and RabbitMQ 3.x counts that as a delivery, so a limit there would drop them.
+    replicated on the cluster's nodes and dead-letter at least once; they carry
+    ``x-delivery-limit`` (``delivery_limit``, twice the tasks' own limit so Claiming's poison
+    handling decides first; past it RabbitMQ dead-letters a message a crashing consumer keeps
+    returning) and no ``x-max-priority``, which they ignore. The dead-letter queue gets no
+    delivery limit: listing dead letters puts them back, and RabbitMQ 3.x counts that as a
+    delivery, so a limit there would drop them.
     """
 
     queue_type: str = "classic"
@@ -125,7 +126,16 @@ class _QueueTypes:
         arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)  # type: ignore[misc]
         if self.queue_type == "quorum":
             arguments.pop("x-max-priority", None)
-            arguments.update({"x-queue-type": "quorum", "x-delivery-limit": self.delivery_limit})
+            arguments.update(
+                {
+                    "x-queue-type": "quorum",
+                    "x-delivery-limit": self.delivery_limit,
+                    # A dead letter is kept until the dead-letter queue has it, even across a
+                    # leader's loss (RabbitMQ's default for quorum queues is at most once).
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                }
+            )
         return arguments
 
     def _declare_xq_queue(self, queue_name: str) -> Any:

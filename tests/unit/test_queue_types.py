@@ -81,6 +81,8 @@ def test_quorum_queues_have_a_delivery_limit_and_bands(built: tuple[InterlockRab
                 "x-queue-type": "quorum",
                 # twice INTERLOCK_MAX_DELIVERIES: the poison-message middleware decides first
                 "x-delivery-limit": 8,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": f"{queue}.XQ",
             }
