@@ -18,7 +18,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name, xq_name
 
 from actors.broker_nodes import node_parameters
-from actors.priority_bands import routes_bands, with_bands
+from actors.priority_bands import canonical_name, routes_bands, with_bands
 
 __all__ = ["queue_depths", "rabbitmq_queue_depths"]
 
@@ -57,7 +57,11 @@ def rabbitmq_queue_depths(
 def queue_depths(broker: dramatiq.Broker, queues: Iterable[str]) -> list[dict[str, Any]]:
     """The same for the broker this process uses, RabbitMQ or the in-process one."""
     if isinstance(broker, RabbitmqBroker):
-        return rabbitmq_queue_depths(node_parameters(broker), queues, bands=routes_bands(broker))
+        if not routes_bands(broker):
+            return rabbitmq_queue_depths(node_parameters(broker), queues)
+        # A band queue counts in its queue's row (a worker's consumed queues include the bands).
+        canonical = list(dict.fromkeys(canonical_name(queue) for queue in queues))
+        return rabbitmq_queue_depths(node_parameters(broker), canonical, bands=True)
     if isinstance(broker, StubBroker):
         return [
             {
