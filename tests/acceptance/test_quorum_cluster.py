@@ -81,16 +81,16 @@ def test_losing_a_node_then_another_loses_nothing_and_runs_nothing_twice(
         try:
             _progress(bench_runs, submitter, more=10, what="work before any fault")
             for victim in cluster.nodes[:2]:  # the first node holds the queues' leaders: the worst case
+                victim.shutdown()  # returns once its VM is gone
                 down = time.monotonic()
-                victim.shutdown()
                 assert victim.node not in cluster.running_nodes()
                 _progress(bench_runs, submitter, more=15, what=f"work while {victim.node} is down")
                 recovered = time.monotonic() - down
                 victim.start()
                 wait_until(lambda v=victim: v.node in cluster.running_nodes(), timeout=60, what="the node back")
                 print(
-                    f"{victim.node}: 15 more tasks done {recovered:.1f} s after its loss; back after "
-                    f"{time.monotonic() - down:.1f} s"
+                    f"{victim.node}: 15 more tasks done {recovered:.1f} s after it was down; back "
+                    f"{time.monotonic() - down:.1f} s after"
                 )
             _progress(bench_runs, submitter, more=10, what="work after both came back")
         finally:
