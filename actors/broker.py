@@ -1,7 +1,9 @@
 """Builds the Dramatiq broker, its middleware and one actor per workflow, from settings.
 
 RabbitMQ gets durable queues (Dramatiq's default), persistent messages, publisher confirms,
-dead-letter queues (``<queue>.XQ``) and ``x-max-priority``. Without a broker URL the in-process
+dead-letter queues (``<queue>.XQ``) and ``x-max-priority``; in quorum mode (for a cluster) every
+queue is a replicated quorum queue and priorities go to band queues (``actors.priority_bands``).
+Several ``;``-separated URLs are a cluster's nodes, tried in turn. Without a broker URL the in-process
 stub broker serves ``interlock dev``. Either way, delayed messages (retry backoff) are parked in
 the database and published when due instead of being held unacknowledged by a consumer.
 """
@@ -15,8 +17,9 @@ from datetime import timedelta
 from typing import Any
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import xq_name
 from dramatiq.middleware import Retries, ShutdownNotifications, TimeLimit
 from dramatiq.middleware.time_limit import TimeLimitExceeded as DramatiqTimeLimitExceeded
 from dramatiq.results import Results
@@ -40,6 +43,7 @@ from actors.middleware.start_gate import StartGating
 from actors.middleware.tracing import Tracing
 from actors.orchestration import SUSPENDED, try_suspend
 from actors.outbox_relay import OutboxRelay, publisher_for
+from actors.priority_bands import BANDS, band_name, routed, routes_bands, worker_priority
 from actors.running import running_as
 from actors.runtime import Runtime
 from interlock.settings import Settings
@@ -102,7 +106,51 @@ class _ParksDelays:
         return message
 
 
-class InterlockRabbitmqBroker(_ParksDelays, RabbitmqEventRouting, RabbitmqBroker):
+class _QueueTypes:
+    """Mixin: the queues' arguments by queue type, and band routing in quorum mode.
+
+    Classic queues keep Dramatiq's arguments (``x-max-priority`` among them). Quorum queues are
+    replicated on the cluster's nodes and dead-letter at least once; they carry
+    ``x-delivery-limit`` (``delivery_limit``, twice the tasks' own limit so Claiming's poison
+    handling decides first; past it RabbitMQ dead-letters a message a crashing consumer keeps
+    returning) and no ``x-max-priority``, which they ignore. The dead-letter queue gets no
+    delivery limit: listing dead letters puts them back, and RabbitMQ 3.x counts that as a
+    delivery, so a limit there would drop them.
+    """
+
+    queue_type: str = "classic"
+    delivery_limit: int = 10
+
+    def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
+        """Dramatiq's arguments of a work queue and of its delay queue, by queue type."""
+        arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)  # type: ignore[misc]
+        if self.queue_type == "quorum":
+            arguments.pop("x-max-priority", None)
+            arguments.update(
+                {
+                    "x-queue-type": "quorum",
+                    "x-delivery-limit": self.delivery_limit,
+                    # A dead letter is kept until the dead-letter queue has it, even across a
+                    # leader's loss (RabbitMQ's default for quorum queues is at most once).
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                }
+            )
+        return arguments
+
+    def _declare_xq_queue(self, queue_name: str) -> Any:
+        if self.queue_type != "quorum":
+            return super()._declare_xq_queue(queue_name)  # type: ignore[misc]
+        arguments = {"x-queue-type": "quorum", "x-message-ttl": DEAD_MESSAGE_TTL}
+        return self.channel.queue_declare(queue=xq_name(queue_name), durable=True, arguments=arguments)  # type: ignore[attr-defined]
+
+    def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
+        if self.queue_type == "quorum":
+            message = routed(message)
+        return super().enqueue(message, delay=delay)  # type: ignore[misc]
+
+
+class InterlockRabbitmqBroker(_ParksDelays, RabbitmqEventRouting, _QueueTypes, RabbitmqBroker):
     pass
 
 
@@ -150,6 +198,8 @@ def build_broker(settings: Settings, runtime: Runtime, catalogue: Mapping[str, W
             max_priority=settings.queue_max_priority,
             middleware=middleware,
         )
+        broker.queue_type = settings.queue_type
+        broker.delivery_limit = 2 * settings.max_deliveries
     elif settings.broker_url:
         raise ValueError("INTERLOCK_BROKER_URL must be an amqp:// or amqps:// URL, or empty")
     else:
@@ -193,10 +243,18 @@ def declare_workflow(broker: dramatiq.Broker, spec: WorkflowSpec, runtime: Runti
             usage=task_run.usage,
             running=running,
         )
+        earlier = ctx.earlier_body()
+        if earlier is not None:
+            # Its body returned in an earlier run whose worker died before the task's end was
+            # written: finish it with that value, without running the body (and its effects) again.
+            logger.warning("task %s: its body returned in attempt %d; finishing it", task_id, earlier.attempt)
+            task_run.outcome = earlier.result
+            return
         with running_as(running):
             while True:
                 try:
                     task_run.outcome = spec.fn(ctx)
+                    ctx.record_body(task_run.outcome)
                     return
                 except Suspend:
                     # Children are running: sleep unless one ended during this run (then replay now).
@@ -229,6 +287,18 @@ def declare_workflow(broker: dramatiq.Broker, spec: WorkflowSpec, runtime: Runti
         dramatiq.Actor(run, broker=broker, actor_name=name, queue_name=spec.queue, priority=0, options=dict(options))
         for name in spec.actor_names
     ]
+    if routes_bands(broker):
+        # Quorum queues have no priorities: a twin actor per band, the high one run first.
+        for band in BANDS:
+            for name in spec.actor_names:
+                dramatiq.Actor(
+                    run,
+                    broker=broker,
+                    actor_name=band_name(name, band),
+                    queue_name=band_name(spec.queue, band),
+                    priority=worker_priority(band),
+                    options=dict(options),
+                )
     return actors[0]
 
 

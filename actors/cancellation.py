@@ -7,6 +7,11 @@ the tasks it runs, ``actors.middleware.maintenance.heartbeat``) and abandons the
 waits on; a workflow that waits on nothing sees it at its next ``ctx.progress()``. Either way it
 raises ``TaskCancelled``. Children of a cancelled workflow are cancelled with it, recursively, in
 the same transaction, running ones the same way.
+
+A cancellation changes several rows (the task, its unfinished descendants, its parent's wake-up
+flag), so it collects their ids first and locks them all in id order before changing any
+(``models.task_transitions.lock_in_order``): a child finishing at that moment (which locks itself
+and its parent the same way) waits for it or it for the child, and neither can deadlock.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from actors.orchestration import wake_parent
 from models.base import utcnow
-from models.task_transitions import Transition, transition
+from models.task_transitions import Transition, lock_in_order, transition
 from models.tasks import TERMINAL_STATES, Task, TaskState
 
 __all__ = ["CancelOutcome", "Cancellation", "cancel_task", "record_stopped"]
@@ -52,7 +57,30 @@ def _cancel_where(session: Session, task_id: str, condition: Any, data: dict[str
 
 
 def cancel_task(session: Session, task_id: str, *, reason: str = "cancel requested") -> Cancellation:
-    """Cancel ``task_id`` and its unfinished descendants. The caller commits."""
+    """Cancel ``task_id`` and its unfinished descendants. The caller commits.
+
+    The rows it may change (the task, its parent, its unfinished descendants) are locked first, in
+    id order, in one statement.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        lock_in_order(session, _family(session, task_id))
+    return _cancel(session, task_id, reason=reason)
+
+
+def _family(session: Session, task_id: str) -> list[str | None]:
+    """The ids a cancellation of ``task_id`` may change: it, its parent, its unfinished descendants.
+
+    One recursive query, read without locks (the caller locks them in order next). A descendant
+    is reached through unfinished tasks only, as :func:`_cancel_children` walks them.
+    """
+    family = select(Task.id).where(Task.id == task_id).cte("family", recursive=True)
+    family = family.union(select(Task.id).where(Task.parent_id == family.c.id, Task.state.not_in(TERMINAL_STATES)))
+    parent = select(Task.parent_id).where(Task.id == task_id)
+    return list(session.scalars(select(family.c.id).union_all(parent)))
+
+
+def _cancel(session: Session, task_id: str, *, reason: str) -> Cancellation:
+    """:func:`cancel_task` once its rows are locked."""
     not_running = or_(
         Task.state.in_((TaskState.PENDING, TaskState.RETRY)),
         # A suspended coordinator holds no lease: nothing runs it until a child wakes it.
@@ -80,7 +108,7 @@ def _cancel_children(session: Session, parent_id: str, *, reason: str) -> list[s
         select(Task.id).where(Task.parent_id == parent_id, Task.state.not_in(TERMINAL_STATES))
     ).all()
     for child_id in child_ids:
-        result = cancel_task(session, child_id, reason=reason)
+        result = _cancel(session, child_id, reason=reason)
         if result.outcome in (CancelOutcome.CANCELLED, CancelOutcome.CANCELLING):
             cancelled.append(child_id)
             cancelled.extend(result.children)

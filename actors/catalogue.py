@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from actors.priority_bands import canonical_name
 from interlock.settings import Settings
 
 __all__ = [
@@ -123,7 +124,9 @@ def workflow(
 
 
 def spec_for_actor(catalogue: Mapping[str, WorkflowSpec], name: str) -> WorkflowSpec | None:
-    """The workflow a message for actor ``name`` runs (current or former name), if any."""
+    """The workflow a message for actor ``name`` runs (current or former name, or a priority band's
+    twin of either: ``actors.priority_bands``), if any."""
+    name = canonical_name(name)
     return next((spec for spec in catalogue.values() if name in spec.actor_names), None)
 
 

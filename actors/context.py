@@ -18,7 +18,7 @@ from actors.llm import Completion
 from actors.orchestration import spawn, succeeded
 from actors.running import RunningTask, leave_start_gate
 from actors.runtime import Runtime
-from actors.steps import DurableSteps
+from actors.steps import DurableSteps, EarlierBody
 from interlock.settings import Settings
 from models import task_lifecycle
 from models.database import one_statement_session
@@ -212,6 +212,7 @@ class TaskContext:
         StageTimeLimitExceeded, on cancellation with TaskCancelled.
         """
         running = self.running
+        self._steps.worked = True  # a paid call: the body's return is recorded (actors.steps)
         leave_start_gate()  # from here it waits: on the rate limit, then on the call
         limits = self.runtime.llm_limits
         if limits is not None:
@@ -242,6 +243,7 @@ class TaskContext:
     @contextmanager
     def tool_call(self, name: str) -> Iterator[None]:
         """Record the tool call made inside for the task's timeline: ``with ctx.tool_call("scrape_url"): ...``."""
+        self._steps.worked = True  # an effect outside the database: the body's return is recorded
         record = self._calls.begin(TOOL, name)
         try:
             yield
@@ -259,6 +261,15 @@ class TaskContext:
         return tenant
 
     # -- durable steps (see actors.steps) -------------------------------------------------------
+
+    def earlier_body(self) -> EarlierBody | None:
+        """For the worker, before it runs the body: what an earlier run of it returned, if the task's end
+        was not written then (its worker died in between). The task is then only finished, with that value."""
+        return self._steps.earlier_body()
+
+    def record_body(self, result: Any) -> None:
+        """For the worker, when the body returned (not suspended): record ``result`` before the task's end."""
+        self._steps.record_body(result)
 
     def forget_cached_steps(self) -> None:
         """Before a replay: read checkpoints afresh."""

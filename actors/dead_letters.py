@@ -26,11 +26,13 @@ from dramatiq.errors import DecodeError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from actors.broker_nodes import node_parameters
 from actors.errors import DeadLetterError
 from actors.events.bus import event_task_id
 from actors.events.exchange import ENVELOPE_ACTOR
 from actors.events.subscriptions import SUBSCRIPTION_QUEUE_PREFIX
 from actors.messages import task_message
+from actors.priority_bands import routes_bands, with_bands
 from models.task_transitions import reopen_task
 from models.tasks import Task
 
@@ -92,38 +94,45 @@ def _death_time(properties: Any) -> datetime | None:
 
 
 def _scan_rabbitmq(broker: RabbitmqBroker, queue: str, take: Taker) -> list[DeadLetter]:
-    parameters = broker.parameters[0] if isinstance(broker.parameters, list) else broker.parameters
+    """The queue's dead letters, and in quorum mode its priority bands' (named by the queue)."""
     try:
-        connection = pika.BlockingConnection(parameters)
+        connection = pika.BlockingConnection(node_parameters(broker))
     except pika.exceptions.AMQPError as exc:
         raise DeadLetterError(f"RabbitMQ is unreachable: {exc}") from exc
     letters: list[DeadLetter] = []
     try:
-        channel = connection.channel()
-        try:
-            channel.queue_declare(xq_name(queue), passive=True)
-        except pika.exceptions.ChannelClosedByBroker:
-            return []  # never declared: no dead letters
-        for _ in range(SCAN_LIMIT):
-            method, properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
-            if method is None:
-                break
-            try:
-                letter = _letter(queue, dramatiq.Message.decode(body), _death_time(properties))
-            except DecodeError:  # a foreign message in our queue: show nothing, leave it there
-                logger.warning("undecodable message in %s left in place", xq_name(queue))
-                continue
-            if take(letter):
-                channel.basic_ack(method.delivery_tag)
-            letters.append(letter)
+        for physical in with_bands([queue]) if routes_bands(broker) else [queue]:
+            letters += _scan_queue(connection, queue, xq_name(physical), take)
     except pika.exceptions.AMQPError as exc:
-        raise DeadLetterError(f"reading {xq_name(queue)} failed: {exc}") from exc
+        raise DeadLetterError(f"reading the dead letters of {queue} failed: {exc}") from exc
     finally:
         # Everything not acknowledged goes back to the queue, in its place.
         try:
             connection.close()
         except pika.exceptions.AMQPError:
             logger.debug("closing the dead-letter connection failed", exc_info=True)
+    return letters
+
+
+def _scan_queue(connection: pika.BlockingConnection, queue: str, xq: str, take: Taker) -> list[DeadLetter]:
+    channel = connection.channel()
+    try:
+        channel.queue_declare(xq, passive=True)
+    except pika.exceptions.ChannelClosedByBroker:
+        return []  # never declared: no dead letters
+    letters: list[DeadLetter] = []
+    for _ in range(SCAN_LIMIT):
+        method, properties, body = channel.basic_get(xq, auto_ack=False)
+        if method is None:
+            break
+        try:
+            letter = _letter(queue, dramatiq.Message.decode(body), _death_time(properties))
+        except DecodeError:  # a foreign message in our queue: show nothing, leave it there
+            logger.warning("undecodable message in %s left in place", xq)
+            continue
+        if take(letter):
+            channel.basic_ack(method.delivery_tag)
+        letters.append(letter)
     return letters
 
 

@@ -14,7 +14,6 @@ its commit) and for delayed messages that came due.
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
@@ -33,7 +32,9 @@ from dramatiq.errors import BrokerConnectionError, ConnectionClosed
 from prometheus_client import Histogram
 from sqlalchemy.orm import Session, sessionmaker
 
+from actors.broker_nodes import node_parameters
 from actors.errors import BrokerUnavailable
+from actors.priority_bands import routed, routes_bands
 from models.base import as_utc, utcnow
 from models.database import is_transient
 from models.scheduled import take_due_messages
@@ -125,16 +126,16 @@ class RabbitmqPublisher:
         if self._channel is not None and self._channel.is_open:
             return self._channel
         self.close()
-        configured = self.broker.parameters
-        parameters: pika.ConnectionParameters = copy.deepcopy(
-            configured[0] if isinstance(configured, list) else configured
-        )
         # Fail fast while the broker is away: the batch's rows are locked while the relay tries.
-        parameters.socket_timeout = CONNECT_TIMEOUT_SECONDS
-        parameters.stack_timeout = CONNECT_TIMEOUT_SECONDS * 1.5
-        parameters.connection_attempts = 1
-        parameters.retry_delay = 0
-        self._connection = pika.BlockingConnection(parameters)
+        # With a cluster's nodes, each is tried once, in turn.
+        nodes = node_parameters(
+            self.broker,
+            socket_timeout=CONNECT_TIMEOUT_SECONDS,
+            stack_timeout=CONNECT_TIMEOUT_SECONDS * 1.5,
+            connection_attempts=1,
+            retry_delay=0,
+        )
+        self._connection = pika.BlockingConnection(nodes)
         channel = self._connection.channel()
         confirmed: list[bool] = []
 
@@ -178,6 +179,8 @@ class RabbitmqPublisher:
             self._connection.process_data_events(time_limit=min(remaining, 1.0))
 
     def publish(self, messages: Sequence[Message[Any]]) -> None:
+        if routes_bands(self.broker):
+            messages = [routed(message) for message in messages]
         try:
             channel = self._open()
             for queue in {message.queue_name for message in messages}:

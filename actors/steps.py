@@ -6,6 +6,11 @@ again. Each step may run for ``INTERLOCK_STAGE_TIME_LIMIT`` seconds: a watchdog 
 that with :class:`StageTimeLimitExceeded`, a transient error, so the retry resumes at that step.
 Every failed run of a step is recorded in its checkpoint, with its traceback.
 
+The body's own end is recorded the same way (:meth:`DurableSteps.record_body`): once a run of a body
+that did such work returns, its value is checkpointed before the task's final state is written, so
+a run that a crash in between makes start again finishes the task with that value and does not
+run the body a second time (:meth:`DurableSteps.earlier_body`).
+
 Workflows reach this through ``ctx.step`` and ``ctx.transactional_step`` (``actors.context``).
 """
 
@@ -28,10 +33,10 @@ from actors.errors import StageTimeLimitExceeded, describe_error
 from actors.runtime import Runtime
 from interlock import tracing
 from models.base import utcnow
-from models.checkpoints import COMPLETED, FAILED, WorkflowCheckpoint, load_checkpoints, save_checkpoint
+from models.checkpoints import BODY, COMPLETED, FAILED, WorkflowCheckpoint, load_checkpoints, save_checkpoint
 from models.database import one_statement_session
 
-__all__ = ["DurableSteps", "ERROR_CHARS"]
+__all__ = ["DurableSteps", "EarlierBody", "ERROR_CHARS"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +45,14 @@ P = ParamSpec("P")
 
 #: How much of a failed step's error its checkpoint keeps.
 ERROR_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class EarlierBody:
+    """What an earlier run of the task's body returned (it died before the task's end was written)."""
+
+    result: Any
+    attempt: int
 
 
 class DurableSteps:
@@ -64,8 +77,12 @@ class DurableSteps:
         self.stage_deadline: float | None = None
         #: While a step runs: its name (the LLM and tool calls made in it are recorded with it).
         self.current: str | None = None
+        #: Whether this run did work that running the body again would repeat or pay for (a step,
+        #: an LLM call): then the body's return is recorded before the task's end.
+        self.worked = False
         self._completed: dict[str, Any] | None = None
         self._failures: dict[str, list[dict[str, Any]]] = {}
+        self._body: EarlierBody | None = None
 
     def forget_cached(self) -> None:
         """Before a replay: read checkpoints afresh."""
@@ -75,13 +92,48 @@ class DurableSteps:
         """Results of the steps that finished in earlier attempts, by stage name."""
         if self._completed is None:
             with one_statement_session(self.runtime.sessions) as session:
-                checkpoints = load_checkpoints(session, self.task_id)
+                checkpoints = load_checkpoints(session, self.task_id, with_body=True)
+            body = next((c for c in checkpoints if c.stage == BODY), None)
+            self._body = None if body is None else EarlierBody(body.state.get("result"), int(body.meta["attempt"]))
+            checkpoints = [c for c in checkpoints if c.stage != BODY]
             self._completed = {c.stage: c.state.get("result") for c in checkpoints if c.status == COMPLETED}
             self._failures = {c.stage: list(c.meta.get("failures", [])) for c in checkpoints}
         return self._completed
 
+    def earlier_body(self) -> EarlierBody | None:
+        """What an earlier run of the body returned, if one did and the task's end was not written.
+
+        Only a later start of the task can find one (a first attempt reads nothing): a worker killed
+        between the body's return and the task's end, or that lost the connection then.
+        """
+        if self.attempt <= 1:
+            return None
+        self.completed()
+        return self._body
+
+    def record_body(self, result: Any) -> None:
+        """The body returned ``result``: checkpoint it before the task's end is written.
+
+        One upsert, and only after a body that :attr:`worked` (ran a step, an LLM or tool call),
+        whose own writes make one more cheap. A body that did none costs nothing more (a no-op
+        task still writes its claim and its end, no more) and, as before, runs again if its worker
+        dies between its return and the task's end.
+        """
+        if not self.worked:
+            return
+        with one_statement_session(self.runtime.sessions) as session:
+            save_checkpoint(
+                session,
+                workflow_id=self.task_id,
+                stage=BODY,
+                status=COMPLETED,
+                state={"result": result},
+                meta={"attempt": self.attempt},
+            )
+
     def step(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` once per workflow; see ``TaskContext.step``."""
+        self.worked = True
         done = self.completed()
         if name in done:
             logger.info("step %s already completed, reusing its checkpoint", name)
@@ -98,6 +150,7 @@ class DurableSteps:
         self, name: str, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run ``fn(session, ...)`` once per workflow, in its checkpoint's transaction; see ``TaskContext``."""
+        self.worked = True
         done = self.completed()
         if name in done:
             logger.info("step %s already completed, reusing its checkpoint", name)

@@ -191,6 +191,7 @@ def table(results: dict[str, Any]) -> str:
                         f", PostgreSQL {r['postgres_cpu_ms_per_task']['median']:.2f} ms,"
                         f" RabbitMQ {r['rabbitmq_cpu_ms_per_task']['median']:.2f} ms"
                     )
+                detail += observed_detail(r.get("observed") or {})
             elif workload == "W2":
                 detail = (
                     f"N={r['tasks']}, concurrency {r['concurrency']}, wall {fmt(r['wall_s']['median'])} s "
@@ -267,3 +268,19 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
             out.append(f"**{workload}** failed: `{data['error']}`")
             out.append("")
     return "\n".join(out)
+
+
+def observed_detail(observed: dict[str, Any]) -> str:
+    """Group-commit batch sizes and the outbox's commit-to-publish delay, as a report's detail."""
+    detail = ""
+    for side in ("worker", "submitter"):
+        means = observed.get(f"{side}_batch_means") or {}
+        if means:
+            detail += f"; {side} writes per statement: " + ", ".join(f"{k} {v:.1f}" for k, v in means.items())
+    delay = observed.get("publish_delay") or {}
+    if delay:
+        detail += (
+            f"; commit to publish: mean {delay['mean_ms']:.0f} ms, {100 * delay['within_250ms']:.0f}% within"
+            f" 250 ms, p99 <= {delay['p99_at_most_ms']:.0f} ms"
+        )
+    return detail

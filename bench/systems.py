@@ -12,6 +12,7 @@ from typing import Any
 
 from testkit.processes import base_env, free_port, interlock_command, wait_http
 
+from .observed import PublishDelays
 from .services import Proc, Scratch
 
 SUBMIT_THREADS = 8
@@ -172,6 +173,13 @@ class InterlockSubmitter:
             self.runtime.sessions, self.broker, self.catalogue, workflow=workflow, input=input, priority=priority
         )
         return str(getattr(done, "task", done).id)
+
+    def publish_delays(self) -> PublishDelays:
+        """The outbox relay's commit-to-publish delays so far (this process's submissions)."""
+        from actors.outbox_relay import relay_of
+
+        relay = relay_of(self.broker)
+        return PublishDelays.of(relay.publish_delay) if relay is not None else PublishDelays()
 
     def close(self) -> None:
         self.broker.close()

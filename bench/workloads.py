@@ -20,8 +20,10 @@ import psutil
 import requests
 
 from interlock.settings import Settings
+from testkit.processes import free_port, wait_http
 from testkit.waiting import WaitTimeout, wait_until
 
+from .observed import InProcessBatches, worker_batches
 from .services import Proc
 from .systems import Lab, RssSampler, new_id, submit_many
 
@@ -108,6 +110,16 @@ def _cpu_seconds(procs: list[psutil.Process]) -> float:
     return total
 
 
+def _cpu_by_pid(procs: list[psutil.Process]) -> dict[int, float]:
+    return {proc.pid: _cpu_seconds([proc]) for proc in procs if proc.is_running()}
+
+
+def _cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU spent between two snapshots by the processes alive at both (one that exited meanwhile would
+    otherwise count negative)."""
+    return sum(after[pid] - before[pid] for pid in after.keys() & before.keys())
+
+
 def _service_processes() -> dict[str, list[psutil.Process]]:
     """PostgreSQL's and RabbitMQ's processes (shared by every system: their CPU per task is approximate,
     backends that start or end during a run are missed)."""
@@ -133,7 +145,7 @@ def drain_rate(
     me = psutil.Process()
     services = _service_processes()
     cpu_before = _cpu_seconds(workers), _cpu_seconds([me])
-    service_before = {name: _cpu_seconds(procs) for name, procs in services.items()}
+    service_before = {name: _cpu_by_pid(procs) for name, procs in services.items()}
     psutil.cpu_percent(None)
     started = time.monotonic()
     submit_many(submit, n, threads=threads)
@@ -144,7 +156,8 @@ def drain_rate(
     worker_ms = 1000 * (_cpu_seconds(workers) - cpu_before[0]) / n
     submitter_ms = 1000 * (_cpu_seconds([me]) - cpu_before[1]) / n
     service_ms = {
-        f"{name}_cpu_ms": 1000 * (_cpu_seconds(procs) - service_before[name]) / n for name, procs in services.items()
+        f"{name}_cpu_ms": 1000 * _cpu_since(service_before[name], _cpu_by_pid(procs)) / n
+        for name, procs in services.items()
     }
     return {
         **service_ms,
@@ -205,8 +218,13 @@ def w1_noop(lab: Lab, sizes: Sizes) -> dict[str, Any]:
         ("interlock", f"interlock (2x{threads})", {}),
         ("interlock-async-commit", "interlock (diag: async commit)", {"PGOPTIONS": "-c synchronous_commit=off"}),
     )
+    submitter_batches = InProcessBatches()
     for name, label, extra in variants:
-        worker = lab.interlock_worker(f"w1-{name}-worker", **extra)
+        metrics_port = free_port()
+        worker = lab.interlock_worker(f"w1-{name}-worker", INTERLOCK_WORKER_METRICS_PORT=str(metrics_port), **extra)
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        wait_http(metrics_url, proc=worker)
+        before = worker_batches(metrics_url), submitter_batches.snapshot(), client.publish_delays()
         out[name] = _measure(
             label,
             lambda i: client.submit("bench_noop", {"query": "noop"}),
@@ -217,6 +235,11 @@ def w1_noop(lab: Lab, sizes: Sizes) -> dict[str, Any]:
             timeout=timeout,
             worker=worker,
         )
+        out[name]["observed"] = {
+            "worker_batch_means": (worker_batches(metrics_url) - before[0]).means(),
+            "submitter_batch_means": (submitter_batches.snapshot() - before[1]).means(),
+            "publish_delay": (client.publish_delays() - before[2]).summary(),
+        }
         lab.stop(worker)
 
     celery = lab.celery_app()

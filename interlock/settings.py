@@ -82,7 +82,9 @@ class Settings:
     broker_url: str = _setting(
         "INTERLOCK_BROKER_URL",
         "",
-        "`amqp://user:pass@host:5672/vhost` for RabbitMQ. Empty: the in-process broker (single process only).",
+        "`amqp://user:pass@host:5672/vhost` for RabbitMQ; several URLs separated by `;` (one per node of a "
+        "cluster) are tried in turn, so a process reconnects to a surviving node. Empty: the in-process broker "
+        "(single process only).",
         url=True,
     )
     api_url: str = _setting(
@@ -199,6 +201,13 @@ class Settings:
     )
     queue_max_priority: int = _setting(
         "INTERLOCK_QUEUE_MAX_PRIORITY", 10, "`x-max-priority` declared on every work queue."
+    )
+    queue_type: str = _setting(
+        "INTERLOCK_QUEUE_TYPE",
+        "classic",
+        "`classic` or `quorum`. Quorum: every work, delay and dead-letter queue is a replicated quorum queue "
+        "with a delivery limit (for a RabbitMQ cluster), and priorities go to `<queue>.high` and `<queue>.low` "
+        "band queues.",
     )
     worker_processes: int = _setting("INTERLOCK_WORKER_PROCESSES", 2, "Worker processes per `interlock worker`.")
     worker_threads: int = _setting(
@@ -479,6 +488,10 @@ class Settings:
             raise SettingsError("INTERLOCK_QUEUE_MAX_PRIORITY must be between 1 and 255")
         if self.max_deliveries < 1:
             raise SettingsError("INTERLOCK_MAX_DELIVERIES must be at least 1")
+        if self.queue_type not in {"classic", "quorum"}:
+            raise SettingsError("INTERLOCK_QUEUE_TYPE must be 'classic' or 'quorum'")
+        if self.uses_rabbitmq and not all(url.startswith(("amqp://", "amqps://")) for url in self.broker_urls):
+            raise SettingsError("every URL in INTERLOCK_BROKER_URL must be an amqp:// or amqps:// URL")
         if self.otel_traces_exporter not in {"", "otlp", "console", "none"}:
             raise SettingsError("OTEL_TRACES_EXPORTER must be 'otlp', 'console' or 'none'")
 
@@ -494,6 +507,11 @@ class Settings:
     @property
     def uses_rabbitmq(self) -> bool:
         return self.broker_url.startswith(("amqp://", "amqps://"))
+
+    @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """The broker URL, or each node's of a cluster (``;``-separated), in the order they are tried."""
+        return tuple(url.strip() for url in self.broker_url.split(";") if url.strip())
 
     @property
     def llm_offline(self) -> bool:
@@ -545,7 +563,7 @@ def setting_rows(settings: Settings | None = None) -> Iterator[tuple[str, str, s
         if f.metadata["secret"] and text:
             text = "***"
         elif f.metadata["url"] and text:
-            text = mask_password(text)
+            text = ";".join(mask_password(url) for url in text.split(";"))
         yield f.metadata["env"], text, f.metadata["help"]
 
 

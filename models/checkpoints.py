@@ -1,4 +1,10 @@
-"""Workflow checkpoints: one row per (workflow, stage), written the moment a stage ends."""
+"""Workflow checkpoints: one row per (workflow, stage), written the moment a stage ends.
+
+One more row, stage :data:`BODY`, says the workflow's body returned, with its value: written
+before the task's end is, so a run that redelivery starts after a crash in between finishes the
+task with that value instead of running the body again (``actors.steps``). It is not a step:
+:func:`load_checkpoints` leaves it out unless asked.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,12 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, BigIntId, utcnow
 
-__all__ = ["WorkflowCheckpoint", "load_checkpoints", "save_checkpoint"]
+__all__ = ["WorkflowCheckpoint", "load_checkpoints", "save_checkpoint", "BODY", "COMPLETED", "FAILED"]
 
 COMPLETED = "completed"
 FAILED = "failed"
+#: The stage of the row that records the body's return (a name no ``ctx.step`` is given: it has a colon).
+BODY = "interlock:body"
 
 
 class WorkflowCheckpoint(Base):
@@ -35,13 +43,12 @@ class WorkflowCheckpoint(Base):
     __table_args__ = (UniqueConstraint("workflow_id", "stage"),)
 
 
-def load_checkpoints(session: Session, workflow_id: str) -> list[WorkflowCheckpoint]:
-    query = (
-        select(WorkflowCheckpoint)
-        .where(WorkflowCheckpoint.workflow_id == workflow_id)
-        .order_by(WorkflowCheckpoint.created_at, WorkflowCheckpoint.id)
-    )
-    return list(session.scalars(query))
+def load_checkpoints(session: Session, workflow_id: str, *, with_body: bool = False) -> list[WorkflowCheckpoint]:
+    """The workflow's step checkpoints, oldest first; with ``with_body``, also its :data:`BODY` row."""
+    query = select(WorkflowCheckpoint).where(WorkflowCheckpoint.workflow_id == workflow_id)
+    if not with_body:
+        query = query.where(WorkflowCheckpoint.stage != BODY)
+    return list(session.scalars(query.order_by(WorkflowCheckpoint.created_at, WorkflowCheckpoint.id)))
 
 
 def save_checkpoint(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from .base import utcnow
@@ -25,9 +25,12 @@ def expire_leases(session: Session, *, owners: Collection[str]) -> int:
     """
     if not owners:
         return 0
-    expired = session.execute(
-        update(Task)
-        .where(Task.lease_owner.in_(list(owners)), Task.state == TaskState.PROCESSING)
-        .values(lease_expires_at=utcnow())
-    )
+    held: tuple[ColumnElement[bool], ...] = (Task.lease_owner.in_(list(owners)), Task.state == TaskState.PROCESSING)
+    where = held
+    if session.get_bind().dialect.name == "postgresql":
+        # The rows locked in task-id order first, as every other writer of several tasks locks them
+        # (``models.task_transitions.lock_in_order``): a plain UPDATE locks them in scan order.
+        locked = select(Task.id).where(*held).order_by(Task.id).with_for_update(key_share=True).cte("locked")
+        where = (Task.id == locked.c.id, *held)
+    expired = session.execute(update(Task).where(*where).values(lease_expires_at=utcnow()))
     return int(expired.rowcount)  # type: ignore[attr-defined]

@@ -30,7 +30,8 @@ __all__ = ["CREATES", "CLAIMS", "PROGRESS_REPORTS", "FINISHES", "write"]
 #
 # Each takes its operations as one JSON array of objects (``:batch``, read by ``jsonb_to_recordset``:
 # one ``json.dumps`` in C, where arrays per column cost psycopg's dumpers in Python), locks the rows
-# it may change in task-id order first (so two batches cannot deadlock each other), makes the change
+# it may change in task-id order first (``FOR NO KEY UPDATE``, the order of every writer of several tasks:
+# ``models.task_transitions.lock_in_order``, so no two of them can deadlock), makes the change
 # and its events, and returns one row per task it changed, with the task's id. Rows are found by
 # ``id = ANY(...)`` (the primary key's index, whatever the table's size). Written as SQL: the batch
 # shape has no ORM equivalent worth building.
@@ -87,7 +88,7 @@ WITH input AS (
     SELECT * FROM jsonb_to_recordset(CAST(:batch AS jsonb))
         AS i(id text, owner text, now timestamptz, expires timestamptz, max_deliveries int, admitted float8)
 ), locked AS (
-    SELECT t.id FROM tasks t WHERE t.id = ANY(ARRAY(SELECT id FROM input)) ORDER BY t.id FOR UPDATE
+    SELECT t.id FROM tasks t WHERE t.id = ANY(ARRAY(SELECT id FROM input)) ORDER BY t.id FOR NO KEY UPDATE
 ), claimed AS (
     UPDATE tasks t SET
         state = '{TaskState.PROCESSING}',
@@ -122,7 +123,7 @@ WITH input AS (
     SELECT * FROM jsonb_to_recordset(CAST(:batch AS jsonb))
         AS i(id text, owner text, state text, error text, result jsonb, data jsonb, now timestamptz)
 ), locked AS (
-    SELECT t.id FROM tasks t WHERE t.id = ANY(ARRAY(SELECT id FROM input)) ORDER BY t.id FOR UPDATE
+    SELECT t.id FROM tasks t WHERE t.id = ANY(ARRAY(SELECT id FROM input)) ORDER BY t.id FOR NO KEY UPDATE
 ), finished AS (
     UPDATE tasks t SET
         state = i.state,
@@ -152,7 +153,7 @@ WITH input AS (
     SELECT * FROM jsonb_to_recordset(CAST(:batch AS jsonb))
         AS i(id text, progress int, step text, data jsonb, now timestamptz)
 ), locked AS (
-    SELECT t.id FROM tasks t WHERE t.id = ANY(ARRAY(SELECT id FROM input)) ORDER BY t.id FOR UPDATE
+    SELECT t.id FROM tasks t WHERE t.id = ANY(ARRAY(SELECT id FROM input)) ORDER BY t.id FOR NO KEY UPDATE
 ), updated AS (
     UPDATE tasks t SET progress = i.progress, current_step = i.step, updated_at = i.now
     FROM input i JOIN locked l ON l.id = i.id

@@ -32,7 +32,7 @@ from .task_statements import (
     PROGRESS,
     STATE,
 )
-from .task_transitions import Transition, create_task, finish_task, insert_event, task_values
+from .task_transitions import Transition, create_task, finish_task, insert_event, lock_in_order, task_values
 from .tasks import TERMINAL_STATES, Task, TaskState
 from .tenants import budget_exhausted, may_start
 
@@ -324,7 +324,8 @@ def finish(
     PostgreSQL, a task without a parent (``parent_id``, as claimed): one statement (batched with
     other threads' finishes by the process's writer), and ``then``
     is called only if that statement changed nothing. A child's end and its parent's wake-up are
-    one transaction, as are SQLite's changes.
+    one transaction, as are SQLite's changes; it locks both rows first, in id order
+    (:func:`~models.task_transitions.lock_in_order`), so no other writer can deadlock with it.
     """
     if parent_id is None and writes_in_one_statement(sessions):
         success = state == TaskState.SUCCESS
@@ -342,5 +343,6 @@ def finish(
         if row is not None:
             return Transition(row.progress, row.current_step, row.parent_id), None
     with sessions.begin() as session:
+        lock_in_order(session, (task_id, parent_id))
         ended = finish_task(session, task_id, state=state, owner=owner, result=result, error=error)
         return ended, then(session, ended)

@@ -12,7 +12,7 @@ The hot-path operations that commit by themselves (and may run as one statement)
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ __all__ = [
     "Transition",
     "Reclaimed",
     "create_task",
+    "lock_in_order",
     "record_event",
     "transition",
     "finish_task",
@@ -36,6 +37,23 @@ __all__ = [
     "renew_leases",
     "reclaim_lapsed",
 ]
+
+
+def lock_in_order(session: Session, task_ids: Iterable[str | None]) -> list[str]:
+    """Lock the rows of ``task_ids`` in ascending id order, in one statement, before any is changed.
+
+    Every transaction that changes several tasks locks them here first (a child's end with its
+    parent, a cancellation with the task's family, a poisoned child with its parent), and the
+    one-statement writes lock in the same order (``models.task_batches``, :func:`renew_leases`,
+    ``models.leases``): with one global order no deadlock can happen. ``FOR NO KEY UPDATE`` is
+    the lock an ``UPDATE`` takes anyway. SQLite locks the whole database on a write: nothing to do.
+    """
+    ids = sorted({task_id for task_id in task_ids if task_id is not None})
+    if len(ids) > 1 and session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            select(TASKS.c.id).where(TASKS.c.id.in_(ids)).order_by(TASKS.c.id).with_for_update(key_share=True)
+        )
+    return ids
 
 
 def create_task(
@@ -256,7 +274,7 @@ def renew_leases(session: Session, task_ids: Collection[str], *, owner: str, lea
     owned: tuple[ColumnElement[bool], ...] = (TASKS.c.id.in_(list(task_ids)), TASKS.c.lease_owner == owner)
     if session.get_bind().dialect.name == "postgresql":
         # Rows locked in task-id order, as the group commit's batches lock them: the two never deadlock.
-        locked = select(TASKS.c.id).where(*owned).order_by(TASKS.c.id).with_for_update().cte("locked")
+        locked = select(TASKS.c.id).where(*owned).order_by(TASKS.c.id).with_for_update(key_share=True).cte("locked")
         owned = (TASKS.c.id == locked.c.id, TASKS.c.lease_owner == owner)
     rows = session.execute(
         update(TASKS)

@@ -4,14 +4,21 @@ The machine's RabbitMQ serves other people's runs, so a fault benchmark starts t
 node named ``interlock-<port>@localhost`` with its own data, log and config directory, listening
 on 127.0.0.1 on a free port, run as the ``rabbitmq`` user when we are root (it shares that user's
 Erlang cookie, so ``rabbitmqctl -n <node>`` reaches it). Never clustered with the machine's node.
+
+:class:`PrivateRabbitMQCluster` starts three such nodes on this host and joins the second and
+third to the first (``stop_app``, ``join_cluster``, ``start_app``): the shared cookie is what lets
+them talk. A node can be shut down (its Erlang VM gone, like a lost host) and started again on its
+own files, when it rejoins the cluster by itself.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from types import TracebackType
 
@@ -20,16 +27,19 @@ import pika
 from testkit.processes import free_port
 from testkit.waiting import wait_until
 
-__all__ = ["PrivateRabbitMQ"]
+__all__ = ["PrivateRabbitMQ", "PrivateRabbitMQCluster"]
 
 
 class PrivateRabbitMQ:
     """One private node: ``with PrivateRabbitMQ() as rabbit: url = rabbit.url``."""
 
-    def __init__(self) -> None:
-        self.port = 0
-        self.dist_port = 0
+    def __init__(self, *, port: int = 0, directory: Path | None = None) -> None:
+        """``port`` and ``directory``: fixed ones (``scripts/rabbitmq-cluster``); free and fresh by default."""
+        self.port = port
+        # RabbitMQ's own convention: the distribution port is the AMQP port + 20000.
+        self.dist_port = port + 20000 if port else 0
         self.directory: Path | None = None
+        self._fixed_directory = directory
 
     @property
     def node(self) -> str:
@@ -40,19 +50,36 @@ class PrivateRabbitMQ:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
     def start(self) -> PrivateRabbitMQ:
-        """Start the node; returns when it accepts AMQP connections."""
-        self.port, self.dist_port = free_port(), free_port()
-        self.directory = Path(tempfile.mkdtemp(prefix="interlock-rabbitmq-"))
-        (self.directory / "enabled_plugins").write_text("[].\n")
-        # guest may connect from loopback only (the default), which is where we are.
-        (self.directory / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
-        if os.geteuid() == 0:
-            shutil.chown(self.directory, user="rabbitmq", group="rabbitmq")
-            for path in self.directory.iterdir():
-                shutil.chown(path, user="rabbitmq", group="rabbitmq")
-        self._run("rabbitmq-server", "-detached")
-        wait_until(self.accepts_connections, timeout=90, interval=0.5, what=f"RabbitMQ node {self.node}")
+        """Start the node (again, on its own files, after :meth:`shutdown`); returns when it accepts
+        AMQP connections."""
+        self.launch()
+        self.wait_ready()
         return self
+
+    def launch(self) -> None:
+        """Start the node's Erlang VM and return at once (:meth:`wait_ready` waits for it)."""
+        if self.directory is None:
+            if not self.port:
+                self.port, self.dist_port = free_port(), free_port()
+            if self._fixed_directory is not None:
+                self._fixed_directory.mkdir(parents=True, exist_ok=True)
+            self.directory = self._fixed_directory or Path(tempfile.mkdtemp(prefix="interlock-rabbitmq-"))
+            (self.directory / "enabled_plugins").write_text("[].\n")
+            # guest may connect from loopback only (the default), which is where we are. The
+            # system's config file pins 5672: this node reads its own instead.
+            (self.directory / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
+            if os.geteuid() == 0:
+                shutil.chown(self.directory, user="rabbitmq", group="rabbitmq")
+                for path in self.directory.iterdir():
+                    shutil.chown(path, user="rabbitmq", group="rabbitmq")
+        self._run("rabbitmq-server", "-detached")
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        wait_until(self.accepts_connections, timeout=timeout, interval=0.5, what=f"RabbitMQ node {self.node}")
+
+    def shutdown(self) -> None:
+        """Stop the node's Erlang VM, keeping its files: the host is lost until :meth:`start`."""
+        self.ctl("shutdown")
 
     def accepts_connections(self) -> bool:
         try:
@@ -123,3 +150,72 @@ class PrivateRabbitMQ:
         if check and done.returncode != 0:
             raise RuntimeError(f"{program} {' '.join(args)} failed ({done.returncode}): {done.stderr or done.stdout}")
         return done.stdout
+
+
+class PrivateRabbitMQCluster:
+    """Three private nodes clustered on this host: ``with PrivateRabbitMQCluster() as cluster: cluster.url``.
+
+    ``url`` names every node (``;``-separated, as ``INTERLOCK_BROKER_URL`` takes them), so a client
+    reconnects to a surviving node. Never includes the machine's own node.
+    """
+
+    def __init__(self, size: int = 3, *, base_port: int = 0, directory: Path | None = None) -> None:
+        """``base_port``: nodes on ``base_port``, ``base_port + 1``, ...; ``directory``: their files
+        in ``directory/<port>`` (both for ``scripts/rabbitmq-cluster``). Free and fresh by default."""
+        self.nodes = [
+            PrivateRabbitMQ(
+                port=base_port + i if base_port else 0,
+                directory=directory / str(base_port + i) if directory is not None and base_port else None,
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        return ";".join(node.url for node in self.nodes)
+
+    def start(self) -> PrivateRabbitMQCluster:
+        """Start every node at once, then join the others to the first; returns a formed cluster."""
+        for node in self.nodes:
+            node.launch()
+        for node in self.nodes:
+            node.wait_ready()
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            node.ctl("stop_app")
+            node.ctl("join_cluster", first.node)
+            node.ctl("start_app")
+            node.wait_ready()
+        wait_until(
+            lambda: all(n.node in first.ctl("cluster_status") for n in self.nodes),
+            timeout=60,
+            interval=0.5,
+            what="the cluster's members",
+        )
+        return self
+
+    def running_nodes(self) -> list[str]:
+        """The members that are up, as any running node sees them."""
+        for node in self.nodes:
+            if node.accepts_connections():
+                status = json.loads(node.ctl("cluster_status", "--formatter", "json"))
+                return [n.node for n in self.nodes if n.node in status.get("running_nodes", [])]
+        return []
+
+    def close(self) -> None:
+        """Shut every node down at once (one by one, each would wait on its peers) and delete their files."""
+        closing = [threading.Thread(target=node.close) for node in self.nodes]
+        for thread in closing:
+            thread.start()
+        for thread in closing:
+            thread.join()
+
+    def __enter__(self) -> PrivateRabbitMQCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()

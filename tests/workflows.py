@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from actors.catalogue import workflow
 from actors.context import TaskContext
@@ -60,3 +64,22 @@ def busy(ctx: TaskContext) -> dict[str, Any]:
     while time.monotonic() < until:
         time.sleep(0.01)
     return {"status": "success", "result": "done"}
+
+
+_MARK = text("INSERT INTO bench_runs (task_id, system, kind) VALUES (:task_id, 'interlock', :kind)")
+
+
+@workflow("test_counted", queue="default")
+def counted(ctx: TaskContext) -> dict[str, Any]:
+    """Counts its body's runs in ``bench_runs`` (``body <token>``, a write of its own outside any step),
+    sleeps ``context.sleep`` seconds, notes ``done`` in a transactional step, returns the run's token."""
+    token = uuid.uuid4().hex
+    with ctx.runtime.sessions.begin() as session:
+        _mark(session, ctx.task_id, f"body {token}")
+    time.sleep(float(ctx.context.get("sleep", 0)))
+    ctx.transactional_step("done", _mark, ctx.task_id, "done")
+    return {"status": "success", "token": token}
+
+
+def _mark(session: Session, task_id: str, kind: str) -> None:
+    session.execute(_MARK, {"task_id": task_id, "kind": kind})

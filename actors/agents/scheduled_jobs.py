@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from actors.broker_nodes import node_parameters
 from actors.catalogue import workflow
 from actors.context import TaskContext
 from actors.running import call_timeout
@@ -204,8 +205,7 @@ def _check_database(ctx: TaskContext) -> None:
 def _check_broker(broker: Any) -> None:
     """A fresh connection to RabbitMQ, as a new client would open (the in-process broker is in-process)."""
     if isinstance(broker, RabbitmqBroker):
-        parameters = broker.parameters[0] if isinstance(broker.parameters, list) else broker.parameters
-        pika.BlockingConnection(parameters).close()
+        pika.BlockingConnection(node_parameters(broker)).close()
 
 
 def _timed(check: Callable[[], None]) -> dict[str, Any]:

@@ -47,8 +47,10 @@ __all__ = ["Claiming", "release_for_retry", "WRITE_RETRY_SECONDS", "ERROR_CHARS"
 
 logger = logging.getLogger(__name__)
 
-#: Seconds the writes that claim, retry or end a task keep trying through deadlocks and a database
-#: restart; past that a claimed task's lease lapses and another worker takes it up.
+#: Seconds the writes that claim, retry or end a task keep trying through a database restart (or a
+#: lost connection); past that a claimed task's lease lapses and another worker takes it up. Their
+#: row locks are taken in one order (``models.task_transitions.lock_in_order``), so they do not
+#: deadlock one another: retrying is not what resolves that.
 WRITE_RETRY_SECONDS = 15.0
 #: How much of a task's error its row and history keep.
 ERROR_CHARS = 4000
@@ -182,8 +184,8 @@ class Claiming(Middleware):
         owner = self.runtime.owner
 
         def settle(session: Session, ended: Transition | None) -> bool:
-            # A child's row and its parent's are locked in one transaction, so siblings, the parent
-            # and lease reclaims can deadlock; PostgreSQL aborts one and retry_transient runs it again.
+            # A child's row and its parent's were locked together, in id order, before its end was
+            # written (task_lifecycle.finish): no deadlock with siblings, a cancellation or a reclaim.
             if ended is not None:
                 wake_parent(session, ended.parent_id)
                 return False

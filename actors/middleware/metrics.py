@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.exc import SQLAlchemyError
 
+from actors.broker_nodes import parameters_for_urls
 from actors.catalogue import load_catalogue, spec_for_actor
 from actors.errors import TaskCancelled
 from actors.middleware.current_run import current_run
@@ -156,7 +157,11 @@ class ClusterCollector:
         )
         if self.settings.uses_rabbitmq:
             try:
-                for row in rabbitmq_queue_depths(pika.URLParameters(self.settings.broker_url), self._queues()):
+                for row in rabbitmq_queue_depths(
+                    parameters_for_urls(self.settings.broker_urls),
+                    self._queues(),
+                    bands=self.settings.queue_type == "quorum",
+                ):
                     depth.add_metric([row["queue"], "ready"], row["ready"])
                     depth.add_metric([row["queue"], "dead"], row["dead_letters"])
             except (pika.exceptions.AMQPError, OSError) as exc:

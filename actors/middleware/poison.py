@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy import select
+
 from actors.orchestration import wake_parent
 from actors.runtime import Runtime
 from interlock.settings import Settings
-from models.task_transitions import finish_task
-from models.tasks import TaskState
+from models.task_transitions import finish_task, lock_in_order
+from models.tasks import Task, TaskState
 
 __all__ = ["max_deliveries", "fail_poisoned"]
 
@@ -36,6 +38,9 @@ def fail_poisoned(runtime: Runtime, message: Any, task_id: str, attempts: int) -
     )
     logger.error("poison message for task %s: %s", task_id, error)
     with runtime.sessions.begin() as session:
+        # The task's row and its parent's, locked together in id order (never one, then the other).
+        parent_id = session.scalar(select(Task.parent_id).where(Task.id == task_id))
+        lock_in_order(session, (task_id, parent_id))
         ended = finish_task(session, task_id, state=TaskState.FAILURE, owner=runtime.owner, error=error)
         wake_parent(session, ended.parent_id if ended else None)
     message.fail()

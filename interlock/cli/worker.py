@@ -72,6 +72,7 @@ def start_worker(
 
     from actors.broker import build_broker
     from actors.catalogue import load_catalogue
+    from actors.priority_bands import routes_bands, with_bands
     from actors.running import StartGate
     from actors.runtime import Runtime
 
@@ -89,6 +90,8 @@ def start_worker(
         raise SystemExit(f"unknown queue(s) {sorted(unknown)}; known queues: {sorted(known)}")
     # Dramatiq's own CLI says this; without it TimeLimit's watcher thread never starts.
     broker.emit_after("process_boot")
+    if queues and routes_bands(broker):
+        queues = with_bands(queues)  # quorum mode: each queue's priority bands too
     worker = dramatiq.Worker(broker, queues=set(queues) if queues else None, worker_threads=threads)
     # Prefetch no more than we can run: a prefetched message waits unacknowledged, and priority
     # only reorders what is still in RabbitMQ.

@@ -171,7 +171,7 @@ def test_everything_on_the_schema_waits_for_the_migration() -> None:
         assert command(service)[0] != "dev", f"{name} must not run the embedded dev mode"
         env = environment(service)
         assert "@postgres:5432/" in env["INTERLOCK_DATABASE_URL"], name
-        assert "@rabbitmq:5672/" in env["INTERLOCK_BROKER_URL"], name
+        assert "@${RABBITMQ_HOST_1:-rabbitmq}:5672/" in env["INTERLOCK_BROKER_URL"], name
 
 
 def test_backing_services_are_pinned_and_health_checked() -> None:
@@ -190,6 +190,31 @@ def test_backing_services_are_pinned_and_health_checked() -> None:
     prometheus = all_services["prometheus"]
     assert prometheus["profiles"] == ["monitoring"]
     assert any(v.startswith("./deploy/prometheus.yml:") for v in prometheus["volumes"])
+
+
+def test_ha_profile_is_a_three_node_cluster_that_nothing_else_requires() -> None:
+    all_services = services()
+    nodes = {name: service for name, service in all_services.items() if "ha" in service.get("profiles", [])}
+    assert sorted(nodes) == ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3"]
+    discovery = (ROOT / "deploy" / "rabbitmq-ha.conf").read_text()
+    for name, node in nodes.items():
+        assert node["hostname"] == name, "the node name (and its data directory) must not change"
+        assert re.fullmatch(r"rabbitmq:3\.13\.\d+-management", node["image"])
+        assert f"rabbit@{name}" in discovery
+        assert any(v.endswith(":/etc/rabbitmq/conf.d/20-cluster.conf:ro") for v in node["volumes"])
+        assert node["volumes"][0].split(":")[0] in compose()["volumes"], "each node's data in its own volume"
+        # The cookie is the ha profile's own: required by the node's command, never by Compose
+        # (which interpolates the whole file, for deployments without the profile too).
+        assert environment(node)["RABBITMQ_ERLANG_COOKIE"] == "${RABBITMQ_ERLANG_COOKIE:-}"
+        assert "RABBITMQ_ERLANG_COOKIE" in " ".join(command(node))
+    assert all("ha" not in s.get("profiles", []) for n, s in all_services.items() if n not in nodes)
+    # Every Interlock service names one URL per node; without the profile all three are `rabbitmq`.
+    url = environment(interlock_services()["api"])["INTERLOCK_BROKER_URL"]
+    hosts = re.findall(r"@\$\{(RABBITMQ_HOST_\d):-rabbitmq\}:5672/", url)
+    assert (hosts, url.count(";")) == (["RABBITMQ_HOST_1", "RABBITMQ_HOST_2", "RABBITMQ_HOST_3"], 2)
+    text = (ROOT / "compose.yaml").read_text()
+    required = {m["name"] for m in INTERPOLATION.finditer(text) if m["op"] == ":?"}
+    assert not {"RABBITMQ_ERLANG_COOKIE", "RABBITMQ_HOST_1", "INTERLOCK_QUEUE_TYPE"} & required
 
 
 def test_prometheus_scrapes_the_api_and_every_worker_service() -> None:
