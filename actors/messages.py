@@ -6,6 +6,7 @@ run, so it can be parked, redelivered, dead-lettered and replayed without ever g
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +15,13 @@ from dramatiq import Message
 from actors.catalogue import WorkflowSpec, spec_for_actor
 from interlock import tracing
 
-__all__ = ["task_message", "task_id_of", "interlock_task_id"]
+__all__ = ["task_message", "task_id_of", "interlock_task_id", "QUEUED_AT"]
+
+#: The message option that says when it joined its queue, in microseconds since the epoch (the
+#: message's own timestamp is in milliseconds, which would start the queue span before its parent).
+#: Set while tracing is on: when the message is made (its outbox row commits with the task, and the
+#: relay's publish does not pass through the broker's hooks), and again when a delay parks it.
+QUEUED_AT = "queued_at_us"
 
 
 def task_message(
@@ -30,6 +37,7 @@ def task_message(
     traceparent = traceparent or tracing.traceparent()
     if traceparent:
         options["traceparent"] = traceparent
+        options[QUEUED_AT] = time.time_ns() // 1_000
     return Message(queue_name=queue, actor_name=actor, args=(task_id,), kwargs={}, options=options)
 
 

@@ -21,7 +21,7 @@ import dramatiq
 from dramatiq.middleware import Middleware
 
 from actors.catalogue import spec_for_actor
-from actors.messages import interlock_task_id
+from actors.messages import QUEUED_AT, interlock_task_id
 from actors.middleware.current_run import current_run
 from actors.orchestration import is_suspended
 from actors.runtime import Runtime
@@ -29,9 +29,6 @@ from interlock import tracing
 
 __all__ = ["Tracing", "QUEUED_AT"]
 
-#: The message option that says when it joined its queue (microseconds since the epoch: the
-#: message's own timestamp is in milliseconds, which would start the queue span before its parent).
-QUEUED_AT = "queued_at_us"
 
 
 def _queued_at_ns(message: Any) -> int:
