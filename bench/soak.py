@@ -150,7 +150,8 @@ JUDGED = (
 def verdicts(samples: list[dict[str, float]]) -> list[tuple[Series, Trend]]:
     """The verdict on every judged series present in the samples."""
     found = []
-    for series in JUDGED:
+    tables = tuple(Series(f"size {table} MB", "MB", slack=0.5) for table in TABLES)
+    for series in (*JUDGED, *tables):
         values = [s[series.name] for s in samples if series.name in s]
         if values:
             found.append((series, trend(values, tolerance=series.tolerance, slack=series.slack)))
@@ -216,23 +217,20 @@ def run_soak(out: Path, *, minutes: float, rate: float, interval: float, retenti
     finally:
         load.stop()
         stack.close()
-    judged = verdicts(samples)
-    (out / "soak.json").write_text(
-        json.dumps(
-            {
-                "meta": meta,
-                "samples": samples,
-                "verdicts": {s.name: t.__dict__ for s, t in judged},
-            },
-            indent=2,
-            default=str,
-        )
-    )
-    text = markdown(samples, judged, meta)
-    (out / "SOAK.md").write_text(text)
-    print(text)
+    (out / "soak.json").write_text(json.dumps({"meta": meta, "samples": samples}, indent=2, default=str))
+    judged = render(out)
     growing = [s.name for s, t in judged if t.verdict == "growing" and s.name not in ("tables MB", "tasks retained")]
     return 1 if growing else 0
+
+
+def render(out: Path) -> list[tuple[Series, Trend]]:
+    """Judge the samples in ``out/soak.json`` and write ``out/SOAK.md`` (again, after a change to the report)."""
+    saved = json.loads((out / "soak.json").read_text())
+    judged = verdicts(saved["samples"])
+    text = markdown(saved["samples"], judged, saved["meta"])
+    (out / "SOAK.md").write_text(text)
+    print(text)
+    return judged
 
 
 def _unfinished(stack: Stack, accepted: list[tuple[str, str]]) -> int:
@@ -307,8 +305,15 @@ def markdown(samples: list[dict[str, float]], judged: list[tuple[Series, Trend]]
     if samples:
         last = samples[-1]
         per_table = [(key[5:-3], last[key]) for key in sorted(last) if key.startswith("size ") and key.endswith(" MB")]
-        lines += ["", "Table sizes at the end (MB, with indexes and TOAST): "]
-        lines.append(", ".join(f"{name} {size:g}" for name, size in per_table) + ".")
+        kept = max(int(last["tasks retained"]), 1)
+        lines += [
+            "",
+            f"At the end, {kept:,} tasks retained (parents and children); per table, with indexes and TOAST:",
+            "",
+            "| table | MB | bytes per retained task |",
+            "| --- | --- | --- |",
+        ]
+        lines += [f"| {name} | {size:g} | {size * 2**20 / kept:,.0f} |" for name, size in per_table]
         rates = [s["completions/s"] for s in samples]
         lines += ["", f"Completions/s over the run: median {statistics.median(rates):.2f}, min {min(rates):.2f}."]
     return "\n".join(lines) + "\n"
