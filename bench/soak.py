@@ -288,13 +288,16 @@ def markdown(samples: list[dict[str, float]], judged: list[tuple[Series, Trend]]
             "The last tasks (younger than the retention) after the drain: " + "; ".join(parts) + ".",
         ]
     lines += ["", "## Verdicts", "", "Second quarter's mean (after warm-up) against the last quarter's.", ""]
-    lines += ["| series | second quarter | last quarter | change | verdict |", "| --- | --- | --- | --- | --- |"]
+    lines += [
+        "| series | second quarter | last quarter | change | slope over the second half, per hour | verdict |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for series, result in judged:
         change = "-" if result.change in (float("inf"),) else f"{100 * result.change:+.1f} %"
         allowed = f"±{100 * series.tolerance:.0f} %" + (f" or {series.slack:g}" if series.slack else "")
         lines.append(
             f"| {series.name} | {result.baseline:,.2f} | {result.late:,.2f} | {change} | "
-            f"**{result.verdict}** ({allowed}) |"
+            f"{_slope_per_hour(samples, series.name)} | **{result.verdict}** ({allowed}) |"
         )
     lines += ["", "## Over time (one row per 5 minutes; every sample in soak.json)", ""]
     present = [(key, title) for key, title in _COLUMNS if any(key in s for s in samples)]
@@ -317,6 +320,15 @@ def markdown(samples: list[dict[str, float]], judged: list[tuple[Series, Trend]]
         rates = [s["completions/s"] for s in samples]
         lines += ["", f"Completions/s over the run: median {statistics.median(rates):.2f}, min {min(rates):.2f}."]
     return "\n".join(lines) + "\n"
+
+
+def _slope_per_hour(samples: list[dict[str, float]], name: str) -> str:
+    """The least-squares slope of a series over the run's second half (after warm-up and retention's first pass)."""
+    points = [(s["minute"], s[name]) for s in samples[len(samples) // 2 :] if name in s]
+    if len(points) < 3 or len({m for m, _ in points}) < 2:
+        return "-"
+    slope = statistics.linear_regression([m for m, _ in points], [v for _, v in points]).slope
+    return f"{60 * slope:+,.2f}"
 
 
 def _cell(value: Any) -> str:
