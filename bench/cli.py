@@ -1,4 +1,4 @@
-"""``python -m bench run --quick|--full [--only W1,W2] [--out DIR]``."""
+"""``python -m bench run --quick|--full [--only W1,W2]``, and the faults, soak, profile and agents runs."""
 
 from __future__ import annotations
 
@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--rate", type=float, default=10.0, help="HTTP submissions per second")
     faults.add_argument("--only", default="", help="comma-separated faults (default: all)")
     faults.add_argument("--out", default=None, help="output directory (default bench/out/faults-<timestamp>)")
+    soak = sub.add_parser("soak", help="a long steady load on private services: does memory, or anything, grow?")
+    soak.add_argument("--minutes", type=float, required=True, help="how long the load runs")
+    soak.add_argument("--rate", type=float, default=10.0, help="HTTP submissions per second")
+    soak.add_argument("--interval", type=float, default=30.0, help="seconds between samples")
+    soak.add_argument("--retention", type=float, default=900.0, help="task and event retention (s)")
+    soak.add_argument("--out", default=None, help="output directory (default bench/out/soak-<timestamp>)")
     agents = sub.add_parser("agents", help="W2's agent tasks on one Interlock worker: tasks/s, CPU per task")
     agents.add_argument("--tasks", type=int, default=300)
     agents.add_argument("--latency", type=float, default=1.0, help="the fake LLM's latency per call (s)")
@@ -66,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         out = Path(args.out) if args.out else Path(__file__).resolve().parent / "out" / f"faults-{stamp}"
         return run_faults(out, rounds=args.rounds, rate=args.rate, only=picked)
+    if args.command == "soak":
+        from .soak import run_soak
+
+        out = Path(args.out) if args.out else Path(__file__).resolve().parent / "out" / f"soak-{stamp}"
+        return run_soak(out, minutes=args.minutes, rate=args.rate, interval=args.interval, retention=args.retention)
     if args.command == "agents":
         from .agents_profile import profile_agents
 

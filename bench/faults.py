@@ -1,14 +1,12 @@
 """Faults under load (issue 17): does any fault lose or double work, and how fast does throughput come back?
 
-``python -m bench faults`` runs Interlock (``interlock api`` and ``interlock worker``) against a
-PostgreSQL cluster and a RabbitMQ node of its own (``testkit.private_postgres``,
-``testkit.private_rabbitmq``: the machine's services are never touched), submits ``bench_work``
-tasks (two transactional steps around a sleep of about a second) over HTTP at a fixed rate, and
-injects one fault at a time, a few times each. Every submission is counted by its answer; at the
-end every accepted task must have finished exactly once (``bench_runs``' ``done`` marker is written
-in the transaction of the workflow's last step, so a body completed twice shows as two rows).
-Recovery is the time from the fault's end until completions per second are back to 80 % of the
-submission rate.
+``python -m bench faults`` runs Interlock on private services (``bench.stack``), submits the mix of
+``bench.load`` over HTTP at a fixed rate (tasks of about a second, checkpointed workflows, chords),
+and injects one fault at a time, a few times each. Every submission is counted by its answer; at the
+end every accepted task must have finished exactly once: in SUCCESS (a chord with all its children),
+``bench_work``'s ``done`` marker written once (it commits with the last step's checkpoint, so a body
+completed twice shows as two rows), an agent's SUCCESS recorded once. Recovery is the time from the
+fault's end until completions per second are back to 80 % of the submission rate.
 """
 
 from __future__ import annotations
@@ -19,187 +17,39 @@ import os
 import random
 import signal
 import statistics
-import threading
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
-import psycopg
-import requests
 
-from interlock.settings import Settings
-from testkit.markers import BENCH_TABLES
-from testkit.private_postgres import PrivatePostgres
-from testkit.private_rabbitmq import PrivateRabbitMQ
-from testkit.processes import base_env, free_port, interlock_command, wait_http
 from testkit.waiting import WaitTimeout, wait_until
 
-from .services import Proc
+from .load import KINDS, MIX, TASK_SECONDS, Load, Phase
+from .stack import Stack, children
 
 #: Lease of a task (s): short, so a frozen worker's lease lapses within the benchmark.
 LEASE_SECONDS = 8
-TASK_SECONDS = 1.0
 
 
-@dataclass
-class Phase:
-    """One injection of one fault, and what the load saw meanwhile."""
-
-    fault: str
-    round: int
-    began: float = 0.0  # time.time() of the injection
-    ended: float = 0.0  # time.time() when the service was whole again
-    answers: Counter[str] = field(default_factory=Counter)
-    accepted: list[str] = field(default_factory=list)
-    note: str = ""
-
-
-class Stack:
-    """The private services and Interlock's processes, restartable one by one."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.logs = out / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.postgres = PrivatePostgres(options={"max_connections": "300"})
-        self.rabbit = PrivateRabbitMQ()
-        self.database_url = ""
-        self.api: Proc | None = None
-        self.worker: Proc | None = None
-        self.url = ""
-        self._generation = 0
-
-    def start(self) -> None:
-        from models.migrations import upgrade
-
-        self.postgres.start()
-        self.database_url = self.postgres.create_database("faults")
-        upgrade(Settings.from_env({}, database_url=self.database_url))
-        with psycopg.connect(self.database_url, autocommit=True) as connection:
-            connection.execute(BENCH_TABLES)  # type: ignore[arg-type]
-        self.rabbit.start()
-        self.start_worker()
-        self.start_api()
-
-    def env(self) -> dict[str, str]:
-        return base_env(
-            {
-                "INTERLOCK_DATABASE_URL": self.database_url,
-                "INTERLOCK_BROKER_URL": self.rabbit.url,
-                "INTERLOCK_AGENT_MODULES": "testkit.workflows",
-                "INTERLOCK_AUTH": "off",
-                "INTERLOCK_WORKER_METRICS_PORT": "0",
-                "INTERLOCK_LEASE_SECONDS": str(LEASE_SECONDS),
-                "INTERLOCK_MAX_DELIVERIES": "20",  # faults redeliver; the poison cap is tested elsewhere
-            }
-        )
-
-    def _spawn(self, name: str, args: list[str]) -> Proc:
-        self._generation += 1
-        return Proc(args, env=self.env(), log=self.logs / f"{name}-{self._generation}.log").start()
-
-    def start_worker(self) -> None:
-        self.worker = self._spawn("worker", interlock_command("worker"))
-
-    def start_api(self) -> None:
-        port = free_port()
-        self.api = self._spawn("api", interlock_command("api", "--bind", f"127.0.0.1:{port}"))
-        self.url = f"http://127.0.0.1:{port}"
-        wait_http(f"{self.url}/healthz", proc=self.api)
-
-    def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-        """Read the private database; retried while it restarts."""
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with psycopg.connect(self.database_url, autocommit=True, connect_timeout=3) as connection:
-                    return list(connection.execute(query, params).fetchall())
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)  # the database is restarting: try again
-
-    def close(self) -> None:
-        for proc in (self.api, self.worker):
-            if proc is not None:
-                proc.stop()
-        self.rabbit.close()
-        self.postgres.close()
-
-
-class Load:
-    """Submissions over HTTP at ``rate`` per second from a few threads, each counted under the current phase."""
-
-    def __init__(self, stack: Stack, rate: float) -> None:
-        self.stack = stack
-        self.rate = rate
-        self.phase = Phase("steady", 0)
-        self.phases: list[Phase] = [self.phase]
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(4)]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-    def enter(self, phase: Phase) -> None:
-        with self._lock:
-            self.phase = phase
-            self.phases.append(phase)
-
-    def _run(self, k: int) -> None:
-        session = requests.Session()
-        interval = len(self._threads) / self.rate
-        next_at = time.monotonic() + k * interval / len(self._threads)
-        body = {"workflow": "bench_work", "query": "fault", "context": {"sleep": TASK_SECONDS}}
-        while not self._stop.is_set():
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
-            next_at += interval
-            phase = self.phase
-            try:
-                response = session.post(
-                    f"{self.stack.url}/agent/execute",
-                    json=body,
-                    headers={"Idempotency-Key": str(uuid.uuid4())},
-                    timeout=10,
-                )
-                answer = str(response.status_code)
-                task_id = response.json().get("task_id") if response.status_code in (200, 202) else None
-            except (requests.RequestException, ValueError) as exc:
-                answer, task_id = f"no answer ({type(exc).__name__})", None
-            with self._lock:
-                phase.answers[answer] += 1
-                if task_id:
-                    phase.accepted.append(str(task_id))
+def _stack(out: Path) -> Stack:
+    return Stack(
+        out,
+        env={
+            "INTERLOCK_LEASE_SECONDS": str(LEASE_SECONDS),
+            "INTERLOCK_MAX_DELIVERIES": "20",  # faults redeliver; the poison cap is tested elsewhere
+        },
+    )
 
 
 # -- the faults -------------------------------------------------------------------------------------
 
 
-def _children(proc: Proc | None) -> list[psutil.Process]:
-    """The worker processes of a supervisor (or gunicorn's workers), not helpers such as resource trackers."""
-    found = []
-    for child in proc.tree()[1:] if proc is not None else []:
-        with contextlib.suppress(psutil.Error):
-            if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
-                found.append(child)
-    return found
-
-
 def kill_worker_process(stack: Stack) -> str:
-    victim = random.choice(_children(stack.worker))
+    victim = random.choice(children(stack.worker))
     os.kill(victim.pid, signal.SIGKILL)
     return f"SIGKILL worker process {victim.pid}"
 
@@ -215,7 +65,7 @@ def kill_whole_worker(stack: Stack) -> str:
 
 
 def kill_api_process(stack: Stack) -> str:
-    victim = random.choice(_children(stack.api))
+    victim = random.choice(children(stack.api))
     os.kill(victim.pid, signal.SIGKILL)
     return f"SIGKILL gunicorn worker {victim.pid} (its master starts another)"
 
@@ -246,7 +96,7 @@ def terminate_backends(stack: Stack) -> str:
 
 
 def freeze_worker_past_lease(stack: Stack) -> str:
-    victim = random.choice(_children(stack.worker))
+    victim = random.choice(children(stack.worker))
     victim.suspend()
     time.sleep(LEASE_SECONDS + 4)  # frozen past its lease: its tasks go to others
     victim.resume()
@@ -280,7 +130,7 @@ FAULTS: dict[str, Callable[[Stack], str]] = {
 
 def run_faults(out: Path, *, rounds: int, rate: float, only: list[str]) -> int:
     chosen = only or list(FAULTS)
-    stack = Stack(out)
+    stack = _stack(out)
     load = Load(stack, rate)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     try:
@@ -298,21 +148,19 @@ def run_faults(out: Path, *, rounds: int, rate: float, only: list[str]) -> int:
                 _settle(stack, seconds=12)
         load.enter(Phase("drain", 0))
         load.stop()
-        accepted = [task_id for phase in load.phases for task_id in phase.accepted]
+        accepted = load.accepted()
         with contextlib.suppress(WaitTimeout):
-            wait_until(
-                lambda: _done_count(stack, accepted) >= len(accepted), timeout=180, interval=1, what="every task"
-            )
+            wait_until(lambda: _unfinished(stack, accepted) == 0, timeout=180, interval=1, what="every task")
         report = _report(stack, load, rate)
     finally:
         load.stop()
         stack.close()
-    meta = {"started": started, "rounds": rounds, "rate_per_s": rate, "task_seconds": TASK_SECONDS}
+    meta = {"started": started, "rounds": rounds, "rate_per_s": rate, "task_seconds": TASK_SECONDS, "mix": MIX}
     (out / "faults.json").write_text(json.dumps({"meta": meta, "faults": report}, indent=2, default=str))
     text = markdown(report, meta)
     (out / "FAULTS.md").write_text(text)
     print(text)
-    return 0 if all(row["lost"] == 0 and row["twice"] == 0 for row in report) else 1
+    return 0 if all(sum(row["lost"].values()) == 0 and sum(row["twice"].values()) == 0 for row in report) else 1
 
 
 def _settle(stack: Stack, *, seconds: float) -> None:
@@ -320,25 +168,67 @@ def _settle(stack: Stack, *, seconds: float) -> None:
     time.sleep(seconds)
 
 
-def _done_count(stack: Stack, ids: list[str]) -> int:
-    rows = stack.sql("SELECT count(DISTINCT task_id) FROM bench_runs WHERE kind = 'done' AND task_id = ANY(%s)", [ids])
-    return int(rows[0][0])
+def _unfinished(stack: Stack, accepted: list[tuple[str, str]]) -> int:
+    """Accepted tasks, or children of accepted chords, not yet in a final state."""
+    ids = [task_id for _, task_id in accepted]
+    rows = stack.sql(
+        "SELECT count(*) FROM tasks WHERE (id = ANY(%s) OR parent_id = ANY(%s)) "
+        "AND state NOT IN ('SUCCESS', 'FAILURE', 'CANCELLED')",
+        [ids, ids],
+    )
+    return int(rows[0][0]) + len(
+        set(ids) - {row[0] for row in stack.sql("SELECT id FROM tasks WHERE id = ANY(%s)", [ids])}
+    )
+
+
+def outcomes(stack: Stack, kind: str, ids: list[str]) -> tuple[int, int]:
+    """(lost, twice) among accepted tasks of one kind.
+
+    Lost: the task, or for a chord the task or any of its children, not in SUCCESS after the drain.
+    Twice: ``bench_work``'s last transactional step committed more than once (its ``done`` markers);
+    for the agents, a task or child that recorded its SUCCESS more than once.
+    """
+    if not ids:
+        return 0, 0
+    bad = stack.sql(
+        "SELECT DISTINCT coalesce(parent_id, id) FROM tasks WHERE (id = ANY(%s) OR parent_id = ANY(%s)) "
+        "AND state <> 'SUCCESS'",
+        [ids, ids],
+    )
+    found = {row[0] for row in stack.sql("SELECT id FROM tasks WHERE id = ANY(%s)", [ids])}
+    lost = len({row[0] for row in bad} & set(ids)) + len(set(ids) - found)
+    if kind == "work":
+        twice = stack.sql(
+            "SELECT count(*) FROM (SELECT task_id FROM bench_runs WHERE kind = 'done' AND task_id = ANY(%s) "
+            "GROUP BY task_id HAVING count(*) > 1) AS doubled",
+            [ids],
+        )
+    else:
+        twice = stack.sql(
+            "SELECT count(*) FROM (SELECT e.task_id FROM task_events e JOIN tasks t ON t.id = e.task_id "
+            "WHERE (t.id = ANY(%s) OR t.parent_id = ANY(%s)) AND e.kind = 'state' AND e.state = 'SUCCESS' "
+            "GROUP BY e.task_id HAVING count(*) > 1) AS doubled",
+            [ids, ids],
+        )
+    return lost, int(twice[0][0])
 
 
 def _report(stack: Stack, load: Load, rate: float) -> list[dict[str, Any]]:
-    done_at = sorted(row[0].timestamp() for row in stack.sql("SELECT at FROM bench_runs WHERE kind = 'done'"))
+    done_at = sorted(
+        row[0].timestamp()
+        for row in stack.sql("SELECT finished_at FROM tasks WHERE finished_at IS NOT NULL AND parent_id IS NULL")
+    )
     by_fault: dict[str, list[Phase]] = defaultdict(list)
     for phase in load.phases:
         by_fault[phase.fault].append(phase)
     rows = []
     for fault, phases in by_fault.items():
-        ids = [task_id for phase in phases for task_id in phase.accepted]
-        counts = stack.sql(
-            "SELECT task_id, count(*) FILTER (WHERE kind = 'done') FROM bench_runs WHERE task_id = ANY(%s) "
-            "GROUP BY task_id",
-            [ids],
-        )
-        done = {task_id: n for task_id, n in counts if n > 0}
+        accepted = [item for phase in phases for item in phase.accepted]
+        ids = [task_id for _, task_id in accepted]
+        lost: dict[str, int] = {}
+        twice: dict[str, int] = {}
+        for kind in KINDS:
+            lost[kind], twice[kind] = outcomes(stack, kind, [t for k, t in accepted if k == kind])
         states = dict(stack.sql("SELECT state, count(*) FROM tasks WHERE id = ANY(%s) GROUP BY state", [ids]))
         answers: Counter[str] = Counter()
         for phase in phases:
@@ -350,12 +240,15 @@ def _report(stack: Stack, load: Load, rate: float) -> list[dict[str, Any]]:
                 "injections": len([p for p in phases if p.ended]),
                 "how": phases[0].note,
                 "answers": dict(answers),
-                "accepted": len(ids),
-                "lost": len([task_id for task_id in ids if task_id not in done]),
-                "twice": len([n for n in done.values() if n > 1]),
+                "accepted": dict(Counter(kind for kind, _ in accepted)),
+                "lost": lost,
+                "twice": twice,
                 "states": states,
                 "attempts_over_1": int(
-                    stack.sql("SELECT count(*) FROM tasks WHERE id = ANY(%s) AND attempts > 1", [ids])[0][0]
+                    stack.sql(
+                        "SELECT count(*) FROM tasks WHERE (id = ANY(%s) OR parent_id = ANY(%s)) AND attempts > 1",
+                        [ids, ids],
+                    )[0][0]
                 ),
                 "recovery_s": [r for r in recovery if r is not None],
                 "recovery_max_s": max((r for r in recovery if r is not None), default=None),
@@ -377,22 +270,32 @@ def _recovery(done_at: list[float], ended: float, rate: float, window: float = 2
     return None
 
 
+def _per_kind(counts: dict[str, int]) -> str:
+    return " / ".join(str(counts.get(kind, 0)) for kind in KINDS)
+
+
 def markdown(report: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    kinds = " / ".join(KINDS)
     lines = [
         "# Faults under load (issue 17)",
         "",
-        f"`python -m bench faults`, {meta['started']}: HTTP submissions of `bench_work` (two transactional "
-        f"steps around a {meta['task_seconds']} s sleep) at {meta['rate_per_s']}/s, each fault injected "
+        f"`python -m bench faults`, {meta['started']}: HTTP submissions at {meta['rate_per_s']}/s of a mix "
+        f"(in every ten: 8 `bench_work`, two transactional steps around a {meta['task_seconds']} s sleep; "
+        "1 `checkpointed`, the article's six-stage checkpointed workflow; 1 `chord`, three agents in parallel "
+        "then an aggregate; the agents on the offline stand-in model), each fault injected "
         f"{meta['rounds']} times, 12 s of load after each. Private PostgreSQL and RabbitMQ (the machine's are "
         "never touched); `interlock api` and `interlock worker` as shipped (lease "
         f"{LEASE_SECONDS} s for the freeze to lapse within the run).",
         "",
-        "Lost: accepted (2xx) and never finished; twice: the body's last step completed more than once. "
+        "Lost: accepted (2xx) and not in SUCCESS after the drain (a chord: it or any of its children). "
+        "Twice: `bench_work`'s last transactional step committed more than once (its marker rows); an agent "
+        "task or chord child that recorded SUCCESS more than once. "
         "Recovery: from the fault's end until completions per second are back to 80 % of the submission rate. "
         "Tasks are counted under the fault during which they were submitted (a task submitted just before "
         "an injection and restarted by it shows in the row above).",
         "",
-        "| fault | how | answers | accepted | lost | twice | restarted (attempts > 1) | recovery (max) |",
+        f"| fault | how | answers | accepted ({kinds}) | lost ({kinds}) | twice ({kinds}) "
+        "| restarted (attempts > 1) | recovery (max) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in report:
@@ -401,8 +304,8 @@ def markdown(report: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         if row["not_recovered"]:
             recovery += f" ({row['not_recovered']} not within 120 s)"
         lines.append(
-            f"| {row['fault']} | {row['how']} | {answers} | {row['accepted']} | {row['lost']} | {row['twice']} "
-            f"| {row['attempts_over_1']} | {recovery} |"
+            f"| {row['fault']} | {row['how']} | {answers} | {_per_kind(row['accepted'])} | {_per_kind(row['lost'])} "
+            f"| {_per_kind(row['twice'])} | {row['attempts_over_1']} | {recovery} |"
         )
     recoveries = [r for row in report for r in row["recovery_s"]]
     if recoveries:

@@ -18,3 +18,18 @@ def test_bench_help_exits_zero() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "run" in done.stdout
+
+
+def test_bench_soak_help_names_its_options() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "soak", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    for option in ("--minutes", "--rate", "--interval", "--retention"):
+        assert option in done.stdout
+
+
+def test_bench_soak_requires_minutes() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench", "soak"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--minutes" in done.stderr
