@@ -30,7 +30,6 @@ from interlock import tracing
 __all__ = ["Tracing", "QUEUED_AT"]
 
 
-
 def _queued_at_ns(message: Any) -> int:
     queued_at_us = message.options.get(QUEUED_AT)
     if queued_at_us is not None:
