@@ -13,6 +13,11 @@ from testkit.fakes.openai_server import FakeOpenAIServer
 
 # The stdlib default listen backlog (5) drops SYNs under 100+ concurrent calls (1 s retransmits).
 openai_server._HTTPServer.request_queue_size = 1024
+# Keep-alive, as real providers serve: the tests' fake answers HTTP/1.0 (a TCP connection per call, so
+# nothing is served after stop()), which made every system's client pay a connect per LLM call here.
+openai_server._Handler.protocol_version = "HTTP/1.1"
+# Headers and body are two writes: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms per answer.
+openai_server._Handler.disable_nagle_algorithm = True
 
 
 class _Forgetful(FakeOpenAIServer):
