@@ -17,7 +17,6 @@ Workflows reach this through ``ctx.step`` and ``ctx.transactional_step`` (``acto
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -25,12 +24,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from dramatiq.threading import raise_thread_exception
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from actors.errors import StageTimeLimitExceeded, describe_error
 from actors.runtime import Runtime
+from actors.watchdog import Alarm
+from actors.watchdog import arm as arm_alarm
 from interlock import tracing
 from models.base import utcnow
 from models.checkpoints import BODY, COMPLETED, FAILED, WorkflowCheckpoint, load_checkpoints, save_checkpoint
@@ -174,13 +174,11 @@ class DurableSteps:
         self.check()
         failures = self._failures.setdefault(name, [])
         limit = self.runtime.settings.stage_time_limit
-        watchdog = threading.Timer(limit, raise_thread_exception, (threading.get_ident(), StageTimeLimitExceeded))
-        watchdog.daemon = True
-        attempt = _Attempt(started=time.monotonic(), failures=failures, watchdog=watchdog)
+        alarm = arm_alarm(limit, StageTimeLimitExceeded)
+        attempt = _Attempt(started=time.monotonic(), failures=failures, watchdog=alarm)
         self.stage_deadline = attempt.started + limit
         self.current = name
         span = tracing.start(f"step {name}", {"interlock.step": name, "interlock.attempt": self.attempt}, current=True)
-        watchdog.start()
         try:
             yield attempt
         except BaseException as exc:
@@ -232,12 +230,11 @@ class DurableSteps:
 class _Attempt:
     started: float
     failures: list[dict[str, Any]]
-    watchdog: threading.Timer
+    watchdog: Alarm
 
     def stop_watchdog(self) -> None:
         """Disarm the stage time limit; a limit that fired already is raised now, inside the attempt."""
         self.watchdog.cancel()
-        self.watchdog.join()
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
