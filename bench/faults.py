@@ -150,7 +150,7 @@ def run_faults(out: Path, *, rounds: int, rate: float, only: list[str]) -> int:
         load.stop()
         accepted = load.accepted()
         with contextlib.suppress(WaitTimeout):
-            wait_until(lambda: _unfinished(stack, accepted) == 0, timeout=180, interval=1, what="every task")
+            wait_until(lambda: unfinished(stack, accepted) == 0, timeout=180, interval=1, what="every task")
         report = _report(stack, load, rate)
     finally:
         load.stop()
@@ -168,7 +168,7 @@ def _settle(stack: Stack, *, seconds: float) -> None:
     time.sleep(seconds)
 
 
-def _unfinished(stack: Stack, accepted: list[tuple[str, str]]) -> int:
+def unfinished(stack: Stack, accepted: list[tuple[str, str]]) -> int:
     """Accepted tasks, or children of accepted chords, not yet in a final state."""
     ids = [task_id for _, task_id in accepted]
     rows = stack.sql(

@@ -27,7 +27,7 @@ import psutil
 from testkit.trends import Trend, trend
 from testkit.waiting import WaitTimeout, wait_until
 
-from .faults import outcomes
+from .faults import outcomes, unfinished
 from .load import KINDS, MIX, Load
 from .services import Proc
 from .stack import Stack
@@ -204,7 +204,7 @@ def run_soak(out: Path, *, minutes: float, rate: float, interval: float, retenti
         # Only tasks younger than the retention can be checked (older ones may be deleted, by design).
         recent = accepted[len(accepted) - int(min(retention / 2, 600) * rate) :]
         with contextlib.suppress(WaitTimeout):
-            wait_until(lambda: _unfinished(stack, recent) == 0, timeout=180, interval=1, what="the last tasks")
+            wait_until(lambda: unfinished(stack, recent) == 0, timeout=180, interval=1, what="the last tasks")
         checked = {}
         for kind in KINDS:
             ids = [t for k, t in recent if k == kind]
@@ -231,16 +231,6 @@ def render(out: Path) -> list[tuple[Series, Trend]]:
     (out / "SOAK.md").write_text(text)
     print(text)
     return judged
-
-
-def _unfinished(stack: Stack, accepted: list[tuple[str, str]]) -> int:
-    ids = [task_id for _, task_id in accepted]
-    rows = stack.sql(
-        "SELECT count(*) FROM tasks WHERE (id = ANY(%s) OR parent_id = ANY(%s)) "
-        "AND state NOT IN ('SUCCESS', 'FAILURE', 'CANCELLED')",
-        [ids, ids],
-    )
-    return int(rows[0][0])
 
 
 _COLUMNS = (

@@ -5,12 +5,14 @@ samples, and waiting for them with a deadline (``wait_until`` and ``free_port`` 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from interlock.settings import Settings
@@ -21,11 +23,14 @@ from testkit.waiting import wait_until
 
 __all__ = [
     "DATABASES",
+    "blocked_backend",
     "events",
     "free_port",
     "get_task",
     "json_of",
+    "kill_while_blocked",
     "llm_calls",
+    "marks",
     "parse_sse",
     "parse_metrics",
     "sample",
@@ -117,3 +122,32 @@ def settings_for_database(request: Any, tmp_path: Path) -> Settings:
     settings = Settings.from_env({}, database_url=f"sqlite:///{tmp_path / 'api.db'}", auth="off")
     upgrade(settings)
     return settings
+
+
+# -- a worker killed in the middle of a write (crash tests) ----------------------------------------
+
+
+def marks(engine: Engine, task_id: str) -> list[str]:
+    """The ``bench_runs`` markers a task's body and steps wrote, in order."""
+    with engine.connect() as connection:
+        query = text("SELECT kind FROM bench_runs WHERE task_id = :t ORDER BY at")
+        return [row.kind for row in connection.execute(query, {"t": task_id})]
+
+
+def blocked_backend(engine: Engine, pattern: str) -> int | None:
+    """The server pid of a session of the test database waiting for a lock in a statement LIKE ``pattern``."""
+    with engine.connect() as connection:
+        return connection.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE :q"
+            ),
+            {"q": pattern},
+        ).scalar()
+
+
+def kill_while_blocked(blocker: Connection, worker_pid: int, backend_pid: int) -> None:
+    """SIGKILL the worker process, end its database session (the blocked statement never commits), unblock."""
+    os.kill(worker_pid, signal.SIGKILL)
+    assert blocker.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend_pid}).scalar()
+    blocker.rollback()

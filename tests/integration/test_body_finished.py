@@ -8,14 +8,12 @@ and the next start finishes the task with the recorded value.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Engine, select, text
 
 from actors.context import TaskContext
 from actors.runtime import Runtime
@@ -23,33 +21,9 @@ from interlock.settings import Settings
 from models.checkpoints import BODY, COMPLETED, load_checkpoints
 from models.tasks import TaskEvent
 from tests.processes import Proc, base_env
-from tests.support import get_task, wait_for_state, wait_until
+from tests.support import blocked_backend, get_task, kill_while_blocked, marks, wait_for_state, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
-
-
-def _marks(engine: Engine, task_id: str) -> list[str]:
-    with engine.connect() as connection:
-        query = text("SELECT kind FROM bench_runs WHERE task_id = :t ORDER BY at")
-        return [row.kind for row in connection.execute(query, {"t": task_id})]
-
-
-def _blocked_backend(engine: Engine, pattern: str) -> int | None:
-    with engine.connect() as connection:
-        return connection.execute(
-            text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND query LIKE :q"
-            ),
-            {"q": pattern},
-        ).scalar()
-
-
-def _kill_while_blocked(blocker: Connection, worker_pid: int, backend_pid: int) -> None:
-    """SIGKILL the worker process, end its database session (the blocked write never commits), unblock."""
-    os.kill(worker_pid, signal.SIGKILL)
-    assert blocker.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend_pid}).scalar()
-    blocker.rollback()
 
 
 @pytest.mark.slow
@@ -61,7 +35,7 @@ def test_worker_killed_between_the_body_return_and_the_end_does_not_run_the_body
     env = base_env(settings.to_env())
     with Proc(["worker", "--processes", "1", "--threads", "1"], env=env, log=tmp_path / "w.log") as worker:
         task_id = stack.submit(query="killed after its body", workflow="test_counted", context={"sleep": 1})
-        wait_until(lambda: len(_marks(bench_runs, task_id)) == 1, timeout=60, what="the body's start")
+        wait_until(lambda: len(marks(bench_runs, task_id)) == 1, timeout=60, what="the body's start")
         task = get_task(stack.runtime.sessions, task_id)
         assert task is not None
         assert task.lease_owner
@@ -69,17 +43,17 @@ def test_worker_killed_between_the_body_return_and_the_end_does_not_run_the_body
         with bench_runs.connect() as blocker:
             # Finishing the task waits for this row lock; meanwhile its body returned.
             blocker.execute(text("SELECT id FROM tasks WHERE id = :t FOR UPDATE"), {"t": task_id})
-            wait_until(lambda: _marks(bench_runs, task_id)[-1:] == ["done"], what="the done step")
-            backend = wait_until(lambda: _blocked_backend(bench_runs, "%UPDATE tasks%finished_at%"), what="finish")
-            _kill_while_blocked(blocker, victim, backend)
+            wait_until(lambda: marks(bench_runs, task_id)[-1:] == ["done"], what="the done step")
+            backend = wait_until(lambda: blocked_backend(bench_runs, "%UPDATE tasks%finished_at%"), what="finish")
+            kill_while_blocked(blocker, victim, backend)
 
         ended = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=60)
         assert ended.state == "SUCCESS", (ended.error, worker.output()[-3000:])
         assert ended.attempts == 2  # redelivered and started again after the kill ...
-        bodies = [mark for mark in _marks(bench_runs, task_id) if mark.startswith("body ")]
+        bodies = [mark for mark in marks(bench_runs, task_id) if mark.startswith("body ")]
         assert len(bodies) == 1, bodies  # ... but its body ran once
         [body] = bodies
-        assert _marks(bench_runs, task_id) == [body, "done"]
+        assert marks(bench_runs, task_id) == [body, "done"]
         assert ended.result == {"status": "success", "token": body.removeprefix("body ")}  # the first run's value
         with stack.runtime.sessions() as session:
             successes = session.scalars(

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from actors.context import TaskContext
@@ -20,7 +18,7 @@ from interlock.settings import Settings
 from models.checkpoints import COMPLETED, FAILED, WorkflowCheckpoint, load_checkpoints
 from models.tasks import TaskEvent
 from tests.processes import Proc, base_env
-from tests.support import get_task, wait_for_state, wait_until
+from tests.support import blocked_backend, get_task, kill_while_blocked, marks, wait_for_state, wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]  # the settings fixture makes a vhost
 
@@ -185,31 +183,6 @@ def test_stage_time_limit_interrupts_and_rolls_back(settings: Settings, runtime:
 # -- crashes, with a real `interlock worker` ------------------------------------------------------
 
 
-def _marks(engine: Engine, task_id: str) -> list[str]:
-    with engine.connect() as connection:
-        query = text("SELECT kind FROM bench_runs WHERE task_id = :t ORDER BY at")
-        return [row.kind for row in connection.execute(query, {"t": task_id})]
-
-
-def _blocked_backend(engine: Engine, pattern: str) -> int | None:
-    """The server pid of a session of the test database waiting for a lock in a statement LIKE ``pattern``."""
-    with engine.connect() as connection:
-        return connection.execute(
-            text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND query LIKE :q"
-            ),
-            {"q": pattern},
-        ).scalar()
-
-
-def _kill_while_blocked(blocker: Connection, worker_pid: int, backend_pid: int) -> None:
-    """SIGKILL the worker process, end its database session (the blocked statement never commits), unblock."""
-    os.kill(worker_pid, signal.SIGKILL)
-    assert blocker.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend_pid}).scalar()
-    blocker.rollback()
-
-
 def _holder_pid(stack: Any, task_id: str) -> int:
     task = get_task(stack.runtime.sessions, task_id)
     assert task is not None
@@ -229,29 +202,29 @@ def test_worker_killed_inside_or_after_a_transactional_step_never_repeats_its_ef
     with Proc(["worker", "--processes", "1", "--threads", "1"], env=env, log=tmp_path / "w.log") as worker:
         # 1. Killed inside the "done" step: its INSERT waits for a table lock, uncommitted.
         inside = stack.submit(query="killed inside", workflow="bench_work", context={"sleep": 2})
-        wait_until(lambda: _marks(bench_runs, inside) == ["start"], timeout=60, what="the start step")
+        wait_until(lambda: marks(bench_runs, inside) == ["start"], timeout=60, what="the start step")
         with bench_runs.connect() as blocker:
             blocker.execute(text("LOCK TABLE bench_runs IN EXCLUSIVE MODE"))
-            backend = wait_until(lambda: _blocked_backend(bench_runs, "INSERT INTO bench_runs%"), what="done step")
-            _kill_while_blocked(blocker, _holder_pid(stack, inside), backend)
+            backend = wait_until(lambda: blocked_backend(bench_runs, "INSERT INTO bench_runs%"), what="done step")
+            kill_while_blocked(blocker, _holder_pid(stack, inside), backend)
 
         # 2. Killed after the "done" step committed, before the task's SUCCESS: finishing the
         # task waits for a row lock on it. Before transactional steps, the body ran again and
         # its done mark was written twice.
         after = stack.submit(query="killed after", workflow="bench_work", context={"sleep": 2})
-        wait_until(lambda: _marks(bench_runs, after) == ["start"], timeout=60, what="the start step")
+        wait_until(lambda: marks(bench_runs, after) == ["start"], timeout=60, what="the start step")
         victim = _holder_pid(stack, after)
         with bench_runs.connect() as blocker:
             blocker.execute(text("SELECT id FROM tasks WHERE id = :t FOR UPDATE"), {"t": after})
-            wait_until(lambda: _marks(bench_runs, after) == ["start", "done"], what="the done step")
-            backend = wait_until(lambda: _blocked_backend(bench_runs, "%UPDATE tasks%finished_at%"), what="finish")
-            _kill_while_blocked(blocker, victim, backend)
+            wait_until(lambda: marks(bench_runs, after) == ["start", "done"], what="the done step")
+            backend = wait_until(lambda: blocked_backend(bench_runs, "%UPDATE tasks%finished_at%"), what="finish")
+            kill_while_blocked(blocker, victim, backend)
 
         for task_id in (inside, after):
             task = wait_for_state(stack.runtime.sessions, task_id, {"SUCCESS", "FAILURE"}, timeout=60)
             assert task.state == "SUCCESS", (task.error, worker.output()[-3000:])
             assert task.attempts == 2  # the body was entered again after the kill ...
-            assert _marks(bench_runs, task_id) == ["start", "done"]  # ... and its effects happened once
+            assert marks(bench_runs, task_id) == ["start", "done"]  # ... and its effects happened once
             with stack.runtime.sessions() as session:
                 successes = session.scalars(
                     select(TaskEvent).where(TaskEvent.task_id == task_id, TaskEvent.state == "SUCCESS")
