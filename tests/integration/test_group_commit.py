@@ -268,8 +268,11 @@ def test_a_closed_writer_refuses_work_and_the_next_use_gets_a_new_one(sessions: 
     engine = sessions.kw["bind"]
     (first, second) = _tasks(sessions, 2, claimed=True)
     writer = _writer(sessions)
+    thread = writer._thread
+    assert thread is not None
+    assert thread.is_alive()
     group_commit.close_writer(engine)
-    assert not [thread for thread in threading.enumerate() if thread.name == "interlock-group-commit"]
+    assert not thread.is_alive()  # its thread ended (writers of other engines, other tests', may live on)
     with pytest.raises(group_commit.WriterClosed):
         writer.run(task_batches.FINISHES, {"p_id": first})
     ended, _ = _finish(sessions, second)  # a later use (a new runtime on this engine) gets a new writer
