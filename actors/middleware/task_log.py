@@ -26,13 +26,15 @@ def log_outcome(catalogue: Mapping[str, WorkflowSpec], message: Any, run: TaskRu
     """Log how this run of a task ended, once its state is recorded."""
     spec = spec_for_actor(catalogue, message.actor_name)
     workflow = spec.name if spec else message.actor_name
-    duration = time.monotonic() - run.started
+    # One value for the field and the message: rounding each separately could disagree (0.2749 s
+    # reads "0.27s" beside a field of 0.275).
+    duration = round(time.monotonic() - run.started, 3)
     fields = {
         "task_id": run.task_id,
         "workflow": workflow,
         "state": str(state),
         "attempts": run.attempt,
-        "duration": round(duration, 3),
+        "duration": duration,
     }
     level = logging.WARNING if state == TaskState.RETRY else logging.INFO
     logger.log(
