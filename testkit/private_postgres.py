@@ -15,11 +15,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import psycopg
 
 from testkit.processes import free_port
+from testkit.service import PrivateService
 
 __all__ = ["PrivatePostgres", "postgres_bin_dir"]
 
@@ -38,7 +38,7 @@ def postgres_bin_dir() -> Path:
     return versions[-1].parent
 
 
-class PrivatePostgres:
+class PrivatePostgres(PrivateService):
     """One private cluster: ``with PrivatePostgres() as pg: url = pg.create_database("x")``."""
 
     def __init__(self, *, options: dict[str, str] | None = None, bin_dir: Path | None = None) -> None:
@@ -103,16 +103,6 @@ class PrivatePostgres:
         with psycopg.connect(self.url(), autocommit=True) as connection:
             connection.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
-
-    def __enter__(self) -> PrivatePostgres:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.close()
 
     def _pg_ctl(self, action: str, *args: str) -> None:
         settings = " ".join(f"-c {name}={value}" for name, value in self.options.items())

@@ -20,17 +20,17 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from types import TracebackType
 
 import pika
 
 from testkit.processes import free_port
+from testkit.service import PrivateService
 from testkit.waiting import wait_until
 
 __all__ = ["PrivateRabbitMQ", "PrivateRabbitMQCluster"]
 
 
-class PrivateRabbitMQ:
+class PrivateRabbitMQ(PrivateService):
     """One private node: ``with PrivateRabbitMQ() as rabbit: url = rabbit.url``."""
 
     def __init__(self, *, port: int = 0, directory: Path | None = None) -> None:
@@ -116,16 +116,6 @@ class PrivateRabbitMQ:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
 
-    def __enter__(self) -> PrivateRabbitMQ:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.close()
-
     def _run(self, program: str, *args: str, check: bool = True) -> str:
         assert self.directory is not None, "start() first"
         base = self.directory
@@ -152,7 +142,7 @@ class PrivateRabbitMQ:
         return done.stdout
 
 
-class PrivateRabbitMQCluster:
+class PrivateRabbitMQCluster(PrivateService):
     """Three private nodes clustered on this host: ``with PrivateRabbitMQCluster() as cluster: cluster.url``.
 
     ``url`` names every node (``;``-separated, as ``INTERLOCK_BROKER_URL`` takes them), so a client
@@ -209,13 +199,3 @@ class PrivateRabbitMQCluster:
             thread.start()
         for thread in closing:
             thread.join()
-
-    def __enter__(self) -> PrivateRabbitMQCluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.close()
