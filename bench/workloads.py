@@ -457,7 +457,7 @@ def w3_http(lab: Lab, sizes: Sizes) -> dict[str, Any]:
             f"wrk -t2 -c{sizes.w3_connections} -d{sizes.w3_seconds}s per repetition (after a 2 s warm-up), "
             "POST /agent/execute {query}; no workers run, so messages stay queued.",
             "interlock: `interlock api` as shipped (gunicorn gthread, INTERLOCK_API_WORKERS=2 x "
-            "INTERLOCK_API_THREADS=8); each 202 follows a committed row and its committed outbox message "
+            "INTERLOCK_API_THREADS=32); each 202 follows a committed row and its committed outbox message "
             "(published with confirms, in batches, by the process's relay).",
             "celery: the article's FastAPI endpoint under uvicorn, one process as in its compose file; "
             "`.delay()` publishes without confirms and writes nothing to the database.",

@@ -245,8 +245,9 @@ class Settings:
     api_workers: int = _setting("INTERLOCK_API_WORKERS", 2, "gunicorn worker processes for `interlock api`.")
     api_threads: int = _setting(
         "INTERLOCK_API_THREADS",
-        8,
-        "Threads per gunicorn worker. Each open `/agent/stream` holds one: set it above the concurrent streams.",
+        32,
+        "Threads per gunicorn worker. Each open `/agent/stream` holds one: set it above the concurrent streams. "
+        "Submissions wait for a shared commit, not a CPU: more threads than cores make bigger batches.",
     )
     api_access_log: bool = _setting(
         "INTERLOCK_API_ACCESS_LOG",
