@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, delete, func, select
+from sqlalchemy import String, bindparam, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, BigIntId, utcnow
@@ -46,6 +46,23 @@ def schedule_message(
     session.add(ScheduledMessage(queue=queue, message=message, due_at=due_at or now, task_id=task_id, created_at=now))
 
 
+def _due_messages_statement() -> Any:
+    table = Base.metadata.tables[ScheduledMessage.__tablename__]
+    due = (
+        select(table.c.id)
+        .where(table.c.due_at <= bindparam("cutoff"))
+        .order_by(table.c.due_at)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+    )
+    return delete(table).where(table.c.id.in_(due.scalar_subquery())).returning(table.c.message, table.c.due_at)
+
+
+#: Built once: a relay runs it on every wake-up, and a statement built anew per call spent more CPU on
+#: SQLAlchemy's cache key than on its rows (a tenth of an API process's CPU under W3).
+_TAKE_DUE = _due_messages_statement()
+
+
 def take_due_messages(session: Session, *, limit: int = 500, older_than: float = 0.0) -> list[tuple[Any, datetime]]:
     """Delete and return (message, due time) of up to ``limit`` due messages (due ``older_than`` seconds
     ago or earlier), in the caller's transaction: one statement.
@@ -54,16 +71,8 @@ def take_due_messages(session: Session, *, limit: int = 500, older_than: float =
     other hosts take others. The caller publishes them before it commits; if it rolls back instead
     (the broker refused them), they are due again.
     """
-    table = Base.metadata.tables[ScheduledMessage.__tablename__]
-    due = (
-        select(table.c.id)
-        .where(table.c.due_at <= utcnow() - timedelta(seconds=older_than))
-        .order_by(table.c.due_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    taken = delete(table).where(table.c.id.in_(due.scalar_subquery())).returning(table.c.message, table.c.due_at)
-    return [(row.message, row.due_at) for row in session.execute(taken)]
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    return [(row.message, row.due_at) for row in session.execute(_TAKE_DUE, {"cutoff": cutoff, "limit": limit})]
 
 
 def pending_summary(session: Session) -> tuple[int, datetime | None]:
