@@ -97,6 +97,7 @@ class ApiMetrics:
         self.submissions = Counter(
             "interlock_submissions", "Tasks accepted over HTTP, by workflow.", ["workflow"], registry=self.registry
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.registry.register(TaskStateCollector(sessions))
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -106,13 +107,24 @@ class ApiMetrics:
         started = getattr(req.context, "metrics_started", None)
         route = req.uri_template or UNMATCHED
         method = req.method if req.method in KNOWN_METHODS else "other"
-        status = str(resp.status_code)
-        self.requests.labels(route, method, status).inc()
+        count, latency = self._children_for(route, method, resp.status_code)
+        count.inc()
         if started is not None:
-            self.latency.labels(route, method).observe(time.perf_counter() - started)
+            latency.observe(time.perf_counter() - started)
         workflow = getattr(req.context, "submitted_workflow", None)
         if workflow and resp.status_code < 300:
             self.submissions.labels(workflow).inc()
+
+    def _children_for(self, route: str, method: str, status: int) -> tuple[Any, Any]:
+        """The labelled counter and histogram of one (route, method, status), looked up once: ``labels()``
+        validates and locks on every call, a measurable share of a submission's CPU. The labels are
+        bounded (see the class), so is this dict; two threads racing on a new key get the same children."""
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route, method))
+            self._children[key] = children
+        return children
 
 
 class MetricsResource:
