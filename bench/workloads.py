@@ -45,7 +45,7 @@ class Sizes:
 QUICK = Sizes(
     reps=3,
     w1_tasks=1000,
-    w2_tasks={"interlock": 128, "interlock-t128": 256, "celery": 16, "celery-threads": 128, "dramatiq": 48},
+    w2_tasks={"interlock": 256, "interlock-t128": 256, "celery": 16, "celery-threads": 128, "dramatiq": 48},
     w3_seconds=5,
     w3_connections=32,
     w4_steps=300,
