@@ -127,6 +127,10 @@ def spec_for_actor(catalogue: Mapping[str, WorkflowSpec], name: str) -> Workflow
     """The workflow a message for actor ``name`` runs (current or former name, or a priority band's
     twin of either: ``actors.priority_bands``), if any."""
     name = canonical_name(name)
+    # Looked up several times per task: try the workflow the default actor name names first.
+    spec = catalogue.get(name.removeprefix("interlock."))
+    if spec is not None and spec.actor_name == name:
+        return spec
     return next((spec for spec in catalogue.values() if name in spec.actor_names), None)
 
 

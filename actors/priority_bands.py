@@ -55,10 +55,8 @@ def band_name(name: str, band: str | None) -> str:
 
 def canonical_name(name: str) -> str:
     """The queue (or actor) name without its band suffix."""
-    for band in BANDS:
-        if name.endswith(f".{band}"):
-            return name[: -len(band) - 1]
-    return name
+    head, dot, band = name.rpartition(".")
+    return head if dot and band in BANDS else name
 
 
 def worker_priority(band: str, base: int = 0) -> int:

@@ -22,6 +22,7 @@ pipeline's transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -121,7 +122,13 @@ class GroupCommit:
         #: Batch sizes seen, by kind: {kind: Counter({size: batches})}.
         self.batch_sizes: dict[str, Counter[int]] = {}
         self._pending: list[_Operation] = []
-        self._condition = threading.Condition()
+        #: Guards ``_pending``, ``_closed`` and ``_thread`` (held for a few instructions at a time).
+        self._mutex = threading.Lock()
+        #: Released when there may be work: the writer sleeps on it when it found none. A bare lock
+        #: used as a binary semaphore; a Condition cost each caller a notify and each batch a wait,
+        #: both written in Python, with a lock allocated per wait.
+        self._wake = threading.Lock()
+        self._wake.acquire()
         self._thread: threading.Thread | None = None
         self._closed = False
         #: The writer thread's connection, kept between batches while it is busy.
@@ -130,29 +137,35 @@ class GroupCommit:
     def run(self, kind: BatchKind, params: dict[str, Any]) -> Any:
         """Make the write and return its result once it is committed; its error if it failed."""
         operation = _Operation(kind, params)
-        with self._condition:
+        with self._mutex:
             if self._closed:
                 raise WriterClosed("the database writer of this process is closed")
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._serve, name="interlock-group-commit", daemon=True)
                 self._thread.start()
             self._pending.append(operation)
-            self._condition.notify()
+        self._signal()
         return operation.wait()
 
     def close(self) -> None:
         """Write what is pending, then stop the thread; later :meth:`run` calls fail."""
-        with self._condition:
+        with self._mutex:
             self._closed = True
-            self._condition.notify()
             thread = self._thread
+        self._signal()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
     def pending(self) -> int:
         """Operations waiting for the writer (not counting the batch it is writing)."""
-        with self._condition:
+        with self._mutex:
             return len(self._pending)
+
+    def _signal(self) -> None:
+        """Wake the writer if it sleeps; a no-op while it is busy (it looks again after each batch)."""
+        if self._wake.locked():
+            with contextlib.suppress(RuntimeError):  # another caller released it first: one wake-up serves both
+                self._wake.release()
 
     def commits(self, kind: str) -> int:
         """Statements (each its own commit) made for ``kind`` so far."""
@@ -161,13 +174,17 @@ class GroupCommit:
     def _serve(self) -> None:
         try:
             while True:
-                with self._condition:
-                    while not self._pending and not self._closed:
-                        if not self._condition.wait(IDLE_SECONDS):
-                            self._release_connection()  # idle: back to the pool (recycled there)
-                    if not self._pending:
-                        return  # closed, and nothing left to write
+                with self._mutex:
                     batch, self._pending = self._pending, []
+                    closed = self._closed
+                if not batch:
+                    if closed:
+                        return  # closed, and nothing left to write
+                    # A caller appends before it signals, so work that came after the look above
+                    # has released the lock by now (or will): no wake-up is lost.
+                    if not self._wake.acquire(timeout=IDLE_SECONDS):
+                        self._release_connection()  # idle: back to the pool (recycled there)
+                    continue
                 try:
                     self._write(batch)
                 except BaseException as exc:
@@ -196,8 +213,8 @@ class GroupCommit:
         for operations in by_kind.values():
             later.extend(self._write_kind(operations))
         if later:
-            with self._condition:
-                self._pending[:0] = later  # first in the next batch
+            with self._mutex:
+                self._pending[:0] = later  # first in the next batch (the writer looks again at once)
 
     def _write_kind(self, operations: list[_Operation]) -> list[_Operation]:
         """Write one kind's operations in one statement; returns those left for the next batch."""

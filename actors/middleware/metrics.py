@@ -92,8 +92,27 @@ WRITE_BATCH_SIZE = Histogram(
 )
 
 
+#: Labelled children, looked up once: ``labels()`` validates and locks on every call, and these are
+#: counted on every task (or batch).
+_batch_sizes: dict[str, Any] = {}
+_ended: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
 def _observe_write_batch(kind: str, size: int) -> None:
-    WRITE_BATCH_SIZE.labels(kind).observe(size)
+    child = _batch_sizes.get(kind)
+    if child is None:
+        child = _batch_sizes.setdefault(kind, WRITE_BATCH_SIZE.labels(kind))
+    child.observe(size)
+
+
+def _count_ended(actor: str, outcome: str, seconds: float) -> None:
+    children = _ended.get((actor, outcome))
+    if children is None:
+        children = _ended.setdefault(
+            (actor, outcome), (TASKS.labels(actor, outcome), TASK_DURATION.labels(actor, outcome))
+        )
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 class WorkerMetrics(Middleware):
@@ -121,8 +140,7 @@ class WorkerMetrics(Middleware):
         else:
             outcome = "retry"
             RETRIES.labels(actor).inc()
-        TASKS.labels(actor, outcome).inc()
-        TASK_DURATION.labels(actor, outcome).observe(time.monotonic() - run.started)
+        _count_ended(actor, outcome, time.monotonic() - run.started)
         model = "offline" if self.runtime.settings.llm_offline else self.runtime.settings.model
         usage = run.usage or {}
         for kind, tokens in usage.items():
