@@ -33,7 +33,7 @@ from actors.watchdog import Alarm
 from actors.watchdog import arm as arm_alarm
 from interlock import tracing
 from models.base import utcnow
-from models.checkpoints import BODY, COMPLETED, FAILED, WorkflowCheckpoint, load_checkpoints, save_checkpoint
+from models.checkpoints import BODY, COMPLETED, FAILED, WorkflowCheckpoint, load_outcomes, save_checkpoint
 from models.database import one_statement_session
 
 __all__ = ["DurableSteps", "EarlierBody", "ERROR_CHARS"]
@@ -92,12 +92,12 @@ class DurableSteps:
         """Results of the steps that finished in earlier attempts, by stage name."""
         if self._completed is None:
             with one_statement_session(self.runtime.sessions) as session:
-                checkpoints = load_checkpoints(session, self.task_id, with_body=True)
+                checkpoints = load_outcomes(session, self.task_id)
             body = next((c for c in checkpoints if c.stage == BODY), None)
-            self._body = None if body is None else EarlierBody(body.state.get("result"), int(body.meta["attempt"]))
+            self._body = None if body is None else EarlierBody(body.state.get("result"), int(body.metadata["attempt"]))
             checkpoints = [c for c in checkpoints if c.stage != BODY]
             self._completed = {c.stage: c.state.get("result") for c in checkpoints if c.status == COMPLETED}
-            self._failures = {c.stage: list(c.meta.get("failures", [])) for c in checkpoints}
+            self._failures = {c.stage: list(c.metadata.get("failures", [])) for c in checkpoints}
         return self._completed
 
     def earlier_body(self) -> EarlierBody | None:

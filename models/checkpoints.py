@@ -12,13 +12,21 @@ import functools
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Insert, Integer, String, Table, Text, UniqueConstraint, bindparam, select
+from sqlalchemy import Insert, Integer, Row, Select, String, Table, Text, UniqueConstraint, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, BigIntId, utcnow
 
-__all__ = ["WorkflowCheckpoint", "load_checkpoints", "save_checkpoint", "BODY", "COMPLETED", "FAILED"]
+__all__ = [
+    "WorkflowCheckpoint",
+    "load_checkpoints",
+    "load_outcomes",
+    "save_checkpoint",
+    "BODY",
+    "COMPLETED",
+    "FAILED",
+]
 
 COMPLETED = "completed"
 FAILED = "failed"
@@ -51,6 +59,15 @@ def load_checkpoints(session: Session, workflow_id: str, *, with_body: bool = Fa
     return list(session.scalars(query.order_by(WorkflowCheckpoint.created_at, WorkflowCheckpoint.id)))
 
 
+def load_outcomes(session: Session, workflow_id: str) -> list[Row[tuple[str, str, dict[str, Any], dict[str, Any]]]]:
+    """``(stage, status, state, meta)`` of each of the workflow's checkpoints, :data:`BODY` included.
+
+    What a running task reads before its first step: plain rows of one prepared statement, not
+    ORM objects, since building those cost a tenth of an agent task's CPU.
+    """
+    return list(session.execute(_OUTCOMES, {"p_workflow_id": workflow_id}))
+
+
 def save_checkpoint(
     session: Session,
     *,
@@ -80,6 +97,19 @@ def save_checkpoint(
 
 
 _CHANGED = ("status", "state", "metadata", "error", "duration_ms")  # "metadata": the column behind ``meta``
+
+
+def _outcomes_statement() -> Select[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    table = cast(Table, WorkflowCheckpoint.__table__)
+    columns = (table.c.stage, table.c.status, table.c.state, table.c.metadata)
+    return (
+        select(*columns)
+        .where(table.c.workflow_id == bindparam("p_workflow_id"))
+        .order_by(table.c.created_at, table.c.id)
+    )
+
+
+_OUTCOMES = _outcomes_statement()
 
 
 @functools.cache
