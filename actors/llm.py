@@ -76,6 +76,8 @@ class OpenAIChat:
             max_retries=0,
             http_client=openai.DefaultAioHttpClient(timeout=timeout),  # its session starts on the I/O loop
         )
+        # Absolute: a path relative to the base URL is parsed three times per request by httpx.
+        self._url = f"{self._client.base_url}chat/completions"
 
     def start(self, messages: list[dict[str, str]], *, timeout: float | None = None) -> Future[Completion]:
         return self.io.submit(self._complete(messages, timeout or self.timeout))
@@ -89,7 +91,7 @@ class OpenAIChat:
             # the SDK's type-driven transform, a third of the CPU of a call, for plain dicts of text.
             response = await asyncio.wait_for(
                 self._client.post(
-                    "/chat/completions",
+                    self._url,
                     cast_to=ChatCompletion,
                     body={"model": self.model, "messages": messages},
                     options={"timeout": timeout},
