@@ -33,8 +33,18 @@ from actors.watchdog import Alarm
 from actors.watchdog import arm as arm_alarm
 from interlock import tracing
 from models.base import utcnow
-from models.checkpoints import BODY, COMPLETED, FAILED, WorkflowCheckpoint, load_outcomes, save_checkpoint
+from models.checkpoints import (
+    BODY,
+    CHECKPOINT_WRITES,
+    COMPLETED,
+    FAILED,
+    WorkflowCheckpoint,
+    checkpoint_write,
+    load_outcomes,
+    save_checkpoint,
+)
 from models.database import one_statement_session
+from models.task_batches import write
 
 __all__ = ["DurableSteps", "EarlierBody", "ERROR_CHARS"]
 
@@ -121,15 +131,14 @@ class DurableSteps:
         """
         if not self.worked:
             return
-        with one_statement_session(self.runtime.sessions) as session:
-            save_checkpoint(
-                session,
-                workflow_id=self.task_id,
-                stage=BODY,
-                status=COMPLETED,
-                state={"result": result},
-                meta={"attempt": self.attempt},
-            )
+        saved = checkpoint_write(
+            workflow_id=self.task_id,
+            stage=BODY,
+            status=COMPLETED,
+            state={"result": result},
+            meta={"attempt": self.attempt},
+        )
+        write(self.runtime.sessions, CHECKPOINT_WRITES, saved)  # committed when it returns
 
     def step(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` once per workflow; see ``TaskContext.step``."""
@@ -141,8 +150,8 @@ class DurableSteps:
         with self._attempt(name) as attempt:
             result = fn(*args, **kwargs)
             attempt.stop_watchdog()
-        with one_statement_session(self.runtime.sessions) as session:  # one upsert
-            self._save_completed(session, name, result, attempt)
+        # One upsert, committed when it returns; those of steps that end together are one statement.
+        write(self.runtime.sessions, CHECKPOINT_WRITES, checkpoint_write(**self._completion(name, result, attempt)))
         done[name] = result
         return result
 
@@ -215,15 +224,18 @@ class DurableSteps:
             self.current = None
 
     def _save_completed(self, session: Session, name: str, result: Any, attempt: _Attempt) -> None:
-        save_checkpoint(
-            session,
-            workflow_id=self.task_id,
-            stage=name,
-            status=COMPLETED,
-            state={"result": result, "input": self.input},
-            meta={"attempt": self.attempt, "failures": attempt.failures},
-            duration_ms=attempt.elapsed_ms(),
-        )
+        save_checkpoint(session, **self._completion(name, result, attempt))
+
+    def _completion(self, name: str, result: Any, attempt: _Attempt) -> dict[str, Any]:
+        """The checkpoint of a completed step."""
+        return {
+            "workflow_id": self.task_id,
+            "stage": name,
+            "status": COMPLETED,
+            "state": {"result": result, "input": self.input},
+            "meta": {"attempt": self.attempt, "failures": attempt.failures},
+            "duration_ms": attempt.elapsed_ms(),
+        }
 
 
 @dataclass
