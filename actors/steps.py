@@ -43,7 +43,7 @@ from models.checkpoints import (
     load_outcomes,
     save_checkpoint,
 )
-from models.database import one_statement_session
+from models.database import autocommit
 from models.task_batches import write
 
 __all__ = ["DurableSteps", "EarlierBody", "ERROR_CHARS"]
@@ -101,8 +101,8 @@ class DurableSteps:
     def completed(self) -> dict[str, Any]:
         """Results of the steps that finished in earlier attempts, by stage name."""
         if self._completed is None:
-            with one_statement_session(self.runtime.sessions) as session:
-                checkpoints = load_outcomes(session, self.task_id)
+            with autocommit(self.runtime.sessions) as connection:  # reads only: no session, no transaction
+                checkpoints = load_outcomes(connection, self.task_id)
             body = next((c for c in checkpoints if c.stage == BODY), None)
             self._body = None if body is None else EarlierBody(body.state.get("result"), int(body.metadata["attempt"]))
             checkpoints = [c for c in checkpoints if c.stage != BODY]

@@ -65,7 +65,9 @@ def load_checkpoints(session: Session, workflow_id: str, *, with_body: bool = Fa
     return list(session.scalars(query.order_by(WorkflowCheckpoint.created_at, WorkflowCheckpoint.id)))
 
 
-def load_outcomes(session: Session, workflow_id: str) -> list[Row[tuple[str, str, dict[str, Any], dict[str, Any]]]]:
+def load_outcomes(
+    session: Session | Connection, workflow_id: str
+) -> list[Row[tuple[str, str, dict[str, Any], dict[str, Any]]]]:
     """``(stage, status, state, meta)`` of each of the workflow's checkpoints, :data:`BODY` included.
 
     What a running task reads before its first step: plain rows of one prepared statement, not

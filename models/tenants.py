@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from sqlalchemy import BigInteger, Insert, Integer, Select, String, Table, and_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, utcnow
@@ -112,7 +113,7 @@ def tokens_used(session: Session, tenant: str, month: str | None = None) -> int:
     return int(used or 0)
 
 
-def budget_exhausted(session: Session, tenant: str) -> str | None:
+def budget_exhausted(session: Session | Connection, tenant: str) -> str | None:
     """Why ``tenant`` may spend no more tokens this month, or ``None`` while it may.
 
     Asked before every LLM call: one prepared statement (the budget with this month's usage), no ORM objects.
