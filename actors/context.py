@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from actors.call_log import CallLog
@@ -21,7 +22,7 @@ from actors.runtime import Runtime
 from actors.steps import DurableSteps, EarlierBody
 from interlock.settings import Settings
 from models import task_lifecycle
-from models.database import one_statement_session
+from models.database import autocommit, one_statement_session
 from models.security import SYSTEM_TENANT
 from models.task_calls import LLM, TOOL
 from models.task_transitions import record_event
@@ -85,7 +86,7 @@ class TaskContext:
         with one_statement_session(self.runtime.sessions) as session:
             return self._tenant_in(session)
 
-    def _tenant_in(self, session: Session) -> str:
+    def _tenant_in(self, session: Session | Connection) -> str:
         if self._tenant is None:
             self._tenant = session.scalar(select(Task.tenant).where(Task.id == self.task_id)) or SYSTEM_TENANT
         return self._tenant
@@ -219,8 +220,8 @@ class TaskContext:
             deadline = min(self._steps.stage_deadline or self.soft_deadline, running.deadline)
             limits.before_call(self.runtime.llm.model, deadline=deadline)
         timeout = running.timeout(self.runtime.settings.llm_timeout)
-        with one_statement_session(self.runtime.sessions) as session:  # reads only
-            tenant = self._check_budget(session)
+        with autocommit(self.runtime.sessions) as connection:  # reads only: no session, no transaction
+            tenant = self._check_budget(connection)
         record = self._calls.begin(LLM, self.runtime.llm.model)  # its page shows it in flight
         call = self.runtime.llm.start(messages, timeout=timeout)
         try:
@@ -252,7 +253,7 @@ class TaskContext:
             raise
         record.ended()
 
-    def _check_budget(self, session: Session) -> str:
+    def _check_budget(self, session: Session | Connection) -> str:
         """The task's tenant; stops the workflow with a clear error once the tenant's budget is used."""
         tenant = self._tenant_in(session)
         exhausted = budget_exhausted(session, tenant)

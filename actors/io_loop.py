@@ -41,6 +41,9 @@ class IOLoop:
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         """The running loop (started now if it is not yet)."""
+        loop = self._loop
+        if loop is not None:  # every call takes this path once started: no lock to contend for
+            return loop
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()

@@ -33,8 +33,18 @@ from actors.watchdog import Alarm
 from actors.watchdog import arm as arm_alarm
 from interlock import tracing
 from models.base import utcnow
-from models.checkpoints import BODY, COMPLETED, FAILED, WorkflowCheckpoint, load_checkpoints, save_checkpoint
-from models.database import one_statement_session
+from models.checkpoints import (
+    BODY,
+    CHECKPOINT_WRITES,
+    COMPLETED,
+    FAILED,
+    WorkflowCheckpoint,
+    checkpoint_write,
+    load_outcomes,
+    save_checkpoint,
+)
+from models.database import autocommit
+from models.task_batches import write
 
 __all__ = ["DurableSteps", "EarlierBody", "ERROR_CHARS"]
 
@@ -91,13 +101,13 @@ class DurableSteps:
     def completed(self) -> dict[str, Any]:
         """Results of the steps that finished in earlier attempts, by stage name."""
         if self._completed is None:
-            with one_statement_session(self.runtime.sessions) as session:
-                checkpoints = load_checkpoints(session, self.task_id, with_body=True)
+            with autocommit(self.runtime.sessions) as connection:  # reads only: no session, no transaction
+                checkpoints = load_outcomes(connection, self.task_id)
             body = next((c for c in checkpoints if c.stage == BODY), None)
-            self._body = None if body is None else EarlierBody(body.state.get("result"), int(body.meta["attempt"]))
+            self._body = None if body is None else EarlierBody(body.state.get("result"), int(body.metadata["attempt"]))
             checkpoints = [c for c in checkpoints if c.stage != BODY]
             self._completed = {c.stage: c.state.get("result") for c in checkpoints if c.status == COMPLETED}
-            self._failures = {c.stage: list(c.meta.get("failures", [])) for c in checkpoints}
+            self._failures = {c.stage: list(c.metadata.get("failures", [])) for c in checkpoints}
         return self._completed
 
     def earlier_body(self) -> EarlierBody | None:
@@ -121,15 +131,14 @@ class DurableSteps:
         """
         if not self.worked:
             return
-        with one_statement_session(self.runtime.sessions) as session:
-            save_checkpoint(
-                session,
-                workflow_id=self.task_id,
-                stage=BODY,
-                status=COMPLETED,
-                state={"result": result},
-                meta={"attempt": self.attempt},
-            )
+        saved = checkpoint_write(
+            workflow_id=self.task_id,
+            stage=BODY,
+            status=COMPLETED,
+            state={"result": result},
+            meta={"attempt": self.attempt},
+        )
+        write(self.runtime.sessions, CHECKPOINT_WRITES, saved)  # committed when it returns
 
     def step(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` once per workflow; see ``TaskContext.step``."""
@@ -141,8 +150,8 @@ class DurableSteps:
         with self._attempt(name) as attempt:
             result = fn(*args, **kwargs)
             attempt.stop_watchdog()
-        with one_statement_session(self.runtime.sessions) as session:  # one upsert
-            self._save_completed(session, name, result, attempt)
+        # One upsert, committed when it returns; those of steps that end together are one statement.
+        write(self.runtime.sessions, CHECKPOINT_WRITES, checkpoint_write(**self._completion(name, result, attempt)))
         done[name] = result
         return result
 
@@ -215,15 +224,18 @@ class DurableSteps:
             self.current = None
 
     def _save_completed(self, session: Session, name: str, result: Any, attempt: _Attempt) -> None:
-        save_checkpoint(
-            session,
-            workflow_id=self.task_id,
-            stage=name,
-            status=COMPLETED,
-            state={"result": result, "input": self.input},
-            meta={"attempt": self.attempt, "failures": attempt.failures},
-            duration_ms=attempt.elapsed_ms(),
-        )
+        save_checkpoint(session, **self._completion(name, result, attempt))
+
+    def _completion(self, name: str, result: Any, attempt: _Attempt) -> dict[str, Any]:
+        """The checkpoint of a completed step."""
+        return {
+            "workflow_id": self.task_id,
+            "stage": name,
+            "status": COMPLETED,
+            "state": {"result": result, "input": self.input},
+            "meta": {"attempt": self.attempt, "failures": attempt.failures},
+            "duration_ms": attempt.elapsed_ms(),
+        }
 
 
 @dataclass

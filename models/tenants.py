@@ -10,8 +10,9 @@ import functools
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Insert, Integer, String, Table, bindparam, func, select
+from sqlalchemy import BigInteger, Insert, Integer, Select, String, Table, and_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, utcnow
@@ -112,19 +113,35 @@ def tokens_used(session: Session, tenant: str, month: str | None = None) -> int:
     return int(used or 0)
 
 
-def budget_exhausted(session: Session, tenant: str) -> str | None:
-    """Why ``tenant`` may spend no more tokens this month, or ``None`` while it may."""
-    limits = session.get(TenantLimits, tenant)
-    if limits is None or limits.monthly_tokens is None:
-        return None
+def budget_exhausted(session: Session | Connection, tenant: str) -> str | None:
+    """Why ``tenant`` may spend no more tokens this month, or ``None`` while it may.
+
+    Asked before every LLM call: one prepared statement (the budget with this month's usage), no ORM objects.
+    """
     month = month_of()
-    used = tokens_used(session, tenant, month)
-    if used < limits.monthly_tokens:
+    row = session.execute(_BUDGET, {"p_tenant": tenant, "p_month": month}).first()
+    if row is None or row.monthly_tokens is None:
+        return None
+    used, budget = int(row.used), int(row.monthly_tokens)
+    if used < budget:
         return None
     return (
-        f"tenant {tenant!r} has used its monthly token budget ({used} of {limits.monthly_tokens} tokens "
+        f"tenant {tenant!r} has used its monthly token budget ({used} of {budget} tokens "
         f"in {month}); raise it with `interlock tenants set {tenant} --monthly-tokens N` or wait for next month"
     )
+
+
+def _budget_statement() -> Select[tuple[int | None, int]]:
+    limits, usage = cast(Table, TenantLimits.__table__), cast(Table, TenantUsage.__table__)
+    this_month = and_(usage.c.tenant == limits.c.name, usage.c.month == bindparam("p_month"))
+    return (
+        select(limits.c.monthly_tokens, func.coalesce(usage.c.tokens, 0).label("used"))
+        .select_from(limits.outerjoin(usage, this_month))
+        .where(limits.c.name == bindparam("p_tenant"))
+    )
+
+
+_BUDGET = _budget_statement()
 
 
 def may_start(session: Session, task_id: str) -> bool:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import call_batches, group_commit, task_batches, task_lifecycle
+from models import call_batches, checkpoints, group_commit, task_batches, task_lifecycle
 from models.base import utcnow
 from models.database import make_engine, make_sessionmaker
 from models.group_commit import GroupCommit
@@ -384,3 +384,29 @@ def test_calls_of_many_threads_begin_and_end_in_shared_commits(sessions: session
             select(TaskCall.id, TaskCall.duration_ms, TaskCall.prompt_tokens).where(TaskCall.id.in_(call_ids))
         ).all()
     assert sorted(tuple(row) for row in ended) == sorted((call_ids[i], 10 + i, i) for i in range(n))
+
+
+def test_checkpoints_of_many_threads_share_a_commit_and_overwrite_earlier_ones(
+    sessions: sessionmaker[Session],
+) -> None:
+    n = 6
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    writer = _writer(sessions)
+
+    def save(i: int, status: str, result: Any) -> None:
+        saved = checkpoints.checkpoint_write(
+            workflow_id=ids[i], stage="reasoning", status=status, state={"result": result}, meta={"attempt": 1}
+        )
+        task_batches.write(sessions, checkpoints.CHECKPOINT_WRITES, saved)
+
+    _in_one_batch(sessions, n, lambda i: save(i, checkpoints.FAILED, None), what="the first checkpoints never waited")
+    _in_one_batch(
+        sessions, n, lambda i: save(i, checkpoints.COMPLETED, {"text": f"r{i}"}), what="the second ones never waited"
+    )
+    assert writer.batch_sizes["checkpoint"][n] == 2
+    with sessions() as session:
+        for i in range(n):
+            outcomes = checkpoints.load_outcomes(session, ids[i])
+            assert [(o.stage, o.status, o.state, o.metadata) for o in outcomes] == [
+                ("reasoning", checkpoints.COMPLETED, {"result": {"text": f"r{i}"}}, {"attempt": 1})
+            ]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from actors.errors import PermanentError, TransientError
-from actors.llm import OFFLINE_MODEL_NAME, OfflineModel, OpenAIChat, build_llm
+from actors.llm import OFFLINE_MODEL_NAME, OfflineModel, OpenAIChat, _completion, build_llm
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -77,3 +77,9 @@ def test_offline_model_is_deterministic_and_says_what_it_is() -> None:
     online = build_llm(api_key="", base_url="http://127.0.0.1:1/v1", model="x", timeout=1)
     assert isinstance(online, OpenAIChat)
     online.close()
+
+
+@pytest.mark.parametrize("answer", [{"choices": []}, {"choices": [{}]}, "<html>a proxy's page</html>", None])
+def test_an_answer_that_is_not_a_chat_completion_is_transient(answer: object) -> None:
+    with pytest.raises(TransientError, match="not a chat completion"):
+        _completion(answer, "m")
