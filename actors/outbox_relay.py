@@ -80,6 +80,8 @@ class Publisher(Protocol):
 
     def publish(self, messages: Sequence[Message[Any]]) -> None: ...
 
+    def keepalive(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -95,6 +97,9 @@ class EnqueuePublisher:
             self.broker.enqueue(message)
         self.counters.batches += 1
         self.counters.messages += len(messages)
+
+    def keepalive(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -181,6 +186,18 @@ class RabbitmqPublisher:
     def publish(self, messages: Sequence[Message[Any]]) -> None:
         if routes_bands(self.broker):
             messages = [routed(message) for message in messages]
+        reused = self._channel is not None and self._channel.is_open
+        try:
+            self._publish(messages)
+        except PublishFailed:
+            if not reused or self._channel is not None:
+                raise
+            # The connection kept from an earlier batch had died (a broker restart, a proxy's idle
+            # timeout): one more try on a new one before the batch waits and the broker counts as down.
+            logger.info("outbox relay: its RabbitMQ connection had been lost; publishing on a new one")
+            self._publish(messages)
+
+    def _publish(self, messages: Sequence[Message[Any]]) -> None:
         try:
             channel = self._open()
             for queue in {message.queue_name for message in messages}:
@@ -208,6 +225,17 @@ class RabbitmqPublisher:
             raise PublishFailed(f"RabbitMQ refused or could not route {self._refused} of {len(messages)} messages")
         self.counters.batches += 1
         self.counters.messages += len(messages)
+
+    def keepalive(self) -> None:
+        """Answer the broker's heartbeats on an idle connection: pika's blocking connection does so only
+        while it is used, and RabbitMQ closes a connection that misses two (a few minutes idle)."""
+        if self._connection is None or not self._connection.is_open:
+            return
+        try:
+            self._connection.process_data_events(time_limit=0)
+        except (pika.exceptions.AMQPError, ConnectionClosed, OSError) as exc:
+            logger.info("outbox relay: its idle RabbitMQ connection was lost (%r); the next batch opens one", exc)
+            self.close()
 
     def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
@@ -252,9 +280,11 @@ def publish_pending(
     transaction that locked and deleted their rows. Returns how many were published."""
     with sessions.begin() as session:  # the rows are deleted only if the publish is confirmed
         rows = take_due_messages(session, limit=limit, older_than=older_than)
-        if not rows:
-            return 0
-        publisher.publish([_message_of(message) for message, _ in rows])
+        if rows:
+            publisher.publish([_message_of(message) for message, _ in rows])
+    if not rows:
+        publisher.keepalive()  # called at every poll: an idle connection stays alive
+        return 0
     due = [as_utc(at) for _, at in rows]
     if delays is not None:
         now = utcnow()

@@ -4,6 +4,7 @@ batches by a relay (or by the workers' maintenance), never lost and never run tw
 from __future__ import annotations
 
 import logging
+import socket
 
 import pytest
 from dramatiq import Message
@@ -79,6 +80,31 @@ def test_a_batch_waits_for_confirms_once(settings, make_stack) -> None:
     assert publisher.counters.confirm_waits == 1
     assert publisher.counters.messages == 40
     assert _queued(stack) == 40
+    assert _outbox(stack) == []
+
+
+def _sever(publisher: RabbitmqPublisher) -> None:
+    """The publisher's TCP connection dies under it, as when a broker restarts or a proxy drops an idle one."""
+    assert publisher._connection is not None
+    publisher._connection._impl._transport._sock.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_connection_lost_between_batches_is_replaced_without_failing_the_next(settings, make_stack) -> None:
+    offline, ids = _submit_offline(settings, make_stack, 2)
+    stack = make_stack(settings, worker=False)
+    stack.broker.outbox.stop()  # this test's publisher does the publishing
+    stack.broker.flush_all()
+    publisher = RabbitmqPublisher(stack.broker)
+    try:
+        assert publish_pending(stack.runtime.sessions, publisher, limit=1) == 1
+        _sever(publisher)
+        assert publish_pending(stack.runtime.sessions, publisher, limit=1) == 1  # no PublishFailed
+        _sever(publisher)
+        assert publish_pending(stack.runtime.sessions, publisher) == 0  # idle: its keepalive finds it dead
+        assert publisher._connection is None
+    finally:
+        publisher.close()
+    assert _queued(stack) == 2
     assert _outbox(stack) == []
 
 
