@@ -11,7 +11,8 @@ from dramatiq import Message
 from sqlalchemy import func, select
 
 from actors.middleware.maintenance import publish_due_messages
-from actors.outbox_relay import PublishFailed, RabbitmqPublisher, publish_pending
+from actors.outbox_relay import publish_pending
+from actors.publishers import PublishFailed, RabbitmqPublisher
 from models.scheduled import ScheduledMessage
 from models.tasks import TaskEvent
 from tests.stack import Stack
