@@ -151,7 +151,7 @@ class DurableSteps:
             result = fn(*args, **kwargs)
             attempt.stop_watchdog()
         # One upsert, committed when it returns; those of steps that end together are one statement.
-        write(self.runtime.sessions, CHECKPOINT_WRITES, checkpoint_write(**self._completion(name, result, attempt)))
+        write(self.runtime.sessions, CHECKPOINT_WRITES, self._completion(name, result, attempt))
         done[name] = result
         return result
 
@@ -173,7 +173,7 @@ class DurableSteps:
             else:
                 result = fn(session, *args, **kwargs)
                 attempt.stop_watchdog()  # from here on, only the commit can fail the step
-                self._save_completed(session, name, result, attempt)
+                save_checkpoint(session, self._completion(name, result, attempt))
         done[name] = result
         return result
 
@@ -206,8 +206,7 @@ class DurableSteps:
                 stored = _locked_checkpoint(session, self.task_id, name)
                 # Never overwrite a completion (another run of the task may have made it meanwhile).
                 if stored is None or stored.status != COMPLETED:
-                    save_checkpoint(
-                        session,
+                    failed = checkpoint_write(
                         workflow_id=self.task_id,
                         stage=name,
                         status=FAILED,
@@ -216,6 +215,7 @@ class DurableSteps:
                         error=error,
                         duration_ms=attempt.elapsed_ms(),
                     )
+                    save_checkpoint(session, failed)
             raise
         finally:
             span.end()
@@ -223,19 +223,16 @@ class DurableSteps:
             self.stage_deadline = None
             self.current = None
 
-    def _save_completed(self, session: Session, name: str, result: Any, attempt: _Attempt) -> None:
-        save_checkpoint(session, **self._completion(name, result, attempt))
-
     def _completion(self, name: str, result: Any, attempt: _Attempt) -> dict[str, Any]:
         """The checkpoint of a completed step."""
-        return {
-            "workflow_id": self.task_id,
-            "stage": name,
-            "status": COMPLETED,
-            "state": {"result": result, "input": self.input},
-            "meta": {"attempt": self.attempt, "failures": attempt.failures},
-            "duration_ms": attempt.elapsed_ms(),
-        }
+        return checkpoint_write(
+            workflow_id=self.task_id,
+            stage=name,
+            status=COMPLETED,
+            state={"result": result, "input": self.input},
+            meta={"attempt": self.attempt, "failures": attempt.failures},
+            duration_ms=attempt.elapsed_ms(),
+        )
 
 
 @dataclass

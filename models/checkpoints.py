@@ -76,32 +76,13 @@ def load_outcomes(
     return list(session.execute(_OUTCOMES, {"p_workflow_id": workflow_id}))
 
 
-def save_checkpoint(
-    session: Session,
-    *,
-    workflow_id: str,
-    stage: str,
-    status: str,
-    state: dict[str, Any],
-    meta: dict[str, Any] | None = None,
-    error: str | None = None,
-    duration_ms: int | None = None,
-) -> None:
-    """Insert or overwrite the checkpoint of one stage; ``updated_at`` moves, ``created_at`` stays.
+def save_checkpoint(session: Session, checkpoint: dict[str, Any]) -> None:
+    """Insert or overwrite the checkpoint of one stage (made by :func:`checkpoint_write`) in the
+    session's transaction; ``updated_at`` moves, ``created_at`` stays.
 
     One upsert statement, so on PostgreSQL it may run on an autocommit connection.
     """
-    params = {
-        "p_workflow_id": workflow_id,
-        "p_stage": stage,
-        "p_status": status,
-        "p_state": state,
-        "p_metadata": meta or {},
-        "p_error": error,
-        "p_duration_ms": duration_ms,
-        "p_now": utcnow(),
-    }
-    session.execute(_upsert_statement(session.get_bind().dialect.name), params)
+    session.execute(_upsert_statement(session.get_bind().dialect.name), _upsert_params(checkpoint))
 
 
 def checkpoint_write(
@@ -114,7 +95,8 @@ def checkpoint_write(
     error: str | None = None,
     duration_ms: int | None = None,
 ) -> dict[str, Any]:
-    """The parameters of one :data:`CHECKPOINT_WRITES` write: the upsert of :func:`save_checkpoint`."""
+    """One checkpoint, for :func:`save_checkpoint` (in the caller's transaction) or a
+    :data:`CHECKPOINT_WRITES` write (through the process's group commit)."""
     return {
         "workflow_id": workflow_id,
         "stage": stage,
@@ -151,8 +133,11 @@ def _write_many(connection: Connection, batch: Sequence[dict[str, Any]]) -> list
 
 
 def _write_one(connection: Connection, params: dict[str, Any]) -> Any:
-    values = {f"p_{name}": value for name, value in params.items()}
-    connection.execute(_upsert_statement(connection.dialect.name), values)
+    connection.execute(_upsert_statement(connection.dialect.name), _upsert_params(params))
+
+
+def _upsert_params(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    return {f"p_{name}": value for name, value in checkpoint.items()}
 
 
 #: Checkpoints written the moment a step (or a body) ends, see :func:`checkpoint_write`: those of
